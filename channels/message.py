@@ -1,0 +1,95 @@
+"""LatentMessage: a small plain-data header plus named tensors.
+
+Tensor layout by kind (B = batch rows, T/S = sequence slots, left padded):
+  kv:     keys, values [L, B, H_kv, T, D] (L = len(header.layers)); mask [B, T];
+          positions [B, T] (the RoPE position each cached slot was written at)
+  hidden: hidden [B, S, D] latent vectors; mask [B, S]
+  embeds: embeds [B, S, D] soft tokens in the receiver's input space; mask [B, S]
+  text:   no tensors; header.texts holds one string per row
+The header is msgpack-serialisable, so it can be inspected without touching tensors.
+"""
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from dataclasses import dataclass, field
+
+import msgpack
+import torch
+
+KINDS = ("kv", "hidden", "embeds", "text")
+TENSOR_NAMES = {
+    "kv": ("keys", "values", "mask", "positions"),
+    "hidden": ("hidden", "mask"),
+    "embeds": ("embeds", "mask"),
+    "text": (),
+}
+
+
+@dataclass(frozen=True)
+class MessageHeader:
+    kind: str
+    sender: str
+    fingerprint: dict
+    shapes: dict = field(default_factory=dict)  # tensor name -> list[int]
+    dtypes: dict = field(default_factory=dict)  # tensor name -> "float32", ...
+    layers: tuple = ()  # model layer index of each entry along keys/values dim 0
+    seq_lens: tuple = ()  # real (unpadded) slots per row
+    latent_steps: int = 0
+    latent_slots: int = 0  # trailing slots of each row that are latent steps
+    trace_id: str = ""
+    texts: tuple = ()  # kind "text": one string per row
+    extra: dict = field(default_factory=dict)  # transport / compression notes
+
+    def to_bytes(self) -> bytes:
+        return msgpack.packb(dataclasses.asdict(self), use_bin_type=True)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "MessageHeader":
+        raw = msgpack.unpackb(data, raw=False)
+        for name in ("layers", "seq_lens", "texts"):
+            raw[name] = tuple(raw[name])
+        return cls(**raw)
+
+
+@dataclass(frozen=True)
+class LatentMessage:
+    header: MessageHeader
+    tensors: dict  # name -> torch.Tensor; receivers never mutate these
+
+    @property
+    def kind(self) -> str:
+        return self.header.kind
+
+    @property
+    def sender(self) -> str:
+        return self.header.sender
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.tensors.values())
+
+    @classmethod
+    def build(cls, kind: str, sender: str, fingerprint: dict, tensors: dict, **header) -> "LatentMessage":
+        """Build a message, filling shapes and dtypes from the tensors themselves."""
+        if kind not in KINDS:
+            raise ValueError(f"unknown message kind {kind!r}; use one of {KINDS}")
+        header.setdefault("trace_id", uuid.uuid4().hex[:16])
+        head = MessageHeader(
+            kind=kind, sender=sender, fingerprint=dict(fingerprint),
+            shapes={k: list(t.shape) for k, t in tensors.items()},
+            dtypes={k: str(t.dtype).removeprefix("torch.") for k, t in tensors.items()},
+            **header,
+        )
+        return cls(head, dict(tensors))
+
+    def replace(self, tensors: dict | None = None, **header) -> "LatentMessage":
+        """A new message with some tensors or header fields changed (shapes kept in sync)."""
+        tensors = dict(self.tensors if tensors is None else tensors)
+        header.setdefault("shapes", {k: list(t.shape) for k, t in tensors.items()})
+        header.setdefault("dtypes", {k: str(t.dtype).removeprefix("torch.") for k, t in tensors.items()})
+        return LatentMessage(dataclasses.replace(self.header, **header), tensors)
+
+
+def dtype_from_name(name: str) -> torch.dtype:
+    return getattr(torch, name)

@@ -1,0 +1,122 @@
+"""The YAML graph spec (version 1) as frozen pydantic models; unknown keys are errors.
+
+Each topology validates its own parameters (see topologies/registry.py); this module
+only knows the shape every spec shares.
+"""
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+MESSAGE_KINDS = ("kv", "hidden", "embeds", "text")
+TRANSPORTS = ("object_store", "rdt")
+COMPRESSIONS = ("bf16", "fp16", "latent_only", "int8")  # plus "layers:<i,j,...>"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSpec(Strict):
+    ref: str = Field(description="hf:<hub id>, a local directory, or tiny:<preset>")
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"
+    device: str = Field("auto", description="auto (cuda if the actor has a GPU), cpu, cuda, cuda:N")
+    seed: int = 0
+    trust_remote_code: bool = False
+
+
+class Sampling(Strict):
+    temperature: float = Field(0.0, ge=0.0, description="0 = greedy")
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    top_k: int = Field(0, ge=0, description="0 = no top-k cut")
+
+
+class Resources(Strict):
+    num_cpus: float = Field(1.0, ge=0.0)
+    num_gpus: float = Field(0.0, ge=0.0, description="fractional GPUs allowed")
+
+
+class AgentSpec(Strict):
+    model: str
+    role: str = Field(description="role prompt template; {question} is replaced per problem")
+    latent_steps: int = Field(0, ge=0, le=4096)
+    output: Literal["latent", "text"] = "latent"
+    max_new_tokens: int = Field(64, ge=1, le=32768)
+    sampling: Sampling = Sampling()
+    realign: bool = Field(True, description="LatentMAS ridge map W_a; false = identity + norm match")
+    ridge_lambda: float = Field(1e-5, gt=0.0)
+    resources: Resources = Resources()
+    actor: Optional[str] = Field(None, description="agents naming the same actor group share one actor")
+
+    @field_validator("role")
+    @classmethod
+    def _role_has_question(cls, v: str) -> str:
+        if "{question}" not in v:
+            raise ValueError("role must contain {question}; add it where the problem goes")
+        return v
+
+
+class EdgeChannel(Strict):
+    src: str
+    dst: str
+    kind: Optional[Literal["kv", "hidden", "embeds", "text"]] = None
+    transport: Optional[Literal["object_store", "rdt"]] = None
+    compression: Optional[tuple[str, ...]] = None
+    codec: Optional[str] = None
+
+
+class ChannelSpec(Strict):
+    kind: Literal["kv", "hidden", "embeds", "text"] = "kv"
+    transport: Literal["object_store", "rdt"] = "object_store"
+    rdt_backend: Literal["nccl", "gloo", "cuda_ipc", "nixl"] = "nccl"
+    compression: tuple[str, ...] = ()
+    codec: str = "identity"
+    edges: tuple[EdgeChannel, ...] = ()
+
+    @field_validator("compression")
+    @classmethod
+    def _known_compression(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for c in v:
+            if c not in COMPRESSIONS and not c.startswith("layers:"):
+                raise ValueError(f"unknown compression {c!r}; use {', '.join(COMPRESSIONS)} or layers:<i,j,...>")
+        return v
+
+
+class TopologySpec(BaseModel):
+    """`type` plus that topology's own parameters (validated by the topology)."""
+    model_config = ConfigDict(extra="allow", frozen=True)
+    type: str
+
+
+class RunSpec(Strict):
+    inputs: Optional[str] = Field(None, description="JSONL file with a 'question' per line")
+    batch_size: int = Field(4, ge=1, le=4096)
+    seed: int = 0
+    output: Optional[str] = None
+    method: Literal["latent", "text", "single"] = "latent"
+
+
+class GraphSpec(Strict):
+    version: Literal[1]
+    name: str = "run"
+    models: dict[str, ModelSpec]
+    agents: dict[str, AgentSpec]
+    topology: TopologySpec
+    channels: ChannelSpec = ChannelSpec()
+    run: RunSpec = RunSpec()
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_simple(cls, v: str) -> str:
+        if not v or "/" in v or v.strip() != v:
+            raise ValueError("name must be non-empty, without '/' or surrounding spaces")
+        return v
+
+    @model_validator(mode="after")
+    def _references_exist(self) -> "GraphSpec":
+        if not self.models:
+            raise ValueError("models: at least one model is required")
+        if not self.agents:
+            raise ValueError("agents: at least one agent is required")
+        return self
