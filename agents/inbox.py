@@ -1,0 +1,49 @@
+"""Turn the messages a step receives into what its prefill consumes.
+
+Order is the plan's inbox order (the step's `inputs`). Per kind:
+  kv:            becomes the working-memory prefix (past_key_values)
+  hidden/embeds: concatenated along the sequence, in inbox order, and placed as soft
+                 tokens before the prompt (a same-model `hidden` message already
+                 holds realigned input-space vectors)
+  text:          joined per row, in inbox order, into the prompt
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from channels.errors import MessageError
+from channels.message import LatentMessage
+
+
+@dataclass
+class Inbox:
+    kv: Optional[LatentMessage] = None
+    embeds: Optional[torch.Tensor] = None  # [B, S, D]
+    embeds_mask: Optional[torch.Tensor] = None  # [B, S]
+    texts: Optional[list] = None  # one string per row
+
+
+def merge_inbox(messages, receiver: str = "?", rope_join=None) -> Inbox:
+    """Group messages by kind. Several kv messages need `rope_join(list) -> message`."""
+    kv = [m for m in messages if m.kind == "kv"]
+    soft = [m for m in messages if m.kind in ("hidden", "embeds")]
+    texts = [m for m in messages if m.kind == "text"]
+    inbox = Inbox()
+    if len(kv) == 1:
+        inbox.kv = kv[0]
+    elif kv:
+        if rope_join is None:
+            raise MessageError("several kv messages but no way to join them", sender=kv[1].sender,
+                               receiver=receiver, field="kind")
+        inbox.kv = rope_join(kv)
+    if soft:
+        key = lambda m: "hidden" if m.kind == "hidden" else "embeds"  # noqa: E731
+        inbox.embeds = torch.cat([m.tensors[key(m)] for m in soft], dim=1)
+        inbox.embeds_mask = torch.cat([m.tensors["mask"] for m in soft], dim=1)
+    if texts:
+        rows = len(texts[0].header.texts)
+        inbox.texts = ["\n\n".join(f"[{m.sender}] {m.header.texts[b]}" for m in texts) for b in range(rows)]
+    return inbox
