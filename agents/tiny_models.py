@@ -37,6 +37,8 @@ def _gpt2(hidden: int, layers: int, tied: bool, vocab: int, special: dict) -> GP
     )
 
 
+INIT_RANGE = 0.05
+
 # name -> (config builder, hidden size, layers, tied embeddings)
 PRESETS = {
     "qwen3-64": (_qwen3, 64, 2, False),
@@ -62,6 +64,9 @@ def build_tiny(preset: str, seed: int = 0, dtype: torch.dtype = torch.float32):
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
+    # A 260-token vocabulary gives W_outᵀW_out a far smaller scale than a real 150K
+    # vocabulary; a wider init keeps the ridge term's relative size close to real models.
+    special["initializer_range"] = INIT_RANGE
     config = builder(hidden, layers, tied, len(tokenizer), special)
     # A private RNG so building a model never disturbs (or depends on) the caller's.
     with torch.random.fork_rng(devices=[]):

@@ -33,6 +33,6 @@ def pytest_collection_modifyitems(config, items):
 def ray_session():
     from runtime.ray_setup import ensure_ray
 
-    ray = ensure_ray(num_cpus=4)
+    ray = ensure_ray(num_cpus=8)
     yield ray
     ray.shutdown()

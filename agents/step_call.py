@@ -1,0 +1,26 @@
+"""StepCall: everything an actor needs to run one plan step, as plain picklable data."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class InputEdge:
+    src: str  # producing step id
+    kind: str
+    codec: str = "identity"
+    compression: tuple = ()
+
+
+@dataclass(frozen=True)
+class StepCall:
+    step_id: str
+    agent: str
+    action: str  # "latent" | "text" | "aggregate"
+    emit: str = "kv"
+    kv_scope: str = "all"
+    inputs: tuple = ()  # InputEdge per inbox message, same order as the message arguments
+    outputs: tuple = ((),)  # one compression list per output variant the step returns
+    round: int = 0
+    batch: int = 0
+    aggregate: str = ""
