@@ -3,31 +3,39 @@
 Ray pickles torch tensors with a copy on put and on get unless
 RAY_ENABLE_ZERO_COPY_TORCH_TENSORS=1 is set before `import ray`, in the driver and in
 every worker. We set it here (before importing ray) and in the job's runtime_env.
+Workers also get the repository root on PYTHONPATH, so the four packages import there
+without an install.
 """
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 ZERO_COPY_ENV = {"RAY_ENABLE_ZERO_COPY_TORCH_TENSORS": "1"}
+REPO_ROOT = str(Path(__file__).resolve().parents[1])
 os.environ.update({k: os.environ.get(k, v) for k, v in ZERO_COPY_ENV.items()})
 
 
-def runtime_env(extra: dict | None = None) -> dict:
-    env = {"env_vars": dict(ZERO_COPY_ENV)}
-    if extra:
-        env.update(extra)
-    return env
+def runtime_env() -> dict:
+    path = os.pathsep.join(p for p in (REPO_ROOT, os.environ.get("PYTHONPATH", "")) if p)
+    return {"env_vars": {**ZERO_COPY_ENV, "PYTHONPATH": path}}
 
 
-def ensure_ray(address: str | None = None, num_cpus: int | None = None, dashboard: bool = False):
-    """Initialise Ray once per process; join `address` (or RAY_ADDRESS) if given."""
+def ensure_ray(address: str | None = None, num_cpus: float | None = None, dashboard: bool = False):
+    """Initialise Ray once per process: join `address` (or RAY_ADDRESS), else start a local one.
+
+    A local Ray gets at least `num_cpus` logical CPUs, so every agent's actor can be
+    placed even on a small machine (agents mostly wait on each other).
+    """
     import ray
 
-    if not ray.is_initialized():
-        kwargs = dict(runtime_env=runtime_env(), include_dashboard=dashboard,
-                      log_to_driver=True, configure_logging=False)
-        if address or os.environ.get("RAY_ADDRESS"):
-            ray.init(address=address or os.environ["RAY_ADDRESS"], runtime_env=runtime_env())
-        else:
-            ray.init(num_cpus=num_cpus, **kwargs)
+    if ray.is_initialized():
+        return ray
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, runtime_env=runtime_env())
+    else:
+        cpus = max(os.cpu_count() or 1, int(-(-(num_cpus or 0) // 1)))
+        ray.init(num_cpus=cpus, runtime_env=runtime_env(), include_dashboard=dashboard,
+                 configure_logging=False)
     return ray

@@ -1,0 +1,90 @@
+"""AgentActor: the Ray actor that hosts one model and the agents (roles) that use it.
+
+The driver calls `run_step(call, questions, *inbox)` with the ObjectRefs of the
+messages a step reads; Ray resolves them here, from the object store, so tensors move
+actor to actor and never through the driver. A step is a pure function of its inputs,
+which makes Ray's retries after an actor restart safe.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+import ray
+
+from .agent import Agent, AgentConfig
+from .fingerprint import model_fingerprint
+from .loading import load_model
+from .step_call import StepCall
+
+
+class AgentActorImpl:
+    def __init__(self, model_kwargs: dict, agents: dict):
+        self.model, self.tokenizer = load_model(**model_kwargs)
+        self.fingerprint = model_fingerprint(self.model, self.tokenizer)
+        self.agents = {name: Agent(cfg, self.model, self.tokenizer, self.fingerprint)
+                       for name, cfg in agents.items()}
+
+    def ready(self) -> dict:
+        return {"pid": os.getpid(), "device": str(self.model.device), "dtype": str(self.model.dtype),
+                "fingerprint": self.fingerprint, "agents": sorted(self.agents)}
+
+    def _receive(self, call: StepCall, inbox: tuple) -> list:
+        from .receive import receive_messages
+
+        return receive_messages(call, inbox, receiver_fingerprint=self.fingerprint,
+                                model_dtype=self.model.dtype)
+
+    def run_step(self, call: StepCall, questions: list, *inbox):
+        t0 = time.perf_counter()
+        messages = self._receive(call, inbox)
+        agent = self.agents[call.agent]
+        stats = {"step": call.step_id, "agent": call.agent, "batch": call.batch, "round": call.round,
+                 "rows": len(questions), "inbox": [_edge_stats(m, t0) for m in messages]}
+        if call.action == "text":
+            result = agent.step(questions, messages, action="text")
+            stats.update(compute_s=time.perf_counter() - t0, tokens=result.tokens)
+            outputs = [{"texts": result.texts, "tokens": result.tokens}]
+        elif call.action == "aggregate":
+            from .aggregate import aggregate_messages
+
+            msg = aggregate_messages(messages, call.aggregate, call.agent, self.fingerprint)
+            outputs = _variants(msg, call.outputs)
+            stats.update(compute_s=time.perf_counter() - t0, tokens=[0] * len(questions))
+        else:
+            msg = agent.step(questions, messages, action="latent", emit=call.emit, scope=call.kv_scope)
+            msg = msg.replace(extra={**msg.header.extra, "sent_at": time.time()})
+            outputs = _variants(msg, call.outputs)
+            stats.update(compute_s=time.perf_counter() - t0, latent_steps=msg.header.latent_steps,
+                         tokens=list(msg.header.extra.get("tokens", [0] * len(questions))),
+                         out_bytes=[o.nbytes for o in outputs])
+        return (*outputs, stats)
+
+
+def _variants(msg, outputs: tuple) -> list:
+    from channels.compression import compress_message
+
+    return [compress_message(msg, list(names)) if names else msg for names in outputs]
+
+
+def _edge_stats(msg, now: float) -> dict:
+    sent = msg.header.extra.get("sent_at")
+    return {"src": msg.sender, "kind": msg.kind, "bytes": msg.nbytes,
+            "latency_s": (time.time() - sent) if sent else None}
+
+
+AgentActor = ray.remote(AgentActorImpl)
+
+
+def agent_configs_for(names, spec_agents: dict, seed: int) -> dict:
+    """Plain AgentConfig objects from spec agent entries (kept here so runtime stays thin)."""
+    from .decoding import SamplingConfig
+
+    out = {}
+    for name in names:
+        a = spec_agents[name]
+        out[name] = AgentConfig(
+            name=name, role=a.role, latent_steps=a.latent_steps, max_new_tokens=a.max_new_tokens,
+            sampling=SamplingConfig(a.sampling.temperature, a.sampling.top_p, a.sampling.top_k, seed),
+            realign=a.realign, ridge_lambda=a.ridge_lambda)
+    return out

@@ -1,0 +1,147 @@
+"""The engine: run problems through a plan on Ray actors.
+
+For each batch, every step is submitted as an actor call whose arguments are the
+ObjectRefs of the messages it reads; nothing waits, so different agents work on
+different batches at once (pipelining). The driver holds references, never tensors,
+and drops a batch's references once its answers are in, so the object store frees them.
+"""
+from __future__ import annotations
+
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+
+from agents.step_call import InputEdge, StepCall
+
+from .actors import check_model_refs, group_agents, kill_actors, start_actors
+from .errors import RunError
+
+
+@dataclass
+class RunResult:
+    run_name: str
+    questions: list
+    answers: list  # one string per question
+    tokens: list  # tokens decoded per question, over every text-producing step
+    steps: list = field(default_factory=list)  # one stats dict per step call
+    trace: list = field(default_factory=list)  # one row per message delivered
+    wall_s: float = 0.0
+    actor_names: list = field(default_factory=list)
+
+    def summary(self, spec, plan) -> dict:
+        return {
+            "run": self.run_name, "topology": plan.topology, "method": spec.run.method,
+            "questions": len(self.questions), "agents": list(plan.agents),
+            "latent_steps": {a: spec.agents[a].latent_steps for a in plan.agents},
+            "tokens_decoded": sum(self.tokens), "messages": len(self.trace),
+            "message_bytes": sum(r["bytes"] for r in self.trace), "wall_s": round(self.wall_s, 3),
+        }
+
+
+def output_variants(plan, step) -> tuple:
+    """Distinct compression lists over a step's outgoing edges (one returned object each)."""
+    variants = []
+    for edge in plan.outgoing(step.id):
+        if tuple(edge.compression) not in variants:
+            variants.append(tuple(edge.compression))
+    return tuple(variants) or ((),)
+
+
+def _calls_for_batch(plan, batch: int) -> list:
+    calls = []
+    for step in plan.steps:
+        inputs = tuple(InputEdge(e.src, e.kind, e.codec, tuple(e.compression)) for e in step.inputs)
+        calls.append(StepCall(step.id, step.agent, step.action, step.emit, step.kv_scope, inputs,
+                              output_variants(plan, step), step.round, batch,
+                              getattr(step, "aggregate", "")))
+    return calls
+
+
+def submit_batch(plan, handles: dict, questions: list, batch: int) -> dict:
+    """Submit every step of one batch; returns {step id: [output refs..., stats ref]}."""
+    refs: dict = {}
+    for call in _calls_for_batch(plan, batch):
+        inbox = []
+        for edge in call.inputs:
+            variants = dict(zip(output_variants(plan, plan.step(edge.src)), refs[edge.src]))
+            inbox.append(variants[edge.compression])
+        n_out = len(call.outputs) + 1
+        refs[call.step_id] = handles[call.agent].run_step.options(num_returns=n_out).remote(
+            call, questions, *inbox)
+    return refs
+
+
+def _answer(plan, texts: list) -> str:
+    if plan.answer_mode == "majority":
+        counts = Counter(t.strip() for t in texts)
+        best = max(counts.values())
+        return next(t for t in texts if counts[t.strip()] == best)
+    return texts[0]
+
+
+def run_plan(plan, handles: dict, questions: list, batch_size: int, progress=None):
+    """Run every batch; yields (first question index, answers, tokens, step stats) per batch."""
+    import ray
+
+    batches = [questions[i:i + batch_size] for i in range(0, len(questions), batch_size)]
+    pending = {}
+    for b, qs in enumerate(batches):
+        refs = submit_batch(plan, handles, qs, b)
+        stats_refs = [r[-1] for r in refs.values()]
+        pending[stats_refs[-1]] = (b, refs, stats_refs)
+    while pending:
+        done, _ = ray.wait(list(pending), num_returns=1)
+        b, refs, stats_refs = pending.pop(done[0])
+        step_stats = ray.get(stats_refs)
+        per_step = [ray.get(refs[sid][0]) for sid in plan.answer_steps]
+        answers = [_answer(plan, [p["texts"][r] for p in per_step]) for r in range(len(batches[b]))]
+        tokens = [sum(s["tokens"][r] for s in step_stats) for r in range(len(batches[b]))]
+        del refs  # drop every ObjectRef of this batch so its messages are freed
+        if progress:
+            progress(b, len(batches))
+        yield b * batch_size, answers, tokens, step_stats
+
+
+def trace_rows(run_name: str, stats: dict, first_question: int) -> list:
+    return [{"run": run_name, "batch": stats["batch"], "first_problem": first_question,
+             "src": e["src"], "dst": stats["step"], "round": stats["round"], "kind": e["kind"],
+             "bytes": e["bytes"], "latency_s": e["latency_s"]} for e in stats["inbox"]]
+
+
+def needed_cpus(spec, plan) -> float:
+    return sum(g.num_cpus for g in group_agents(spec, plan.agents))
+
+
+def run_spec(spec, plan, questions: list, run_name: str | None = None, progress=None,
+             on_batch=None, address: str | None = None) -> RunResult:
+    """Start actors, run every question through the plan, stop the actors."""
+    import ray
+
+    from .ray_setup import ensure_ray
+
+    if not questions:
+        raise RunError("no questions to run; give --question, --input FILE.jsonl, or run.inputs in the spec")
+    check_model_refs(spec)
+    ensure_ray(address=address, num_cpus=needed_cpus(spec, plan))
+    run_name = run_name or f"{spec.name}-{uuid.uuid4().hex[:6]}"
+    t0 = time.perf_counter()
+    handles = start_actors(spec, plan, run_name)
+    result = RunResult(run_name, list(questions), [None] * len(questions), [0] * len(questions))
+    result.actor_names = sorted({f"{run_name}/{spec.agents[a].actor or a}" for a in plan.agents})
+    try:
+        for first, answers, tokens, step_stats in run_plan(plan, handles, questions,
+                                                          spec.run.batch_size, progress):
+            result.answers[first:first + len(answers)] = answers
+            result.tokens[first:first + len(tokens)] = tokens
+            result.steps.extend(step_stats)
+            for s in step_stats:
+                result.trace.extend(trace_rows(run_name, s, first))
+            if on_batch:
+                on_batch(first, answers, tokens)
+    except ray.exceptions.RayTaskError as exc:
+        raise RunError(f"a step failed: {exc.cause if getattr(exc, 'cause', None) else exc}") from None
+    finally:
+        kill_actors(handles.values())
+    result.wall_s = time.perf_counter() - t0
+    return result
