@@ -12,6 +12,9 @@ import time
 
 import ray
 
+from channels.message import message_checksum
+from channels.zero_copy_env import quiet_zero_copy_warnings
+
 from .agent import Agent, AgentConfig
 from .fingerprint import model_fingerprint
 from .loading import load_model
@@ -20,6 +23,7 @@ from .step_call import StepCall
 
 class AgentActorImpl:
     def __init__(self, model_kwargs: dict, agents: dict):
+        quiet_zero_copy_warnings()
         self.model, self.tokenizer = load_model(**model_kwargs)
         self.fingerprint = model_fingerprint(self.model, self.tokenizer)
         self.agents = {name: Agent(cfg, self.model, self.tokenizer, self.fingerprint)
@@ -58,6 +62,8 @@ class AgentActorImpl:
             stats.update(compute_s=time.perf_counter() - t0, latent_steps=msg.header.latent_steps,
                          tokens=list(msg.header.extra.get("tokens", [0] * len(questions))),
                          out_bytes=[o.nbytes for o in outputs])
+        if call.checksum and call.action != "text":
+            stats["out_checksums"] = [message_checksum(o) for o in outputs]
         return (*outputs, stats)
 
 

@@ -24,3 +24,4 @@ class StepCall:
     round: int = 0
     batch: int = 0
     aggregate: str = ""
+    checksum: bool = False  # report a CRC32 of every output (tests that nothing mutates a message)

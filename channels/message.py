@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
+import zlib
 from dataclasses import dataclass, field
 
 import msgpack
@@ -89,6 +90,15 @@ class LatentMessage:
         header.setdefault("shapes", {k: list(t.shape) for k, t in tensors.items()})
         header.setdefault("dtypes", {k: str(t.dtype).removeprefix("torch.") for k, t in tensors.items()})
         return LatentMessage(dataclasses.replace(self.header, **header), tensors)
+
+
+def message_checksum(msg: LatentMessage) -> int:
+    """CRC32 over every tensor's bytes, in name order: proves a message was not mutated."""
+    crc = zlib.crc32(msg.header.kind.encode())
+    for name in sorted(msg.tensors):
+        t = msg.tensors[name].detach().cpu().contiguous().reshape(-1)
+        crc = zlib.crc32(t.view(torch.uint8).numpy(), crc)
+    return crc
 
 
 def dtype_from_name(name: str) -> torch.dtype:

@@ -48,20 +48,20 @@ def output_variants(plan, step) -> tuple:
     return tuple(variants) or ((),)
 
 
-def _calls_for_batch(plan, batch: int) -> list:
+def _calls_for_batch(plan, batch: int, checksum: bool = False) -> list:
     calls = []
     for step in plan.steps:
         inputs = tuple(InputEdge(e.src, e.kind, e.codec, tuple(e.compression)) for e in step.inputs)
         calls.append(StepCall(step.id, step.agent, step.action, step.emit, step.kv_scope, inputs,
                               output_variants(plan, step), step.round, batch,
-                              getattr(step, "aggregate", "")))
+                              getattr(step, "aggregate", ""), checksum))
     return calls
 
 
-def submit_batch(plan, handles: dict, questions: list, batch: int) -> dict:
+def submit_batch(plan, handles: dict, questions: list, batch: int, checksum: bool = False) -> dict:
     """Submit every step of one batch; returns {step id: [output refs..., stats ref]}."""
     refs: dict = {}
-    for call in _calls_for_batch(plan, batch):
+    for call in _calls_for_batch(plan, batch, checksum):
         inbox = []
         for edge in call.inputs:
             variants = dict(zip(output_variants(plan, plan.step(edge.src)), refs[edge.src]))

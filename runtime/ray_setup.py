@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-ZERO_COPY_ENV = {"RAY_ENABLE_ZERO_COPY_TORCH_TENSORS": "1"}
+from channels.zero_copy_env import ZERO_COPY_ENV, quiet_zero_copy_warnings
+
 REPO_ROOT = str(Path(__file__).resolve().parents[1])
 os.environ.update({k: os.environ.get(k, v) for k, v in ZERO_COPY_ENV.items()})
 
@@ -29,6 +30,7 @@ def ensure_ray(address: str | None = None, num_cpus: float | None = None, dashbo
     """
     import ray
 
+    quiet_zero_copy_warnings()
     if ray.is_initialized():
         return ray
     address = address or os.environ.get("RAY_ADDRESS")
