@@ -144,7 +144,8 @@ class Agent:
                                  "set latent_steps > 0 or use kind kv")
             vecs = torch.stack(state.latents, dim=1)
             mask = torch.ones(vecs.shape[:2], dtype=torch.long, device=vecs.device)
-            return LatentMessage.build(kind, tensors={kind: vecs, "mask": mask}, **common)
+            return LatentMessage.build(kind, tensors={kind: vecs, "mask": mask},
+                                       **{**common, "seq_lens": tuple(int(n) for n in mask.sum(-1))})
         if kind == "text":
             result = self.decode(state)
             return LatentMessage.build("text", tensors={}, texts=tuple(result.texts),

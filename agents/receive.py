@@ -10,6 +10,6 @@ def receive_messages(call, inbox: tuple, *, receiver_fingerprint: dict, model_dt
     out = []
     for edge, msg in zip(call.inputs, inbox):
         validate_message(msg, receiver=call.agent, receiver_fingerprint=receiver_fingerprint,
-                         edge_kind=edge.kind)
+                         edge_kind=edge.kind, model_dtype=model_dtype)
         out.append(decompress_message(msg, model_dtype))
     return out

@@ -7,3 +7,23 @@ class MessageError(ValueError):
     def __init__(self, message: str, *, sender: str = "?", receiver: str = "?", field: str = "?"):
         self.sender, self.receiver, self.field = sender, receiver, field
         super().__init__(f"message {sender} -> {receiver}, field {field}: {message}")
+
+
+class TransportError(RuntimeError):
+    """A message could not be moved between actors: says which transport and what to do."""
+
+    def __init__(self, message: str, *, transport: str = "?"):
+        self.transport = transport
+        super().__init__(f"transport {transport}: {message}")
+
+
+class TransportUnavailable(TransportError):
+    """The transport a channel asks for cannot run here (no CUDA, Ray too old, missing library)."""
+
+
+class FingerprintMismatchError(MessageError):
+    """A kv message from a model other than the receiver's (weights, tokenizer or geometry)."""
+
+
+class CompressionError(MessageError):
+    """A compression that cannot apply to this message (wrong kind, bad order, overflow...)."""

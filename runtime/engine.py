@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from agents.step_call import InputEdge, StepCall
 
-from .actors import check_model_refs, group_agents, kill_actors, start_actors
+from .actors import check_compressions, check_model_refs, group_agents, kill_actors, start_actors
 from .errors import RunError
 
 
@@ -123,6 +123,7 @@ def run_spec(spec, plan, questions: list, run_name: str | None = None, progress=
     if not questions:
         raise RunError("no questions to run; give --question, --input FILE.jsonl, or run.inputs in the spec")
     check_model_refs(spec)
+    check_compressions(plan)
     ensure_ray(address=address, num_cpus=needed_cpus(spec, plan))
     run_name = run_name or f"{spec.name}-{uuid.uuid4().hex[:6]}"
     t0 = time.perf_counter()

@@ -1,0 +1,81 @@
+"""What every compression shares: the record kept in the header and the order rules.
+
+A compressed message carries `header.extra["compression"]`, the list of steps applied
+(in order), so a receiver can undo them in reverse. Steps must come in stage order:
+structural selections (latent_only, then layers) before numeric ones (bf16/fp16, then
+int8), because a selection after quantisation would have to slice scales and sinks too,
+and a cast after int8 has nothing float left to cast.
+"""
+from __future__ import annotations
+
+import torch
+
+from channels.errors import CompressionError, MessageError
+from channels.message import LatentMessage
+
+# Tensors that carry the content of each kind (the rest is bookkeeping: mask, positions).
+PAYLOAD = {"kv": ("keys", "values"), "hidden": ("hidden",), "embeds": ("embeds",), "text": ()}
+RECORD = "compression"
+
+
+def record(msg: LatentMessage) -> list:
+    return list(msg.header.extra.get(RECORD, []))
+
+
+def compact(t: torch.Tensor) -> torch.Tensor:
+    """A tensor that owns exactly its bytes: a view of a bigger storage would be shipped
+    whole when the message is serialised, undoing the saving."""
+    if t.untyped_storage().nbytes() > t.numel() * t.element_size() or not t.is_contiguous():
+        return t.clone(memory_format=torch.contiguous_format)
+    return t
+
+
+class Compression:
+    """One compression step. Subclasses set name, stage and kinds and implement compress and
+    decompress; a step that adds tensors also names them (added_tensors) and checks them."""
+
+    name: str = ""
+    stage: int = 0
+    kinds: tuple = ("kv", "hidden", "embeds")
+
+    def compress(self, msg: LatentMessage, receiver: str = "?") -> LatentMessage:
+        raise NotImplementedError
+
+    def decompress(self, msg: LatentMessage, dtype: torch.dtype) -> LatentMessage:
+        raise NotImplementedError
+
+    def added_tensors(self, msg: LatentMessage) -> tuple:
+        """Names of the tensors this step added to `msg` (checked by validation)."""
+        return ()
+
+    def check(self, msg: LatentMessage, fail) -> None:
+        """Validate what this step added; `fail(field, text)` raises a MessageError."""
+
+    # ---- helpers for subclasses ------------------------------------------------------
+    def begin(self, msg: LatentMessage, receiver: str) -> list:
+        """Refuse a kind this step does not apply to, a repeat, or an out-of-order step."""
+        fail = lambda text: CompressionError(text, sender=msg.sender, receiver=receiver,  # noqa: E731
+                                             field=f"{RECORD}.{self.name}")
+        if msg.kind not in self.kinds:
+            raise fail(f"{self.name!r} does not apply to a {msg.kind!r} message (only {', '.join(self.kinds)}); "
+                       "remove it from this channel's compression list")
+        done = record(msg)
+        from . import get_compression  # registry lives in the package; imported late to avoid a cycle
+        for prev in done:
+            if get_compression(prev).stage >= self.stage:
+                raise fail(f"{self.name!r} cannot follow {prev!r}; order the list as "
+                           "latent_only, layers:<...>, bf16|fp16, int8 (each at most once)")
+        return done
+
+    def finish(self, msg: LatentMessage, tensors: dict, **header) -> LatentMessage:
+        extra = {**msg.header.extra, **header.pop("extra", {}), RECORD: record(msg) + [self.name]}
+        return msg.replace({k: compact(t) for k, t in tensors.items()}, extra=extra, **header)
+
+    def undo(self, msg: LatentMessage, tensors: dict, drop_extra: tuple = (), **header) -> LatentMessage:
+        done = record(msg)
+        if not done or done[-1] != self.name:
+            raise MessageError(f"cannot undo {self.name!r}: the message's last compression is "
+                               f"{done[-1] if done else 'none'!r}", sender=msg.sender, field=RECORD)
+        extra = {k: v for k, v in msg.header.extra.items() if k not in drop_extra}
+        extra[RECORD] = done[:-1]
+        return msg.replace(tensors, extra=extra, **header)
