@@ -1,9 +1,13 @@
 """AgentActor: the Ray actor that hosts one model and the agents (roles) that use it.
 
-The driver calls `run_step(call, questions, *inbox)` with the ObjectRefs of the
-messages a step reads; Ray resolves them here, from the object store, so tensors move
-actor to actor and never through the driver. A step is a pure function of its inputs,
-which makes Ray's retries after an actor restart safe.
+The driver calls a step with the ObjectRefs of the messages it reads; Ray resolves them
+here, so tensors move actor to actor and never through the driver. A step is a pure
+function of its inputs, which makes Ray's retries after an actor restart safe.
+
+Two ways out of a step:
+  run_step            object_store: returns (*packed outputs, stats), num_returns = n + 1
+  run_step_<backend>  rdt (from RdtMethods, wrapping `produce`): returns the one message;
+                      its stats wait here until the driver calls pop_stats
 """
 from __future__ import annotations
 
@@ -13,58 +17,71 @@ import time
 import ray
 
 from channels.message import message_checksum
+from channels.transports import get_transport
+from channels.transports.rdt import RdtMethods
 from channels.zero_copy_env import quiet_zero_copy_warnings
 
 from .agent import Agent, AgentConfig
 from .fingerprint import model_fingerprint
 from .loading import load_model
+from .receive import receive_messages
 from .step_call import StepCall
 
 
-class AgentActorImpl:
+class AgentActorImpl(RdtMethods):
     def __init__(self, model_kwargs: dict, agents: dict):
         quiet_zero_copy_warnings()
         self.model, self.tokenizer = load_model(**model_kwargs)
         self.fingerprint = model_fingerprint(self.model, self.tokenizer)
         self.agents = {name: Agent(cfg, self.model, self.tokenizer, self.fingerprint)
                        for name, cfg in agents.items()}
+        self.object_store = get_transport("object_store")
+        self._stats: dict = {}
 
     def ready(self) -> dict:
         return {"pid": os.getpid(), "device": str(self.model.device), "dtype": str(self.model.dtype),
                 "fingerprint": self.fingerprint, "agents": sorted(self.agents)}
 
-    def _receive(self, call: StepCall, inbox: tuple) -> list:
-        from .receive import receive_messages
-
-        return receive_messages(call, inbox, receiver_fingerprint=self.fingerprint,
-                                model_dtype=self.model.dtype)
-
     def run_step(self, call: StepCall, questions: list, *inbox):
+        outputs, stats = self._execute(call, questions, inbox)
+        if call.action == "text":
+            return (*outputs, stats)
+        return (*[self.object_store.pack(o) for o in outputs], stats)
+
+    def produce(self, call: StepCall, questions: list, *inbox):
+        outputs, stats = self._execute(call, questions, inbox)
+        self._stats[(call.batch, call.step_id)] = stats
+        return outputs[0]
+
+    def pop_stats(self, batch: int, step_id: str) -> dict:
+        return self._stats.pop((batch, step_id))
+
+    def _execute(self, call: StepCall, questions: list, inbox: tuple) -> tuple:
         t0 = time.perf_counter()
-        messages = self._receive(call, inbox)
+        messages = receive_messages(call, inbox, receiver_fingerprint=self.fingerprint,
+                                    model_dtype=self.model.dtype)
         agent = self.agents[call.agent]
         stats = {"step": call.step_id, "agent": call.agent, "batch": call.batch, "round": call.round,
-                 "rows": len(questions), "inbox": [_edge_stats(m, t0) for m in messages]}
+                 "rows": len(questions), "inbox": [_edge_stats(m) for m in messages],
+                 "tokens": [0] * len(questions), "latent_steps": 0}
         if call.action == "text":
             result = agent.step(questions, messages, action="text")
             stats.update(compute_s=time.perf_counter() - t0, tokens=result.tokens)
-            outputs = [{"texts": result.texts, "tokens": result.tokens}]
-        elif call.action == "aggregate":
+            return [{"texts": result.texts, "tokens": result.tokens}], stats
+        if call.action == "aggregate":
             from .aggregate import aggregate_messages
 
             msg = aggregate_messages(messages, call.aggregate, call.agent, self.fingerprint)
-            outputs = _variants(msg, call.outputs)
-            stats.update(compute_s=time.perf_counter() - t0, tokens=[0] * len(questions))
         else:
             msg = agent.step(questions, messages, action="latent", emit=call.emit, scope=call.kv_scope)
-            msg = msg.replace(extra={**msg.header.extra, "sent_at": time.time()})
-            outputs = _variants(msg, call.outputs)
-            stats.update(compute_s=time.perf_counter() - t0, latent_steps=msg.header.latent_steps,
-                         tokens=list(msg.header.extra.get("tokens", [0] * len(questions))),
-                         out_bytes=[o.nbytes for o in outputs])
-        if call.checksum and call.action != "text":
+            stats.update(latent_steps=msg.header.latent_steps,
+                         tokens=list(msg.header.extra.get("tokens", stats["tokens"])))
+        msg = msg.replace(extra={**msg.header.extra, "sent_at": time.time()})
+        outputs = _variants(msg, call.outputs)
+        stats.update(compute_s=time.perf_counter() - t0, out_bytes=[o.nbytes for o in outputs])
+        if call.checksum:
             stats["out_checksums"] = [message_checksum(o) for o in outputs]
-        return (*outputs, stats)
+        return outputs, stats
 
 
 def _variants(msg, outputs: tuple) -> list:
@@ -73,13 +90,15 @@ def _variants(msg, outputs: tuple) -> list:
     return [compress_message(msg, list(names)) if names else msg for names in outputs]
 
 
-def _edge_stats(msg, now: float) -> dict:
+def _edge_stats(msg) -> dict:
     sent = msg.header.extra.get("sent_at")
-    return {"src": msg.sender, "kind": msg.kind, "bytes": msg.nbytes,
+    return {"src": msg.sender, "kind": msg.kind, "bytes": msg.header.extra.get("wire_bytes", msg.nbytes),
+            "decoded_bytes": msg.nbytes,
             "latency_s": (time.time() - sent) if sent else None}
 
 
-AgentActor = ray.remote(AgentActorImpl)
+# enable_tensor_transport: every actor may receive over Ray Direct Transport.
+AgentActor = ray.remote(enable_tensor_transport=True)(AgentActorImpl)
 
 
 def agent_configs_for(names, spec_agents: dict, seed: int) -> dict:

@@ -10,6 +10,8 @@ class InputEdge:
     kind: str
     codec: str = "identity"
     compression: tuple = ()
+    transport: str = "object_store"
+    backend: str = ""  # rdt backend (nccl, gloo, cuda_ipc, nixl)
 
 
 @dataclass(frozen=True)

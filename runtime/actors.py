@@ -51,20 +51,6 @@ def check_model_refs(spec) -> None:
             raise type(exc)(f"models.{model_id}.ref: {exc}") from None
 
 
-def check_compressions(plan) -> None:
-    """Refuse a bad compression list (unknown name, wrong order) before any actor starts."""
-    from channels.compression import check_compression_names
-    from topologies.errors import SpecError
-
-    for step in plan.steps:
-        for edge in step.inputs:
-            try:
-                check_compression_names(list(edge.compression))
-            except ValueError as exc:
-                raise SpecError(str(exc), field=f"channels.compression (edge {edge.src} -> {edge.dst})",
-                                fix="order: latent_only, layers:..., bf16|fp16, int8") from None
-
-
 def start_actors(spec, plan, run_name: str) -> dict:
     """Return {agent id: actor handle}, all models loaded (or a RunError naming the model)."""
     import ray

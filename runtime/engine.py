@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 
 from agents.step_call import InputEdge, StepCall
 
-from .actors import check_compressions, check_model_refs, group_agents, kill_actors, start_actors
+from .actors import check_model_refs, group_agents, kill_actors, start_actors
 from .errors import RunError
+from .transports import check_transports, open_groups, step_transport
 
 
 @dataclass
@@ -48,27 +49,36 @@ def output_variants(plan, step) -> tuple:
     return tuple(variants) or ((),)
 
 
-def _calls_for_batch(plan, batch: int, checksum: bool = False) -> list:
+def _calls_for_batch(plan, batch: int, backend: str, checksum: bool = False) -> list:
     calls = []
     for step in plan.steps:
-        inputs = tuple(InputEdge(e.src, e.kind, e.codec, tuple(e.compression)) for e in step.inputs)
+        inputs = tuple(InputEdge(e.src, e.kind, e.codec, tuple(e.compression), e.transport,
+                                 backend if e.transport == "rdt" else "") for e in step.inputs)
         calls.append(StepCall(step.id, step.agent, step.action, step.emit, step.kv_scope, inputs,
                               output_variants(plan, step), step.round, batch,
                               getattr(step, "aggregate", ""), checksum))
     return calls
 
 
-def submit_batch(plan, handles: dict, questions: list, batch: int, checksum: bool = False) -> dict:
+def submit_batch(plan, handles: dict, questions: list, batch: int, checksum: bool = False,
+                 backend: str = "nccl") -> dict:
     """Submit every step of one batch; returns {step id: [output refs..., stats ref]}."""
+    from channels.transports import producer_method
+
     refs: dict = {}
-    for call in _calls_for_batch(plan, batch, checksum):
+    for call in _calls_for_batch(plan, batch, backend, checksum):
         inbox = []
         for edge in call.inputs:
             variants = dict(zip(output_variants(plan, plan.step(edge.src)), refs[edge.src]))
             inbox.append(variants[edge.compression])
-        n_out = len(call.outputs) + 1
-        refs[call.step_id] = handles[call.agent].run_step.options(num_returns=n_out).remote(
-            call, questions, *inbox)
+        handle = handles[call.agent]
+        if step_transport(plan, plan.step(call.step_id)) == "rdt":
+            # the message stays in the producer until a receiver pulls it; stats come apart
+            message = producer_method(handle, backend).remote(call, questions, *inbox)
+            refs[call.step_id] = [message, handle.pop_stats.remote(batch, call.step_id)]
+        else:
+            n_out = len(call.outputs) + 1 if call.action != "text" else 2
+            refs[call.step_id] = handle.run_step.options(num_returns=n_out).remote(call, questions, *inbox)
     return refs
 
 
@@ -80,14 +90,14 @@ def _answer(plan, texts: list) -> str:
     return texts[0]
 
 
-def run_plan(plan, handles: dict, questions: list, batch_size: int, progress=None):
+def run_plan(plan, handles: dict, questions: list, batch_size: int, progress=None, backend="nccl"):
     """Run every batch; yields (first question index, answers, tokens, step stats) per batch."""
     import ray
 
     batches = [questions[i:i + batch_size] for i in range(0, len(questions), batch_size)]
     pending = {}
     for b, qs in enumerate(batches):
-        refs = submit_batch(plan, handles, qs, b)
+        refs = submit_batch(plan, handles, qs, b, backend=backend)
         stats_refs = [r[-1] for r in refs.values()]
         pending[stats_refs[-1]] = (b, refs, stats_refs)
     while pending:
@@ -123,23 +133,25 @@ def run_spec(spec, plan, questions: list, run_name: str | None = None, progress=
     if not questions:
         raise RunError("no questions to run; give --question, --input FILE.jsonl, or run.inputs in the spec")
     check_model_refs(spec)
-    check_compressions(plan)
+    check_transports(spec, plan)
     ensure_ray(address=address, num_cpus=needed_cpus(spec, plan))
     run_name = run_name or f"{spec.name}-{uuid.uuid4().hex[:6]}"
     t0 = time.perf_counter()
     handles = start_actors(spec, plan, run_name)
     result = RunResult(run_name, list(questions), [None] * len(questions), [0] * len(questions))
     result.actor_names = sorted({f"{run_name}/{spec.agents[a].actor or a}" for a in plan.agents})
+    backend = spec.channels.rdt_backend
     try:
-        for first, answers, tokens, step_stats in run_plan(plan, handles, questions,
-                                                          spec.run.batch_size, progress):
-            result.answers[first:first + len(answers)] = answers
-            result.tokens[first:first + len(tokens)] = tokens
-            result.steps.extend(step_stats)
-            for s in step_stats:
-                result.trace.extend(trace_rows(run_name, s, first))
-            if on_batch:
-                on_batch(first, answers, tokens)
+        with open_groups(spec, plan, handles):
+            for first, answers, tokens, step_stats in run_plan(plan, handles, questions,
+                                                              spec.run.batch_size, progress, backend):
+                result.answers[first:first + len(answers)] = answers
+                result.tokens[first:first + len(tokens)] = tokens
+                result.steps.extend(step_stats)
+                for s in step_stats:
+                    result.trace.extend(trace_rows(run_name, s, first))
+                if on_batch:
+                    on_batch(first, answers, tokens)
     except ray.exceptions.RayTaskError as exc:
         raise RunError(f"a step failed: {exc.cause if getattr(exc, 'cause', None) else exc}") from None
     finally:

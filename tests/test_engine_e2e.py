@@ -77,3 +77,17 @@ def test_batch_equals_alone_across_actors(ray_session, example):
             assert message_checksum(ray_session.get(batch[step][0])) == stats["out_checksums"][0]
     finally:
         kill_actors(handles.values())
+
+
+def test_chain_over_rdt_gloo_answers_like_object_store(ray_session, example):
+    """The rdt code path (gloo on CPU) through the engine: same messages, same answers."""
+    spec, plan = example
+    channels = spec.channels.model_copy(update={"transport": "rdt", "rdt_backend": "gloo"})
+    rdt_spec = spec.model_copy(update={"channels": channels})
+    rdt_plan = build_plan(rdt_spec)
+    assert {e.transport for s in rdt_plan.steps for e in s.inputs} == {"rdt"}
+    questions = QUESTIONS[:2]
+    over_rdt = run_spec(rdt_spec, rdt_plan, questions, run_name="rdt")
+    over_store = run_spec(spec, plan, questions, run_name="store")
+    assert over_rdt.answers == over_store.answers
+    assert [r["bytes"] for r in over_rdt.trace] == [r["bytes"] for r in over_store.trace]

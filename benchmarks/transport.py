@@ -1,0 +1,227 @@
+"""Actor-to-actor message hand-off: our object_store transport against Ray's default handling
+of a torch tensor and against one memcpy of the same size, all measured in one run.
+
+    python benchmarks/transport.py [--sizes 1KiB,1MiB,64MiB,256MiB] [--json PATH]
+
+handoff: driver asks the producer for a message and hands the ObjectRef to the receiver,
+         until the receiver has unpacked it (two actor calls plus the data movement).
+receive: inside the receiver, from ray.get of an already-produced message to a usable tensor.
+memcpy:  torch.clone of the same tensor in one process; "copy_" copies into a buffer that
+         already exists. The "Ray default" actors run with RAY_ENABLE_ZERO_COPY_TORCH_TENSORS=0,
+         which Ray reads once per process when it is imported, so they are separate actors.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ["RAY_ENABLE_ZERO_COPY_TORCH_TENSORS"] = "1"  # must precede `import ray`
+
+import ray  # noqa: E402
+import torch  # noqa: E402
+
+from channels.message import LatentMessage  # noqa: E402
+from channels.transports import get_transport  # noqa: E402
+
+UNITS = {"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
+DEFAULT_SIZES = "1KiB,1MiB,64MiB,256MiB"
+
+
+def parse_size(text: str) -> int:
+    for unit, factor in UNITS.items():
+        if text.endswith(unit):
+            return int(float(text[: -len(unit)]) * factor)
+    return int(text)
+
+
+def size_name(nbytes: int) -> str:
+    for unit, factor in reversed(UNITS.items()):
+        if nbytes >= factor and nbytes % factor == 0:
+            return f"{nbytes // factor}{unit}"
+    return f"{nbytes}B"
+
+
+def reps_for(nbytes: int) -> int:
+    return 60 if nbytes <= 1 << 20 else 7 if nbytes <= 64 << 20 else 3
+
+
+def message_of(nbytes: int) -> LatentMessage:
+    hidden = torch.rand(max(nbytes // 4, 1))  # float32: 4 bytes each
+    return LatentMessage.build("hidden", "producer", {}, {"hidden": hidden.view(1, 1, -1)})
+
+
+@ray.remote
+class Endpoint:
+    def __init__(self):
+        self.transport = get_transport("object_store")
+        self.msg = self.raw = None
+
+    def zero_copy_flag(self) -> bool:
+        from channels.transports.object_store import ray_zero_copy_enabled
+        return ray_zero_copy_enabled()
+
+    def prepare(self, nbytes: int):
+        self.msg = message_of(nbytes)
+        self.raw = self.msg.tensors["hidden"]
+
+    def emit(self):
+        return self.transport.pack(self.msg)
+
+    def emit_raw(self):
+        return self.raw
+
+    def emit_empty(self):
+        return None
+
+    def noop(self):
+        return None
+
+    def take(self, obj):
+        if obj is None:
+            return 0
+        t = self.transport.unpack(obj).tensors["hidden"] if isinstance(obj, LatentMessage) \
+            or not isinstance(obj, torch.Tensor) else obj
+        return int(t.numel())
+
+    def timed_take(self, ref_in_list):
+        t0 = time.perf_counter()
+        n = self.take(ray.get(ref_in_list[0]))
+        assert n > 0
+        return time.perf_counter() - t0
+
+
+def median_time(fn, reps: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def memcpy_times(nbytes: int, reps: int) -> tuple[float, float]:
+    src = torch.rand(max(nbytes // 4, 1))
+    dst = torch.empty_like(src)
+    clone = median_time(lambda: src.clone(), reps)
+    copy = median_time(lambda: dst.copy_(src), reps)
+    return clone, copy
+
+
+def handoff(producer, receiver, emit: str, reps: int) -> float:
+    method = getattr(producer, emit)
+    return median_time(lambda: ray.get(receiver.take.remote(method.remote())), reps)
+
+
+def paired_handoff(producer, receiver, reps: int) -> tuple[float, float]:
+    """Message hop and empty hop measured alternately, so load from elsewhere hits both alike."""
+    full, empty = [], []
+    for _ in range(reps):
+        full.append(handoff(producer, receiver, "emit", 1))
+        empty.append(handoff(producer, receiver, "emit_empty", 1))
+    return statistics.median(full), statistics.median(empty)
+
+
+def receive(producer, receiver, emit: str, reps: int) -> float:
+    times = []
+    for _ in range(reps + 1):
+        ref = getattr(producer, emit).remote()
+        ray.wait([ref], fetch_local=False)
+        times.append(ray.get(receiver.timed_take.remote([ref])))
+        del ref
+    return statistics.median(times[1:])
+
+
+def measure(sizes: list[int]) -> dict:
+    env = {"PYTHONPATH": str(ROOT)}
+    ray.init(num_cpus=4, include_dashboard=False, configure_logging=False, log_to_driver=False,
+             runtime_env={"env_vars": {**env, "RAY_ENABLE_ZERO_COPY_TORCH_TENSORS": "1"}})
+    off = {"env_vars": {**env, "RAY_ENABLE_ZERO_COPY_TORCH_TENSORS": "0"}}
+    ours = Endpoint.remote(), Endpoint.remote()
+    plain = Endpoint.options(runtime_env=off).remote(), Endpoint.options(runtime_env=off).remote()
+    flags = ray.get([a.zero_copy_flag.remote() for a in ours + plain])
+    assert flags == [True, True, False, False], f"zero-copy flags in actors: {flags}"
+
+    floor_reps = 50
+    results = {
+        "empty_call_s": median_time(lambda: ray.get(ours[1].noop.remote()), floor_reps, warmup=5),
+        "empty_hop_s": handoff(*ours, "emit_empty", floor_reps),
+        "sizes": [],
+    }
+    for nbytes in sizes:
+        reps = reps_for(nbytes)
+        ray.get([a.prepare.remote(nbytes) for a in ours + plain])
+        clone, copy = memcpy_times(nbytes, reps)
+        ours_handoff, empty_hop = paired_handoff(*ours, reps)
+        row = {
+            "size": size_name(nbytes), "bytes": nbytes, "reps": reps,
+            "memcpy_clone_s": clone, "memcpy_prealloc_s": copy,
+            "ours_handoff_s": ours_handoff, "empty_hop_s": empty_hop,
+            "ours_receive_s": receive(*ours, "emit", reps),
+            "ray_default_handoff_s": handoff(*plain, "emit_raw", reps),
+            "ray_default_receive_s": receive(*plain, "emit_raw", reps),
+        }
+        results["sizes"].append(row)
+        print(f"measured {row['size']}", file=sys.stderr, flush=True)
+    ray.shutdown()
+    results["targets"] = check_targets(results)
+    return results
+
+
+def check_targets(results: dict) -> list[dict]:
+    rows = {r["bytes"]: r for r in results["sizes"]}
+    targets = []
+    for nbytes, r in rows.items():
+        if nbytes >= 64 << 20:
+            ratio = r["ours_handoff_s"] / r["memcpy_prealloc_s"]
+            targets.append({"target": f"handoff {r['size']} <= 1.5x memcpy into a preallocated buffer",
+                            "ratio": ratio, "met": ratio <= 1.5})
+    if (256 << 20) in rows and (1 << 20) in rows:
+        ratio = rows[256 << 20]["ours_receive_s"] / rows[1 << 20]["ours_receive_s"]
+        targets.append({"target": "receive 256MiB <= 2x receive 1MiB", "ratio": ratio, "met": ratio <= 2})
+    if 1024 in rows:
+        ratio = rows[1024]["ours_handoff_s"] / rows[1024]["empty_hop_s"]
+        targets.append({"target": "1KiB hop <= 1.3x the same hop with no payload",
+                        "ratio": ratio, "met": ratio <= 1.3})
+    return targets
+
+
+def print_table(results: dict):
+    ms = lambda s: f"{s * 1e3:9.3f}"  # noqa: E731
+    print(f"empty actor call {ms(results['empty_call_s'])} ms; "
+          f"empty hop (producer -> receiver, no payload) {ms(results['empty_hop_s'])} ms")
+    head = ("size", "clone ms", "copy_ ms", "ours ms", "x clone", "ray dflt ms", "x clone",
+            "ours recv ms", "dflt recv ms")
+    print("".join(f"{h:>13}" for h in head))
+    for r in results["sizes"]:
+        clone = r["memcpy_clone_s"]
+        cells = (r["size"], ms(clone), ms(r["memcpy_prealloc_s"]), ms(r["ours_handoff_s"]),
+                 f"{r['ours_handoff_s'] / clone:.2f}", ms(r["ray_default_handoff_s"]),
+                 f"{r['ray_default_handoff_s'] / clone:.2f}", ms(r["ours_receive_s"]),
+                 ms(r["ray_default_receive_s"]))
+        print("".join(f"{c:>13}" for c in cells))
+    for t in results["targets"]:
+        print(f"{'met ' if t['met'] else 'MISSED'} {t['target']}: {t['ratio']:.2f}x")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default=DEFAULT_SIZES, help=f"comma-separated, default {DEFAULT_SIZES}")
+    parser.add_argument("--json", type=Path, help="also write the results to this file")
+    args = parser.parse_args(argv)
+    results = measure([parse_size(s) for s in args.sizes.split(",")])
+    print_table(results)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

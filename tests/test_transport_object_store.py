@@ -1,0 +1,269 @@
+"""object_store transport: received tensors alias the shared store buffer, read-only, in
+constant time; bf16 and every tensor of a message survive bit-exact; objects are freed."""
+from __future__ import annotations
+
+import gc
+import statistics
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from channels.errors import TransportError
+from channels.message import LatentMessage
+from channels.transports import get_transport, owned_copy
+from channels.transports.object_store import (INLINE_BYTES, ByteViewMessage, InlineMessage,
+                                              ObjectStoreTransport)
+
+ZERO_COPY_OFF = {"env_vars": {"RAY_ENABLE_ZERO_COPY_TORCH_TENSORS": "0"}}
+
+
+def kv_message(seed: int, slots: int = 64, sender: str = "planner") -> LatentMessage:
+    """A kv message with bf16 keys, fp32 values, bool mask and int64 positions."""
+    g = torch.Generator().manual_seed(seed)
+    return LatentMessage.build("kv", sender, {"model": "tiny"}, {
+        "keys": torch.randn(2, 1, 2, slots, 8, generator=g).to(torch.bfloat16),
+        "values": torch.randn(2, 1, 2, slots, 8, generator=g),
+        "mask": torch.rand(1, slots, generator=g) > 0.3,
+        "positions": torch.arange(slots).unsqueeze(0),
+    }, layers=(0, 1), seq_lens=(slots,), trace_id=f"trace{seed}")
+
+
+def hidden_message(nbytes: int, fill: float = 1.0) -> LatentMessage:
+    n = nbytes // 4
+    return LatentMessage.build("hidden", "a", {}, {
+        "hidden": torch.full((1, n // 256, 256), fill), "mask": torch.ones(1, n // 256, dtype=torch.bool)})
+
+
+def bits(t: torch.Tensor) -> torch.Tensor:
+    return t.contiguous().reshape(-1).view(torch.uint8).clone()
+
+
+def assert_bit_exact(a: LatentMessage, b: LatentMessage):
+    assert a.header == b.header
+    assert set(a.tensors) == set(b.tensors)
+    for name in a.tensors:
+        assert a.tensors[name].dtype == b.tensors[name].dtype, name
+        assert torch.equal(bits(a.tensors[name]), bits(b.tensors[name])), name
+
+
+def odd_message() -> LatentMessage:
+    """bf16 after an odd-sized bool tensor, a 0-dim tensor and an empty one."""
+    msg = kv_message(0, slots=5)
+    return LatentMessage.build("kv", "x", {}, {
+        "mask": msg.tensors["mask"], "keys": msg.tensors["keys"], "values": msg.tensors["values"],
+        "scalar": torch.tensor(3.5, dtype=torch.bfloat16), "empty": torch.zeros(0, 4, dtype=torch.float16),
+        "positions": msg.tensors["positions"]}, trace_id="odd")
+
+
+def test_byte_views_round_trip_bit_exact_without_ray():
+    msg = odd_message()
+    packed = ByteViewMessage.of(msg)
+    assert all(b.dtype == np.uint8 and b.ndim == 1 for b in packed.buffers.values())
+    back = packed.to_message()
+    assert_bit_exact(msg, back)
+    assert back.tensors["keys"].data_ptr() == msg.tensors["keys"].data_ptr()  # a view, no copy
+
+
+def test_small_messages_travel_inline_bit_exact():
+    transport = ObjectStoreTransport()
+    msg = odd_message()
+    packed = transport.pack(msg)
+    assert isinstance(packed, InlineMessage)
+    assert_bit_exact(msg, transport.unpack(packed))
+    assert not isinstance(transport.pack(hidden_message(INLINE_BYTES * 2)), InlineMessage)
+
+
+def test_unpack_rejects_garbage_with_typed_error():
+    transport = get_transport("object_store")
+    for junk in (b"junk", None, {"keys": torch.zeros(2)}):
+        with pytest.raises(TransportError, match="expected a LatentMessage"):
+            transport.unpack(junk)
+    msg = kv_message(1)
+    wrong = LatentMessage(msg.header, {**msg.tensors, "keys": torch.zeros(3)})
+    with pytest.raises(TransportError, match="keys"):
+        transport.unpack(wrong)
+    missing = LatentMessage(msg.header, {"keys": msg.tensors["keys"]})
+    with pytest.raises(TransportError, match="do not match"):
+        transport.pack(missing)
+    with pytest.raises(TransportError, match="known transports"):
+        get_transport("carrier_pigeon")
+
+
+def test_pack_makes_tensors_storable_and_owned_copy_is_separate():
+    msg = kv_message(2, slots=8192)  # large enough to go through shared memory
+    strided = msg.replace(tensors={**msg.tensors, "values": msg.tensors["values"].transpose(0, 3)})
+    packed = ObjectStoreTransport().pack(strided)
+    assert all(t.is_contiguous() for t in packed.tensors.values())
+    own = owned_copy(packed)
+    own.tensors["values"].add_(1)
+    assert not torch.equal(own.tensors["values"], packed.tensors["values"])
+
+
+@pytest.fixture(scope="module")
+def actors(ray_session):
+    ray = ray_session
+    # workers cannot import this test module, so its helpers travel with the actor class
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+    @ray.remote
+    class Agent:
+        def __init__(self):
+            self.transport = get_transport("object_store")
+
+        def zero_copy_flag(self):
+            from channels.transports.object_store import ray_zero_copy_enabled
+            return ray_zero_copy_enabled()
+
+        def produce(self, seed, slots=64):
+            return self.transport.pack(kv_message(seed, slots, sender="producer"))
+
+        def copy_out(self, msg):
+            return owned_copy(self.transport.unpack(msg))
+
+        def relay(self, msg):
+            msg = self.transport.unpack(msg)
+            return self.transport.pack(msg.replace(tensors={"hidden": msg.tensors["hidden"] + 1,
+                                                            "mask": msg.tensors["mask"]}))
+
+        def consume(self, msg):
+            return float(self.transport.unpack(msg).tensors["hidden"][0, 0, 0])
+
+        def produce_hidden(self, nbytes, fill):
+            return self.transport.pack(hidden_message(nbytes, fill))
+
+        def inspect(self, ref_in_list):
+            """Where the received tensors live, and whether the buffers Ray hands out are writable."""
+            import ray as ray_in_actor
+
+            handed, real_from_numpy = [], torch.from_numpy
+
+            def spy(arr):
+                handed.append(arr)
+                return real_from_numpy(arr)
+
+            torch.from_numpy = spy  # sees every buffer deserialisation wraps as a tensor
+            try:
+                msg = self.transport.unpack(ray_in_actor.get(ref_in_list[0]))
+                again = self.transport.unpack(ray_in_actor.get(ref_in_list[0]))
+            finally:
+                torch.from_numpy = real_from_numpy
+            writes_refused = []
+            for arr in handed:
+                try:
+                    arr[:1] = 0
+                    writes_refused.append(False)
+                except ValueError:
+                    writes_refused.append(True)
+            worker = ray_in_actor._private.worker.global_worker
+            store = np.frombuffer(worker.core_worker.get_objects([ref_in_list[0]], -1)[0][0], np.uint8)
+            ptrs = {k: t.data_ptr() for k, t in msg.tensors.items()}
+            maps = [line for line in open("/proc/self/maps")
+                    if int(line.split("-")[0], 16) <= ptrs["keys"] < int(line.split()[0].split("-")[1], 16)]
+            return {
+                "inside_store": all(store.ctypes.data <= p and
+                                    p + msg.tensors[k].nbytes <= store.ctypes.data + store.size
+                                    for k, p in ptrs.items()),
+                "same_on_second_get": ptrs == {k: t.data_ptr() for k, t in again.tensors.items()},
+                "aliases_handed_buffer": {a.ctypes.data for a in handed} >= set(ptrs.values()),
+                "writes_refused": writes_refused,
+                "mapping": maps[0].split() if maps else [],
+                "dtypes": {k: str(t.dtype) for k, t in msg.tensors.items()},
+            }
+
+        def receive_time(self, refs):
+            """Median seconds to get and unpack each (never before fetched) message."""
+            import ray as ray_in_actor
+
+            times = []
+            for ref in refs:
+                t0 = time.perf_counter()
+                msg = self.transport.unpack(ray_in_actor.get(ref))
+                times.append(time.perf_counter() - t0)
+                assert msg.tensors["hidden"].numel() > 0
+            return statistics.median(times)
+
+    agent, other = Agent.remote(), Agent.remote()
+    plain = Agent.options(runtime_env=ZERO_COPY_OFF).remote()
+    assert ray.get([agent.zero_copy_flag.remote(), plain.zero_copy_flag.remote()]) == [True, False]
+    return ray, agent, other, plain
+
+
+def check_zero_copy(out):
+    assert out["inside_store"], out  # tensor bytes lie inside the object's store buffer
+    assert out["same_on_second_get"], out  # a second get maps the same memory again
+    assert out["aliases_handed_buffer"], out
+    assert out["writes_refused"] and all(out["writes_refused"]), out  # the buffers are read-only
+    assert out["mapping"][1].endswith("s") and "plasma" in " ".join(out["mapping"]), out  # shared memory
+    assert out["dtypes"]["keys"] == "torch.bfloat16"
+
+
+@pytest.mark.ray
+def test_received_tensors_alias_read_only_store_memory(actors):
+    ray, agent, other, _ = actors
+    ref = agent.produce.remote(3, slots=32768)  # 2 MiB keys: stored in shared memory, not inline
+    check_zero_copy(ray.get(other.inspect.remote([ref])))
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("producer", ["agent", "plain"])
+@pytest.mark.parametrize("slots", [16, 8192])  # inline, and in shared memory
+def test_messages_cross_actors_bit_exact(actors, producer, slots):
+    ray, agent, other, plain = actors
+    source = agent if producer == "agent" else plain
+    got = ray.get(other.copy_out.remote(source.produce.remote(7, slots=slots)))
+    assert_bit_exact(kv_message(7, slots, sender="producer"), got)
+    assert got.tensors["keys"].dtype == torch.bfloat16
+
+
+@pytest.mark.ray
+def test_zero_copy_off_actor_still_shares_store_memory(actors):
+    ray, _, other, plain = actors
+    ref = plain.produce.remote(4, slots=32768)
+    assert isinstance(ray.get(ref), ByteViewMessage)
+    check_zero_copy(ray.get(other.inspect.remote([ref])))
+
+
+@pytest.mark.ray
+def test_receive_time_does_not_grow_with_size(actors):
+    ray, _, other, _ = actors
+    pack = ObjectStoreTransport().pack
+
+    def timed(nbytes):
+        refs = [ray.put(pack(hidden_message(nbytes, fill=i))) for i in range(5)]
+        return ray.get(other.receive_time.remote(refs))
+
+    timed(1 << 20)  # warm the receiver
+    small, large = timed(1 << 20), timed(64 << 20)
+    assert large < 10 * small, (small, large)  # a copy would take about 64x as long
+
+
+def store_bytes_used(ray) -> int:
+    from ray._private.internal_api import get_memory_info_reply, get_state_from_address
+
+    state = get_state_from_address(ray.get_runtime_context().gcs_address)
+    return get_memory_info_reply(state).store_stats.object_store_bytes_used
+
+
+@pytest.mark.ray
+def test_thousand_messages_through_a_chain_leave_the_store_as_it_was(actors):
+    ray, first, second, third = actors
+    gc.collect()
+    start = store_bytes_used(ray)
+    nbytes, window, peak, results = 256 << 10, 100, 0, []
+    for base in range(0, 1000, window):
+        finals = []
+        for i in range(base, base + window):
+            finals.append(third.consume.remote(second.relay.remote(first.produce_hidden.remote(nbytes, i))))
+        if base == 0:
+            peak = store_bytes_used(ray)
+        results += ray.get(finals)
+    assert results == [float(i + 1) for i in range(1000)]
+    assert peak > start + nbytes  # the messages really went through shared memory
+    deadline = time.monotonic() + 20
+    while store_bytes_used(ray) > start + (64 << 10) and time.monotonic() < deadline:
+        gc.collect()
+        time.sleep(0.2)
+    assert store_bytes_used(ray) <= start + (64 << 10), (start, store_bytes_used(ray))
