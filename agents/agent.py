@@ -21,6 +21,7 @@ from .decoding import DecodeResult, SamplingConfig, pick_tokens, row_generators
 from .forward import forward_slots, new_positions, next_positions
 from .inbox import Inbox, merge_inbox
 from .kv_cache import cache_from_tensors, stack_cache
+from .kv_join import join_kv
 from .realign import Realigner
 
 
@@ -86,7 +87,9 @@ class Agent:
 
     # ---- steps ---------------------------------------------------------------------
     def prefill(self, questions: list, inbox=()) -> WorkingState:
-        box = inbox if isinstance(inbox, Inbox) else merge_inbox(list(inbox), receiver=self.config.name)
+        name = self.config.name
+        box = inbox if isinstance(inbox, Inbox) else merge_inbox(
+            list(inbox), receiver=name, rope_join=lambda msgs: join_kv(msgs, self.model, name))
         device = self.model.device
         rows = [self.render(q, box.texts[b] if box.texts else None) for b, q in enumerate(questions)]
         ids, new_mask = self._left_pad(rows)

@@ -1,7 +1,10 @@
 """Turn the messages a step receives into what its prefill consumes.
 
 Order is the plan's inbox order (the step's `inputs`). Per kind:
-  kv:            becomes the working-memory prefix (past_key_values)
+  kv:            becomes the working-memory prefix (past_key_values); several kv messages
+                 (one model) are laid side by side in inbox order by `rope_join`
+                 (agents/kv_join.join_kv: later caches' keys re-rotated to continue after
+                 the earlier ones, per row; nothing recomputed)
   hidden/embeds: concatenated along the sequence, in inbox order, and placed as soft
                  tokens before the prompt (a same-model `hidden` message already
                  holds realigned input-space vectors)

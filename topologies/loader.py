@@ -29,7 +29,7 @@ def _from_pydantic(exc: ValidationError, file: str, prefix: str = "") -> SpecErr
         return SpecError("unknown key", file=file, field=path, fix="remove it or check its spelling")
     if kind == "missing":
         return SpecError("required field is missing", file=file, field=path, fix="add it")
-    return SpecError(msg, file=file, field=path, fix="see the field reference in README.md")
+    return SpecError(msg, file=file, field=path, fix="see the field reference in docs/spec_reference.md")
 
 
 def parse_spec(data, file: str = "<spec>") -> GraphSpec:
@@ -43,31 +43,74 @@ def parse_spec(data, file: str = "<spec>") -> GraphSpec:
     return spec
 
 
+def _duplicate_key(node, path: str = ""):
+    """(field path, key) of the first key given twice in one mapping, or None.
+
+    yaml.safe_load silently keeps the last of two equal keys (two agents named alike).
+    """
+    if isinstance(node, yaml.MappingNode):
+        seen = set()
+        for key, value in node.value:
+            name = key.value if isinstance(key, yaml.ScalarNode) else str(key)
+            if name in seen:
+                return path, name
+            seen.add(name)
+            found = _duplicate_key(value, f"{path}.{name}" if path else name)
+            if found:
+                return found
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            found = _duplicate_key(item, f"{path}.{i}" if path else str(i))
+            if found:
+                return found
+    return None
+
+
 def load_spec(path: str | Path) -> GraphSpec:
     path = Path(path)
     if not path.is_file():
         raise SpecError("spec file not found", file=str(path), fix="check the path")
+    text = path.read_text()
     try:
-        data = yaml.safe_load(path.read_text())
+        duplicate = _duplicate_key(yaml.compose(text, Loader=yaml.SafeLoader))
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise SpecError(f"not valid YAML: {exc}".replace("\n", " "), file=str(path)) from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).replace("\n", " ")
+        raise SpecError(f"not valid YAML{where}: {problem}", file=str(path),
+                        fix="check the indentation and brackets just before that point") from None
+    if duplicate:
+        where, key = duplicate
+        raise SpecError(f"duplicate key {key!r}", file=str(path), field=where or key,
+                        fix="ids must be unique; rename or remove one")
     return parse_spec(data, str(path))
+
+
+def load_plan(path: str | Path) -> tuple:
+    """(spec, plan) for a YAML file: everything that can be checked before actors start."""
+    spec = load_spec(path)
+    return spec, build_plan(spec, str(path))
 
 
 def build_plan(spec: GraphSpec, file: str = "<spec>") -> Plan:
     try:
         params_model, plan_fn = resolve_topology(spec.topology.type)
     except KeyError as exc:
-        raise SpecError(str(exc.args[0]), file=file, field="topology.type") from None
+        fix = ("make the module importable (on PYTHONPATH) with that class" if ":" in spec.topology.type
+               else "pick a built-in topology")
+        raise SpecError(str(exc.args[0]), file=file, field="topology.type", fix=fix) from None
     try:
         params = params_model.model_validate(spec.topology.model_dump())
     except ValidationError as exc:
         raise _from_pydantic(exc, file, prefix="topology") from None
-    plan = plan_fn(spec, params)
-    if spec.run.method == "single":
-        plan = single_agent_plan(plan)
+    try:
+        plan = plan_fn(spec, params)
+    except SpecError as exc:  # topologies know the field, not the file
+        raise SpecError(exc.reason, file=file, field=exc.field, fix=exc.fix) from None
     validate_plan(spec, plan, file)
-    return plan
+    # The baseline is checked as the full graph, so it fails exactly when the graph would.
+    return single_agent_plan(plan) if spec.run.method == "single" else plan
 
 
 def single_agent_plan(plan: Plan) -> Plan:

@@ -2,7 +2,8 @@
 
 A plan is an ordered list of steps; each step is one agent call for one batch. A step
 reads the messages of earlier steps (its inbox, in `inputs` order) and either emits a
-latent message (`action="latent"`) or decodes text (`action="text"`).
+latent message (`action="latent"`), decodes text (`action="text"`), or combines its
+inbox's hidden/embeds messages without running the model (`action="aggregate"`, the hub).
 """
 from __future__ import annotations
 
@@ -23,11 +24,12 @@ class Edge:
 class Step:
     id: str  # unique, e.g. "planner" or "r1/critic"
     agent: str
-    action: str  # "latent" | "text"
+    action: str  # "latent" | "text" | "aggregate"
     inputs: tuple = ()  # tuple[Edge, ...], inbox order
     round: int = 0
     emit: str = "kv"  # message kind a latent step emits
     kv_scope: str = "all"  # kv messages: "all" slots of the working memory, or "own" slots only
+    aggregate: str = ""  # action "aggregate": "concat" | "mean" | "weighted"
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,18 @@ class Plan:
             if s.id == step_id:
                 return s
         raise KeyError(step_id)
+
+    @property
+    def edges(self) -> list:
+        return [e for s in self.steps for e in s.inputs]
+
+    def messages_per_round(self) -> dict:
+        """round of the receiving step -> number of messages delivered to it."""
+        counts: dict = {}
+        for s in self.steps:
+            if s.inputs:
+                counts[s.round] = counts.get(s.round, 0) + len(s.inputs)
+        return counts
 
     def outgoing(self, step_id: str) -> list:
         return [e for s in self.steps for e in s.inputs if e.src == step_id]

@@ -8,9 +8,17 @@ from __future__ import annotations
 import importlib
 
 from .chain import ChainParams, chain
+from .graph import GraphParams, graph
+from .hierarchical import HierarchicalParams, hierarchical
+from .hub import HubParams, hub
+from .mesh import MeshParams, mesh
 
 TOPOLOGIES = {
     "chain": (ChainParams, chain),
+    "hierarchical": (HierarchicalParams, hierarchical),
+    "mesh": (MeshParams, mesh),
+    "hub": (HubParams, hub),
+    "graph": (GraphParams, graph),
 }
 
 
@@ -24,8 +32,9 @@ def resolve_topology(type_name: str):
             cls = getattr(importlib.import_module(module_name), class_name)
         except (ImportError, AttributeError) as exc:
             raise KeyError(f"cannot import topology {type_name!r}: {exc}") from exc
-        instance = cls()
-        return cls.Params, instance.plan
+        if not hasattr(cls, "Params") or not callable(getattr(cls, "plan", None)):
+            raise KeyError(f"topology {type_name!r} needs a Params pydantic model and a plan(spec, params) method")
+        return cls.Params, cls().plan
     raise KeyError(
         f"unknown topology {type_name!r}; use one of {', '.join(sorted(TOPOLOGIES))} or module:Class"
     )

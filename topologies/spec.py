@@ -12,6 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 MESSAGE_KINDS = ("kv", "hidden", "embeds", "text")
 TRANSPORTS = ("object_store", "rdt")
 COMPRESSIONS = ("bf16", "fp16", "latent_only", "int8")  # plus "layers:<i,j,...>"
+CODECS = ("identity", "realign", "ridge", "relative", "hub")  # plus a user's "module:Class"
+AGGREGATES = ("concat", "mean", "weighted")
 
 
 class Strict(BaseModel):

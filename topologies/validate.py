@@ -1,9 +1,39 @@
-"""Checks run once, before any actor starts: references, edges, cycles, message kinds."""
+"""Checks run once, before any actor starts: references, codecs, edges, kinds, reachability.
+
+Hidden sizes are known statically only for built-in models: `tiny:<family>-<hidden>[-...]`
+(tiny:qwen3-128 -> 128). For hf: refs and local directories the size check is left to
+the codec at run time, so loading no weights is ever needed to validate a spec.
+"""
 from __future__ import annotations
+
+import re
+from typing import Optional
 
 from .errors import SpecError
 from .plan import Plan
-from .spec import GraphSpec
+from .spec import AGGREGATES, CODECS, GraphSpec
+
+_TINY = re.compile(r"^tiny:([a-z0-9]+)-(\d+)(-[a-z0-9-]+)?$")
+SAME_SPACE_CODECS = ("identity", "realign")  # map nothing between models
+
+
+def hidden_size(ref: str) -> Optional[int]:
+    m = _TINY.match(ref)
+    return int(m.group(2)) if m else None
+
+
+def has_no_rope(ref: str) -> bool:
+    """Built-in models with absolute position embeddings (keys carry no rotation)."""
+    m = _TINY.match(ref)
+    return bool(m) and m.group(1) == "gpt2"
+
+
+def check_codec(codec: str, file: str, field: str) -> None:
+    module, _, cls = codec.partition(":")
+    if codec in CODECS or (module and cls):
+        return
+    raise SpecError(f"unknown codec {codec!r}", file=file, field=field,
+                    fix=f"use one of: {', '.join(CODECS)}, or module:Class")
 
 
 def validate_spec(spec: GraphSpec, file: str) -> None:
@@ -11,11 +41,19 @@ def validate_spec(spec: GraphSpec, file: str) -> None:
         if agent.model not in spec.models:
             raise SpecError(f"unknown model {agent.model!r}", file=file, field=f"agents.{name}.model",
                             fix=f"use one of: {', '.join(spec.models)}")
+    check_codec(spec.channels.codec, file, "channels.codec")
+    pairs: set = set()
     for i, edge in enumerate(spec.channels.edges):
         for end in ("src", "dst"):
             if getattr(edge, end) not in spec.agents:
                 raise SpecError(f"unknown agent {getattr(edge, end)!r}", file=file,
                                 field=f"channels.edges.{i}.{end}", fix=f"use one of: {', '.join(spec.agents)}")
+        if (edge.src, edge.dst) in pairs:
+            raise SpecError(f"duplicate edge {edge.src} -> {edge.dst}", file=file, field=f"channels.edges.{i}",
+                            fix="merge the two overrides into one")
+        pairs.add((edge.src, edge.dst))
+        if edge.codec is not None:
+            check_codec(edge.codec, file, f"channels.edges.{i}.codec")
     groups: dict = {}
     for name, agent in spec.agents.items():
         if agent.actor is not None:
@@ -27,29 +65,116 @@ def validate_spec(spec: GraphSpec, file: str) -> None:
 
 
 def validate_plan(spec: GraphSpec, plan: Plan, file: str) -> None:
+    _check_order(spec, plan, file)
+    for step in plan.steps:
+        for edge in step.inputs:
+            _check_edge(spec, plan, edge, step, file)
+        _check_inbox(spec, plan, step, file)
+    _check_emits(spec, plan, file)
+    _check_outputs(spec, plan, file)
+    _check_overrides_used(spec, plan, file)
+
+
+def _check_order(spec: GraphSpec, plan: Plan, file: str) -> None:
     seen: set = set()
     for step in plan.steps:
         if step.agent not in spec.agents:
             raise SpecError(f"unknown agent {step.agent!r}", file=file, field="topology",
                             fix=f"use one of: {', '.join(spec.agents)}")
         if step.id in seen:
-            raise SpecError(f"duplicate step id {step.id!r}", file=file, field="topology")
+            raise SpecError(f"duplicate step id {step.id!r}", file=file, field="topology",
+                            fix="step ids must be unique; prefix rounds like r1/<agent>")
         for edge in step.inputs:
             if edge.src not in seen:
                 raise SpecError(f"step {step.id!r} reads {edge.src!r}, which does not run before it",
                                 file=file, field="topology", fix="check the order of agents")
-            src_agent = plan.step(edge.src).agent
-            if edge.kind == "kv":
-                src_model, dst_model = spec.agents[src_agent].model, spec.agents[step.agent].model
-                if src_model != dst_model:
-                    raise SpecError(
-                        f"kv edge {src_agent} -> {step.agent} joins different models "
-                        f"{src_model!r} and {dst_model!r}", file=file, field="channels.kind",
-                        fix="kv messages need one model on both ends; use kind hidden with a codec")
         seen.add(step.id)
     if not plan.answer_steps:
-        raise SpecError("the topology produces no answer", file=file, field="topology")
+        raise SpecError("the topology produces no answer", file=file, field="topology",
+                        fix="give one agent output: text and make it the answering agent")
+
+
+def _check_edge(spec: GraphSpec, plan: Plan, edge, step, file: str) -> None:
+    src_agent = plan.step(edge.src).agent
+    src_model, dst_model = spec.agents[src_agent].model, spec.agents[step.agent].model
+    where = f"{src_agent} -> {step.agent}"
+    check_codec(edge.codec, file, "channels.codec")
+    if edge.kind == "kv" and src_model != dst_model:
+        raise SpecError(f"kv edge {where} joins different models {src_model!r} and {dst_model!r}",
+                        file=file, field="channels.kind",
+                        fix="kv messages need one model on both ends; use kind hidden with a codec")
+    if edge.kind in ("hidden", "embeds") and edge.codec in SAME_SPACE_CODECS:
+        a, b = hidden_size(spec.models[src_model].ref), hidden_size(spec.models[dst_model].ref)
+        if a is not None and b is not None and a != b:
+            raise SpecError(f"{edge.kind} edge {where} joins hidden sizes {a} and {b} with codec {edge.codec}",
+                            file=file, field="channels.codec",
+                            fix=f"set a codec that maps between models (ridge, relative, hub) for {where}")
+
+
+def _check_inbox(spec: GraphSpec, plan: Plan, step, file: str) -> None:
+    kinds = [e.kind for e in step.inputs]
+    model = spec.models[spec.agents[step.agent].model]
+    if kinds.count("kv") > 1 and has_no_rope(model.ref):
+        raise SpecError(f"step {step.id!r} joins kv from {kinds.count('kv')} senders on {model.ref}, "
+                        "which has absolute positions (no RoPE) so caches cannot be re-positioned",
+                        file=file, field="channels.kind", fix="use kind hidden for this model")
+    if step.action == "aggregate":
+        if step.aggregate not in AGGREGATES:
+            raise SpecError(f"unknown aggregate {step.aggregate!r}", file=file, field="topology.aggregate",
+                            fix=f"use one of: {', '.join(AGGREGATES)}")
+        if not kinds or any(k not in ("hidden", "embeds") for k in kinds) or len(set(kinds)) > 1:
+            raise SpecError(f"step {step.id!r} aggregates {', '.join(sorted(set(kinds))) or 'nothing'}; "
+                            "aggregation needs hidden or embeds messages of one kind", file=file,
+                            field="channels.kind", fix="set channels.kind to hidden (or embeds)")
+        if step.emit != kinds[0]:
+            raise SpecError(f"step {step.id!r} aggregates {kinds[0]} but sends {step.emit}", file=file,
+                            field="channels.edges", fix=f"send {kinds[0]} from the hub")
+
+
+def _check_emits(spec: GraphSpec, plan: Plan, file: str) -> None:
+    for step in plan.steps:
+        out = plan.outgoing(step.id)
+        kinds = sorted({e.kind for e in out})
+        if len(kinds) > 1:
+            raise SpecError(f"agent {step.agent!r} sends {' and '.join(kinds)} from step {step.id!r}; "
+                            "a step emits one message kind", file=file, field="channels.edges",
+                            fix=f"give every edge out of {step.agent} the same kind")
+        cfg = spec.agents[step.agent]
+        if step.action == "latent" and out and step.emit in ("hidden", "embeds") and cfg.latent_steps == 0:
+            raise SpecError(f"agent {step.agent!r} sends {step.emit} messages but has latent_steps 0",
+                            file=file, field=f"agents.{step.agent}.latent_steps",
+                            fix="set latent_steps > 0, or send kind kv")
+
+
+def _check_outputs(spec: GraphSpec, plan: Plan, file: str) -> None:
     for sid in plan.answer_steps:
-        if plan.step(sid).action != "text":
+        step = plan.step(sid)
+        if step.action != "text":
             raise SpecError(f"answer step {sid!r} does not decode text", file=file,
-                            field=f"agents.{plan.step(sid).agent}.output", fix="set output: text")
+                            field=f"agents.{step.agent}.output", fix="set output: text")
+    for step in plan.steps:
+        if step.action == "text" and spec.agents[step.agent].output != "text":
+            raise SpecError(f"agent {step.agent!r} decodes the answer but has output latent", file=file,
+                            field=f"agents.{step.agent}.output", fix="set output: text")
+        if step.action != "text" and not plan.outgoing(step.id):
+            raise SpecError(f"the message of step {step.id!r} is read by nobody", file=file, field="topology",
+                            fix=f"send {step.agent}'s message to another agent or remove it")
+    decoding = {s.agent for s in plan.steps if s.action == "text"}
+    for name, cfg in spec.agents.items():
+        if name not in plan.agents:
+            raise SpecError(f"agent {name!r} reaches no output in the {plan.topology} topology", file=file,
+                            field=f"agents.{name}", fix="connect it to the answering agent or remove it")
+        if cfg.output == "text" and name not in decoding:
+            raise SpecError(f"agent {name!r} has output text but never answers in the {plan.topology} topology",
+                            file=file, field=f"agents.{name}.output",
+                            fix=f"set output: latent, or make {name} the answering agent")
+
+
+def _check_overrides_used(spec: GraphSpec, plan: Plan, file: str) -> None:
+    """A per-edge override that matches no edge of the plan is a dangling edge."""
+    used = {(plan.step(e.src).agent, plan.step(e.dst).agent) for e in plan.edges}
+    for i, edge in enumerate(spec.channels.edges):
+        if (edge.src, edge.dst) not in used:
+            raise SpecError(f"dangling edge {edge.src} -> {edge.dst}: the {plan.topology} topology sends nothing "
+                            "along it", file=file, field=f"channels.edges.{i}",
+                            fix="override only edges the topology has (latentray validate lists them)")

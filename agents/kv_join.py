@@ -1,0 +1,126 @@
+"""Join kv messages from several senders of one model into one working memory, recomputing nothing.
+
+RoPE makes attention depend only on the distance between positions, and a key cached at
+position p is R(p)·k. Rotating it by R(d) gives R(p + d)·k: the key it would have been
+at p + d. So a later message is moved to continue after the earlier ones by rotating its
+keys by a per-row offset d (Hogwild!-style), values unchanged, positions shifted by d.
+
+Messages are laid out along the slot axis in inbox order. Each row moves by its own
+offset (rows of a left-padded batch end at different positions). A sender's slots were
+computed without seeing the other senders, and stay that way: the join places caches
+side by side, it does not make them attend to each other.
+
+Supported: full-width rotate-half RoPE with static frequencies (rope types default,
+linear, llama3, yarn; yarn's attention scaling is already inside the cached keys and
+survives the rotation) on the architectures listed in ROTATE_HALF_ARCHS. Refused with
+a MessageError: models without RoPE (GPT-2's absolute positions are added to the input,
+not to the keys, so a cache cannot be moved; send kind hidden instead), partial rotary
+dims, length-dependent frequencies (dynamic, longrope), per-layer RoPE types, and
+architectures not known to use rotate-half RoPE.
+"""
+from __future__ import annotations
+
+import torch
+
+from channels.errors import MessageError
+from channels.message import LatentMessage
+
+from .forward import next_positions
+
+STATIC_ROPE_TYPES = ("default", "linear", "llama3", "yarn")
+ROTATE_HALF_ARCHS = ("llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe",
+                     "gemma", "gemma2", "olmo", "olmo2", "granite", "smollm3")
+
+
+def _text_config(model):
+    cfg = model.config
+    return cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+
+
+def rope_inv_freq(model, receiver: str = "?") -> torch.Tensor:
+    """The model's RoPE inverse frequencies [head_dim / 2], or a MessageError saying why not."""
+    cfg = _text_config(model)
+    arch = getattr(cfg, "model_type", "?")
+
+    def refuse(why: str) -> MessageError:
+        return MessageError(f"cannot join kv from several senders on {arch}: {why}", receiver=receiver,
+                            field="kind")
+
+    rotaries = [m for m in model.modules() if isinstance(getattr(m, "inv_freq", None), torch.Tensor)]
+    if not rotaries:
+        raise refuse("no rotary position embedding (absolute positions are not in the cached keys, "
+                     "so a cache cannot be moved); send kind hidden instead")
+    if arch not in ROTATE_HALF_ARCHS:
+        raise refuse(f"not known to use rotate-half RoPE (supported: {', '.join(ROTATE_HALF_ARCHS)})")
+    if len(rotaries) > 1:
+        raise refuse("it has several rotary embeddings (per-layer RoPE types)")
+    rotary = rotaries[0]
+    rope_type = getattr(rotary, "rope_type", "default")
+    if rope_type not in STATIC_ROPE_TYPES:
+        raise refuse(f"rope type {rope_type!r} has length-dependent frequencies "
+                     f"(supported: {', '.join(STATIC_ROPE_TYPES)})")
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    inv_freq = rotary.inv_freq.detach().reshape(-1)
+    if 2 * inv_freq.numel() != head_dim:
+        raise refuse(f"partial rotary dims ({2 * inv_freq.numel()} of head dim {head_dim})")
+    return inv_freq
+
+
+def rotate_keys(keys: torch.Tensor, offset: torch.Tensor, inv_freq: torch.Tensor) -> torch.Tensor:
+    """keys [L, B, H, T, D] rotated by offset[b] positions (rotate-half layout); a new tensor."""
+    angles = offset.to(torch.float64)[:, None] * inv_freq.to(torch.float64)[None, :]  # [B, D/2]
+    angles = torch.cat([angles, angles], dim=-1)[None, :, None, None, :]
+    cos, sin = angles.cos().float(), angles.sin().float()
+    k = keys.float()
+    half = k.shape[-1] // 2
+    rotated_half = torch.cat([-k[..., half:], k[..., :half]], dim=-1)
+    return (k * cos.to(k.device) + rotated_half * sin.to(k.device)).to(keys.dtype)
+
+
+def _check(messages: list, receiver: str) -> None:
+    first = messages[0]
+    for m in messages:
+        if m.kind != "kv":
+            raise MessageError(f"only kv messages can be joined, got {m.kind}", sender=m.sender,
+                               receiver=receiver, field="kind")
+        if m.header.fingerprint.get("weights_hash") != first.header.fingerprint.get("weights_hash"):
+            raise MessageError(f"kv from {first.sender} and {m.sender} come from different models",
+                               sender=m.sender, receiver=receiver, field="fingerprint")
+        if tuple(m.header.layers) != tuple(first.header.layers):
+            raise MessageError(f"layers {m.header.layers} differ from {first.sender}'s {first.header.layers}",
+                               sender=m.sender, receiver=receiver, field="layers")
+        k, k0 = m.tensors["keys"], first.tensors["keys"]
+        if k.shape[:3] != k0.shape[:3] or k.shape[4] != k0.shape[4]:
+            raise MessageError(f"keys shape {tuple(k.shape)} does not fit {first.sender}'s {tuple(k0.shape)}",
+                               sender=m.sender, receiver=receiver, field="keys")
+
+
+def join_kv(messages: list, model, receiver: str = "?") -> LatentMessage:
+    """One kv message holding every message's slots in order, later ones moved to follow."""
+    if len(messages) == 1:
+        return messages[0]
+    _check(messages, receiver)
+    inv_freq = rope_inv_freq(model, receiver)
+    first = messages[0]
+    keys, values = [first.tensors["keys"]], [first.tensors["values"]]
+    mask, positions = [first.tensors["mask"].long()], [first.tensors["positions"].long()]
+    for m in messages[1:]:
+        acc_mask, acc_pos = torch.cat(mask, 1), torch.cat(positions, 1)
+        m_mask, m_pos = m.tensors["mask"].long(), m.tensors["positions"].long()
+        start = torch.where(m_mask.bool(), m_pos, torch.full_like(m_pos, torch.iinfo(torch.long).max)).min(-1).values
+        offset = torch.where(m_mask.any(-1), next_positions(acc_mask, acc_pos) - start, torch.zeros_like(start))
+        keys.append(rotate_keys(m.tensors["keys"], offset, inv_freq) if bool(offset.any()) else m.tensors["keys"])
+        values.append(m.tensors["values"])
+        mask.append(m_mask)
+        positions.append(m_pos + offset[:, None])
+    joined_mask = torch.cat(mask, 1)
+    tensors = {"keys": torch.cat(keys, 3), "values": torch.cat(values, 3), "mask": joined_mask,
+               "positions": torch.cat(positions, 1)}
+    return LatentMessage.build(
+        "kv", sender="+".join(m.sender for m in messages), fingerprint=first.header.fingerprint,
+        tensors=tensors, layers=tuple(first.header.layers),
+        seq_lens=tuple(int(n) for n in joined_mask.sum(-1)),
+        latent_steps=sum(m.header.latent_steps for m in messages),
+        latent_slots=messages[-1].header.latent_slots,
+        extra={"joined": [m.header.trace_id for m in messages]},
+    )

@@ -1,0 +1,48 @@
+"""`latentray validate SPEC`: check a spec before anything runs and print its plan as a table.
+
+Exit 0 with the table on stdout, or exit 2 with the one-line error (file, field, fix) on stderr.
+"""
+from __future__ import annotations
+
+import sys
+
+from topologies.errors import SpecError
+from topologies.loader import load_plan
+
+COLUMNS = ("step", "agent", "action", "round", "emits", "inputs (src:kind)")
+
+
+def plan_rows(plan) -> list:
+    rows = []
+    for s in plan.steps:
+        action = f"aggregate:{s.aggregate}" if s.action == "aggregate" else s.action
+        emits = "answer" if s.action == "text" else s.emit + (f" ({s.kv_scope})" if s.emit == "kv" else "")
+        inputs = ", ".join(f"{e.src}:{e.kind}" + (f"/{e.codec}" if e.codec != "identity" else "")
+                           for e in s.inputs) or "-"
+        rows.append((s.id, s.agent, action, str(s.round), emits, inputs))
+    return rows
+
+
+def format_table(rows: list) -> str:
+    widths = [max(len(str(r[i])) for r in [COLUMNS, *rows]) for i in range(len(COLUMNS))]
+    line = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
+    return "\n".join([line(COLUMNS), line(["-" * w for w in widths]), *map(line, rows)])
+
+
+def plan_summary(spec, plan) -> str:
+    per_round = ", ".join(f"r{r}: {n}" for r, n in sorted(plan.messages_per_round().items())) or "none"
+    answer = ", ".join(plan.answer_steps) + (" (majority vote)" if plan.answer_mode == "majority" else "")
+    return (f"{spec.name}: {plan.topology} topology, {len(plan.agents)} agents, {len(plan.steps)} steps, "
+            f"{plan.rounds} rounds, method {spec.run.method}\n"
+            f"messages per problem batch: {len(plan.edges)} ({per_round}); answer: {answer}")
+
+
+def validate_command(spec_path: str) -> int:
+    try:
+        spec, plan = load_plan(spec_path)
+    except SpecError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(plan_summary(spec, plan))
+    print(format_table(plan_rows(plan)))
+    return 0

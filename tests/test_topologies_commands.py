@@ -1,0 +1,66 @@
+"""`latentray validate` and `latentray graph` on the example specs and on a bad spec."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from runtime.graph_command import graph_command
+from runtime.validate_command import validate_command
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = sorted((ROOT / "topologies" / "examples").glob("*.yaml"))
+BAD = ROOT / "tests" / "bad_specs" / "unbounded_cycle.yaml"
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_validate_prints_the_plan_table(path, capsys):
+    assert validate_command(str(path)) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[2].split() == ["step", "agent", "action", "round", "emits", "inputs", "(src:kind)"]
+    assert len(out) > 5
+
+
+def test_validate_table_rows_for_the_hub(capsys):
+    assert validate_command(str(ROOT / "topologies/examples/hub.yaml")) == 0
+    out = capsys.readouterr().out
+    assert "messages per problem batch: 13 (r1: 4, r2: 8, r3: 1); answer: final/center" in out
+    row = next(line for line in out.splitlines() if line.startswith("r2/center"))
+    assert row.split()[:5] == ["r2/center", "center", "aggregate:weighted", "2", "hidden"]
+
+
+def test_validate_bad_spec_exits_2_with_one_line(capsys):
+    assert validate_command(str(BAD)) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == (f"error: {BAD}: topology.rounds: cycle a -> b -> a has no round bound "
+                            "(fix: set topology.rounds to how many times the cycle runs)\n")
+
+
+def test_cli_dispatches_to_validate(capsys):
+    from runtime.cli import main
+
+    assert main(["validate", str(ROOT / "topologies/examples/mesh.yaml")]) == 0
+    assert "final/judger" in capsys.readouterr().out
+    assert main(["validate", str(BAD)]) == 2
+
+
+@pytest.mark.parametrize("ext,magic", [(".png", b"\x89PNG"), (".svg", b"<?xml")])
+def test_graph_draws_png_and_svg(tmp_path, ext, magic):
+    out = tmp_path / f"mesh{ext}"
+    assert graph_command(str(ROOT / "topologies/examples/mesh.yaml"), str(out)) == 0
+    assert out.read_bytes().startswith(magic)
+
+
+def test_graph_svg_labels_edges_with_their_kind(tmp_path):
+    out = tmp_path / "graph.svg"
+    assert graph_command(str(ROOT / "topologies/examples/graph.yaml"), str(out)) == 0
+    svg = out.read_text()
+    assert "r2/checker" in svg and "hidden" in svg and "kv" in svg
+
+
+def test_graph_refuses_unknown_extension_and_bad_spec(tmp_path, capsys):
+    assert graph_command(str(ROOT / "topologies/examples/hub.yaml"), str(tmp_path / "g.pdf")) == 2
+    assert "cannot draw '.pdf' (fix: name the output FILE.png or FILE.svg)" in capsys.readouterr().err
+    assert graph_command(str(BAD), str(tmp_path / "g.png")) == 2
+    assert not (tmp_path / "g.png").exists()
