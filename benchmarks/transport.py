@@ -140,10 +140,12 @@ def receive(producer, receiver, emit: str, reps: int) -> float:
     return statistics.median(times[1:])
 
 
-def measure(sizes: list[int]) -> dict:
+def measure(sizes: list[int], store_mib: int = 0, prefault: bool = False) -> dict:
     env = {"PYTHONPATH": str(ROOT)}
+    store = {"object_store_memory": store_mib << 20} if store_mib else {}
+    system = {"_system_config": {"preallocate_plasma_memory": True}} if prefault else {}
     ray.init(num_cpus=4, include_dashboard=False, configure_logging=False, log_to_driver=False,
-             runtime_env={"env_vars": {**env, "RAY_ENABLE_ZERO_COPY_TORCH_TENSORS": "1"}})
+             runtime_env={"env_vars": {**env, "RAY_ENABLE_ZERO_COPY_TORCH_TENSORS": "1"}}, **store, **system)
     off = {"env_vars": {**env, "RAY_ENABLE_ZERO_COPY_TORCH_TENSORS": "0"}}
     ours = Endpoint.remote(), Endpoint.remote()
     plain = Endpoint.options(runtime_env=off).remote(), Endpoint.options(runtime_env=off).remote()
@@ -216,8 +218,11 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default=DEFAULT_SIZES, help=f"comma-separated, default {DEFAULT_SIZES}")
     parser.add_argument("--json", type=Path, help="also write the results to this file")
+    parser.add_argument("--store-mib", type=int, default=0, help="object store size (default: Ray's)")
+    parser.add_argument("--prefault", action="store_true",
+                        help="have Ray pre-fault the object store's pages at start")
     args = parser.parse_args(argv)
-    results = measure([parse_size(s) for s in args.sizes.split(",")])
+    results = measure([parse_size(s) for s in args.sizes.split(",")], args.store_mib, args.prefault)
     print_table(results)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
