@@ -247,11 +247,25 @@ def store_bytes_used(ray) -> int:
     return get_memory_info_reply(state).store_stats.object_store_bytes_used
 
 
+def settled_store_bytes(ray, timeout_s: float = 20.0) -> int:
+    """Store usage once objects of earlier tests, freed asynchronously, are gone: the
+    reading must hold still for a second."""
+    gc.collect()
+    last, still_since, deadline = store_bytes_used(ray), time.monotonic(), time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        now = store_bytes_used(ray)
+        if now != last:
+            last, still_since = now, time.monotonic()
+        elif time.monotonic() - still_since >= 1.0:
+            break
+    return last
+
+
 @pytest.mark.ray
 def test_thousand_messages_through_a_chain_leave_the_store_as_it_was(actors):
     ray, first, second, third = actors
-    gc.collect()
-    start = store_bytes_used(ray)
+    start = settled_store_bytes(ray)
     nbytes, window, peak, results = 256 << 10, 100, 0, []
     for base in range(0, 1000, window):
         finals = []
