@@ -101,15 +101,17 @@ def _edge_stats(msg) -> dict:
 AgentActor = ray.remote(enable_tensor_transport=True)(AgentActorImpl)
 
 
-def agent_configs_for(names, spec_agents: dict, seed: int) -> dict:
-    """Plain AgentConfig objects from spec agent entries (kept here so runtime stays thin)."""
+def agent_configs_for(names, spec_agents: dict, seed: int, latent: bool = True) -> dict:
+    """Plain AgentConfig objects from spec agent entries (kept here so runtime stays thin).
+    latent=False (the text baseline) drops every latent step: agents talk in text only."""
     from .decoding import SamplingConfig
 
     out = {}
     for name in names:
         a = spec_agents[name]
         out[name] = AgentConfig(
-            name=name, role=a.role, latent_steps=a.latent_steps, max_new_tokens=a.max_new_tokens,
+            name=name, role=a.role, latent_steps=a.latent_steps if latent else 0,
+            max_new_tokens=a.max_new_tokens,
             sampling=SamplingConfig(a.sampling.temperature, a.sampling.top_p, a.sampling.top_k, seed),
             realign=a.realign, ridge_lambda=a.ridge_lambda)
     return out

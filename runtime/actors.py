@@ -63,7 +63,8 @@ def start_actors(spec, plan, run_name: str) -> dict:
         actor = AgentActor.options(
             name=f"{run_name}/{g.name}", num_cpus=g.num_cpus, num_gpus=g.num_gpus,
             max_restarts=MAX_RESTARTS, max_task_retries=MAX_TASK_RETRIES,
-        ).remote(model_kwargs, agent_configs_for(g.agents, spec.agents, spec.run.seed))
+        ).remote(model_kwargs, agent_configs_for(g.agents, spec.agents, spec.run.seed,
+                                                 latent=spec.run.method != "text"))
         by_group[g] = actor
         for agent_id in g.agents:
             handles[agent_id] = actor

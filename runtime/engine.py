@@ -34,7 +34,8 @@ class RunResult:
         return {
             "run": self.run_name, "topology": plan.topology, "method": spec.run.method,
             "questions": len(self.questions), "agents": list(plan.agents),
-            "latent_steps": {a: spec.agents[a].latent_steps for a in plan.agents},
+            "latent_steps": {a: spec.agents[a].latent_steps if spec.run.method != "text" else 0
+                             for a in plan.agents},
             "tokens_decoded": sum(self.tokens), "messages": len(self.trace),
             "message_bytes": sum(r["bytes"] for r in self.trace), "wall_s": round(self.wall_s, 3),
         }

@@ -116,3 +116,22 @@ def test_per_edge_compression_through_actors(ray_session, example):
     layers, heads, head_dim = 2, 2, 16
     per_slot = 2 * layers * heads * head_dim * 4 + 2 * 8  # keys+values fp32, mask+positions int64
     assert sent["judger"] == len(questions) * 8 * per_slot
+
+
+@pytest.mark.parametrize("method", ["text", "single"])
+def test_baselines_run_through_the_same_engine(ray_session, example, method):
+    spec, _ = example
+    base = spec.model_copy(update={"run": spec.run.model_copy(update={"method": method})})
+    plan = build_plan(base)
+    result = run_spec(base, plan, QUESTIONS[:2], run_name=f"base-{method}")
+    assert len(result.answers) == 2
+    assert all(s["latent_steps"] == 0 for s in result.steps)  # no latent thought in a baseline
+    if method == "single":
+        assert plan.agents == ("judger",) and result.trace == []
+        return
+    assert [(r["src"], r["dst"], r["kind"]) for r in result.trace] == [
+        ("planner", "critic", "text"), ("critic", "refiner", "text"), ("refiner", "judger", "text")]
+    # every agent writes text: each row counts tokens from all four agents
+    writers = [s for s in result.steps if sum(s["tokens"]) > 0]
+    assert {s["agent"] for s in writers} >= {"planner", "critic", "refiner"}
+    assert result.summary(base, plan)["latent_steps"] == dict.fromkeys(plan.agents, 0)
