@@ -8,6 +8,8 @@ and a cast after int8 has nothing float left to cast.
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import torch
 
 from channels.errors import CompressionError, MessageError
@@ -30,7 +32,7 @@ def compact(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
-class Compression:
+class Compression(ABC):
     """One compression step. Subclasses set name, stage and kinds and implement compress and
     decompress; a step that adds tensors also names them (added_tensors) and checks them."""
 
@@ -38,11 +40,13 @@ class Compression:
     stage: int = 0
     kinds: tuple = ("kv", "hidden", "embeds")
 
+    @abstractmethod
     def compress(self, msg: LatentMessage, receiver: str = "?") -> LatentMessage:
-        raise NotImplementedError
+        """The message as sent: smaller tensors, the step recorded in the header."""
 
+    @abstractmethod
     def decompress(self, msg: LatentMessage, dtype: torch.dtype) -> LatentMessage:
-        raise NotImplementedError
+        """The message as the receiver uses it, payload floats in `dtype`."""
 
     def added_tensors(self, msg: LatentMessage) -> tuple:
         """Names of the tensors this step added to `msg` (checked by validation)."""
