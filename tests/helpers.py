@@ -1,6 +1,9 @@
 """Shared test helpers: build agents on tiny models, and independent reference computations."""
 from __future__ import annotations
 
+import gc
+import time
+
 import torch
 
 from agents.agent import Agent, AgentConfig
@@ -67,3 +70,25 @@ def run_chain(agents, questions):
         messages.append(msg)
     state = agents[-1].prefill(questions, [msg] if msg else [])
     return state, messages
+
+
+def store_bytes_used(ray) -> int:
+    from ray._private.internal_api import get_memory_info_reply, get_state_from_address
+
+    state = get_state_from_address(ray.get_runtime_context().gcs_address)
+    return get_memory_info_reply(state).store_stats.object_store_bytes_used
+
+
+def settled_store_bytes(ray, timeout_s: float = 20.0) -> int:
+    """Store usage once objects of earlier tests, freed asynchronously, are gone: the
+    reading must hold still for a second."""
+    gc.collect()
+    last, still_since, deadline = store_bytes_used(ray), time.monotonic(), time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        now = store_bytes_used(ray)
+        if now != last:
+            last, still_since = now, time.monotonic()
+        elif time.monotonic() - still_since >= 1.0:
+            break
+    return last

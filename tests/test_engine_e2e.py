@@ -12,7 +12,7 @@ from runtime.actors import kill_actors, start_actors
 from runtime.engine import run_spec, submit_batch
 from topologies import build_plan, load_spec
 
-from helpers import QUESTIONS
+from helpers import QUESTIONS, settled_store_bytes
 
 pytestmark = pytest.mark.ray
 EXAMPLE = "topologies/examples/latent_chain.yaml"
@@ -34,7 +34,10 @@ def test_example_runs_and_names_actors(ray_session, example):
         for agent in plan.agents:  # named actors are alive while the run goes on
             seen.append(ray_session.get_actor(f"e2e/{agent}")._actor_id.hex())
 
+    before = settled_store_bytes(ray_session)
     result = run_spec(spec, plan, QUESTIONS, run_name="e2e", on_batch=on_batch)
+    # every message of the run was freed once its batch finished and the actors stopped
+    assert settled_store_bytes(ray_session) <= before + (64 << 10)
     assert len(result.answers) == len(QUESTIONS) and all(isinstance(a, str) for a in result.answers)
     assert result.actor_names == sorted(f"e2e/{a}" for a in ("planner", "critic", "refiner", "judger"))
     assert len(set(seen)) == 4 and len(seen) == 4 * 2  # 2 batches, the same 4 actors

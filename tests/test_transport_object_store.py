@@ -17,6 +17,8 @@ from channels.transports import get_transport, owned_copy
 from channels.transports.object_store import (INLINE_BYTES, ByteViewMessage, InlineMessage,
                                               ObjectStoreTransport)
 
+from helpers import settled_store_bytes, store_bytes_used
+
 ZERO_COPY_OFF = {"env_vars": {"RAY_ENABLE_ZERO_COPY_TORCH_TENSORS": "0"}}
 
 
@@ -238,28 +240,6 @@ def test_receive_time_does_not_grow_with_size(actors):
     timed(1 << 20)  # warm the receiver
     small, large = timed(1 << 20), timed(64 << 20)
     assert large < 10 * small, (small, large)  # a copy would take about 64x as long
-
-
-def store_bytes_used(ray) -> int:
-    from ray._private.internal_api import get_memory_info_reply, get_state_from_address
-
-    state = get_state_from_address(ray.get_runtime_context().gcs_address)
-    return get_memory_info_reply(state).store_stats.object_store_bytes_used
-
-
-def settled_store_bytes(ray, timeout_s: float = 20.0) -> int:
-    """Store usage once objects of earlier tests, freed asynchronously, are gone: the
-    reading must hold still for a second."""
-    gc.collect()
-    last, still_since, deadline = store_bytes_used(ray), time.monotonic(), time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        time.sleep(0.1)
-        now = store_bytes_used(ray)
-        if now != last:
-            last, still_since = now, time.monotonic()
-        elif time.monotonic() - still_since >= 1.0:
-            break
-    return last
 
 
 @pytest.mark.ray
