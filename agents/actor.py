@@ -28,7 +28,7 @@ from .receive import receive_messages
 from .step_call import StepCall
 
 
-class AgentActorImpl(RdtMethods):
+class AgentActor(RdtMethods):
     def __init__(self, model_kwargs: dict, agents: dict):
         quiet_zero_copy_warnings()
         self.model, self.tokenizer = load_model(**model_kwargs)
@@ -98,7 +98,7 @@ def _edge_stats(msg) -> dict:
 
 
 # enable_tensor_transport: every actor may receive over Ray Direct Transport.
-AgentActor = ray.remote(enable_tensor_transport=True)(AgentActorImpl)
+RemoteAgentActor = ray.remote(enable_tensor_transport=True)(AgentActor)
 
 
 def agent_configs_for(names, spec_agents: dict, seed: int, latent: bool = True) -> dict:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agents.actor import AgentActor, agent_configs_for
+from agents.actor import RemoteAgentActor, agent_configs_for
 from agents.loading import ModelRef
 
 from .errors import RunError
@@ -60,7 +60,7 @@ def start_actors(spec, plan, run_name: str) -> dict:
         m = spec.models[g.model]
         model_kwargs = dict(ref=m.ref, dtype=m.dtype, device=m.device, seed=m.seed,
                             trust_remote_code=m.trust_remote_code, num_gpus=g.num_gpus)
-        actor = AgentActor.options(
+        actor = RemoteAgentActor.options(
             name=f"{run_name}/{g.name}", num_cpus=g.num_cpus, num_gpus=g.num_gpus,
             max_restarts=MAX_RESTARTS, max_task_retries=MAX_TASK_RETRIES,
         ).remote(model_kwargs, agent_configs_for(g.agents, spec.agents, spec.run.seed,
