@@ -51,6 +51,28 @@ def check_model_refs(spec) -> None:
             raise type(exc)(f"models.{model_id}.ref: {exc}") from None
 
 
+def check_fits(spec, plan) -> None:
+    """Actors that can never be placed would wait forever: refuse them on a local Ray this
+    process started; on a cluster, warn (an autoscaler may still add nodes)."""
+    import sys
+
+    import ray
+
+    from . import ray_setup
+
+    groups = group_agents(spec, plan.agents)
+    need = {"CPU": sum(g.num_cpus for g in groups), "GPU": sum(g.num_gpus for g in groups)}
+    have = ray.cluster_resources()
+    for kind, amount in need.items():
+        if amount > have.get(kind, 0) + 1e-9:
+            text = (f"the run's actors need {amount:g} {kind}s but the Ray cluster has "
+                    f"{have.get(kind, 0):g}")
+            if ray_setup.STARTED_LOCALLY:
+                raise RunError(f"{text}; lower agents.*.resources.num_{kind.lower()}s, share actors "
+                               "with `actor:`, or start Ray with more resources")
+            print(f"[latentray] warning: {text}; actors wait until the cluster grows", file=sys.stderr)
+
+
 def start_actors(spec, plan, run_name: str) -> dict:
     """Return {agent id: actor handle}, all models loaded (or a RunError naming the model)."""
     import ray

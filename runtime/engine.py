@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from agents.step_call import InputEdge, StepCall
 
-from .actors import check_model_refs, group_agents, kill_actors, start_actors
+from .actors import check_fits, check_model_refs, group_agents, kill_actors, start_actors
 from .errors import RunError
 from .transports import check_transports, open_groups, step_transport
 
@@ -27,7 +27,8 @@ class RunResult:
     tokens: list  # tokens decoded per question, over every text-producing step
     steps: list = field(default_factory=list)  # one stats dict per step call
     trace: list = field(default_factory=list)  # one row per message delivered
-    wall_s: float = 0.0
+    wall_s: float = 0.0  # start to finish, actor start (model loading) included
+    run_s: float = 0.0  # first step submitted to last answer in
     actor_names: list = field(default_factory=list)
 
     def summary(self, spec, plan) -> dict:
@@ -38,6 +39,7 @@ class RunResult:
                              for a in plan.agents},
             "tokens_decoded": sum(self.tokens), "messages": len(self.trace),
             "message_bytes": sum(r["bytes"] for r in self.trace), "wall_s": round(self.wall_s, 3),
+            "run_s": round(self.run_s, 3),
         }
 
 
@@ -136,6 +138,7 @@ def run_spec(spec, plan, questions: list, run_name: str | None = None, progress=
     check_model_refs(spec)
     check_transports(spec, plan)
     ensure_ray(address=address, num_cpus=needed_cpus(spec, plan))
+    check_fits(spec, plan)
     run_name = run_name or f"{spec.name}-{uuid.uuid4().hex[:6]}"
     t0 = time.perf_counter()
     handles = start_actors(spec, plan, run_name)
@@ -144,6 +147,7 @@ def run_spec(spec, plan, questions: list, run_name: str | None = None, progress=
     backend = spec.channels.rdt_backend
     try:
         with open_groups(spec, plan, handles):
+            t_run = time.perf_counter()
             for first, answers, tokens, step_stats in run_plan(plan, handles, questions,
                                                               spec.run.batch_size, progress, backend):
                 result.answers[first:first + len(answers)] = answers
@@ -153,6 +157,7 @@ def run_spec(spec, plan, questions: list, run_name: str | None = None, progress=
                     result.trace.extend(trace_rows(run_name, s, first))
                 if on_batch:
                     on_batch(first, answers, tokens)
+            result.run_s = time.perf_counter() - t_run
     except ray.exceptions.RayTaskError as exc:
         raise RunError(f"a step failed: {exc.cause if getattr(exc, 'cause', None) else exc}") from None
     finally:

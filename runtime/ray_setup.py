@@ -17,6 +17,9 @@ REPO_ROOT = str(Path(__file__).resolve().parents[1])
 os.environ.update({k: os.environ.get(k, v) for k, v in ZERO_COPY_ENV.items()})
 
 
+STARTED_LOCALLY = False  # whether this process started its own Ray (so nothing can add nodes)
+
+
 def runtime_env() -> dict:
     path = os.pathsep.join(p for p in (REPO_ROOT, os.environ.get("PYTHONPATH", "")) if p)
     return {"env_vars": {**ZERO_COPY_ENV, "PYTHONPATH": path}}
@@ -33,10 +36,12 @@ def ensure_ray(address: str | None = None, num_cpus: float | None = None, dashbo
     quiet_zero_copy_warnings()
     if ray.is_initialized():
         return ray
+    global STARTED_LOCALLY
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, runtime_env=runtime_env())
     else:
+        STARTED_LOCALLY = True
         cpus = max(os.cpu_count() or 1, int(-(-(num_cpus or 0) // 1)))
         ray.init(num_cpus=cpus, runtime_env=runtime_env(), include_dashboard=dashboard,
                  configure_logging=False)

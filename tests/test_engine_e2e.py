@@ -138,3 +138,14 @@ def test_baselines_run_through_the_same_engine(ray_session, example, method):
     writers = [s for s in result.steps if sum(s["tokens"]) > 0]
     assert {s["agent"] for s in writers} >= {"planner", "critic", "refiner"}
     assert result.summary(base, plan)["latent_steps"] == dict.fromkeys(plan.agents, 0)
+
+
+def test_actors_that_cannot_be_placed_are_refused_not_awaited(ray_session, example):
+    from runtime.errors import RunError
+
+    spec, _ = example
+    greedy = spec.agents["planner"].model_copy(
+        update={"resources": spec.agents["planner"].resources.model_copy(update={"num_cpus": 1000})})
+    big = spec.model_copy(update={"agents": {**spec.agents, "planner": greedy}})
+    with pytest.raises(RunError, match=r"need 1003 CPUs but the Ray cluster has 8; lower agents"):
+        run_spec(big, build_plan(big), QUESTIONS[:1], run_name="too-big")
