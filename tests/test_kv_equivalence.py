@@ -43,3 +43,21 @@ def test_own_scope_message_holds_only_the_senders_slots():
     # positions continue after the planner's part: RoPE positions are absolute in the cache
     assert int(own.tensors["positions"][0, 0]) == first.header.seq_lens[0]
     assert torch.equal(own.tensors["keys"], full.tensors["keys"][:, :, :, -own.tensors["keys"].shape[3]:])
+
+
+def test_bfloat16_chain_sends_bf16_kv_close_to_float32():
+    """A bf16 model sends bf16 caches (half the bytes) and lands near the float32 result."""
+    from agents.agent import Agent
+    from agents.fingerprint import model_fingerprint
+    from agents.tiny_models import build_tiny
+
+    model32, _, agents32 = make_agents("qwen3-64", roles=("planner", "judger"), latent_steps=3)
+    model16, tok = build_tiny("qwen3-64", dtype=torch.bfloat16)
+    fp = model_fingerprint(model16, tok)
+    agents16 = [Agent(a.config, model16, tok, fp) for a in agents32]
+    state16, (msg16,) = run_chain(agents16, QUESTIONS[:2])
+    state32, (msg32,) = run_chain(agents32, QUESTIONS[:2])
+    assert msg16.tensors["keys"].dtype == torch.bfloat16
+    assert msg16.nbytes < 0.55 * msg32.nbytes
+    cos = torch.nn.functional.cosine_similarity(state16.logits.double(), state32.logits.double(), dim=-1)
+    assert bool((cos > 0.99).all()), cos
