@@ -61,7 +61,8 @@ class AgentActor(RdtMethods):
         messages = receive_messages(call, inbox, receiver_fingerprint=self.fingerprint,
                                     model_dtype=self.model.dtype)
         agent = self.agents[call.agent]
-        stats = {"step": call.step_id, "agent": call.agent, "batch": call.batch, "round": call.round,
+        stats = {"step": call.step_id, "agent": call.agent, "pid": os.getpid(),
+                 "batch": call.batch, "round": call.round,
                  "rows": len(questions), "inbox": [_edge_stats(m) for m in messages],
                  "tokens": [0] * len(questions), "latent_steps": 0}
         if call.action == "text":

@@ -149,3 +149,28 @@ def test_actors_that_cannot_be_placed_are_refused_not_awaited(ray_session, examp
     big = spec.model_copy(update={"agents": {**spec.agents, "planner": greedy}})
     with pytest.raises(RunError, match=r"need 1003 CPUs but the Ray cluster has 8; lower agents"):
         run_spec(big, build_plan(big), QUESTIONS[:1], run_name="too-big")
+
+
+def test_run_survives_an_actor_dying(ray_session, example):
+    """Kill the critic's actor after the first batch: it restarts, its steps are retried,
+    and every problem is answered exactly once, as in an undisturbed run."""
+    spec, plan = example
+    one_per_batch = spec.model_copy(update={"run": spec.run.model_copy(update={"batch_size": 1})})
+    killed = []
+
+    def kill_critic(first, answers, tokens):
+        if not killed:
+            critic = ray_session.get_actor("crash/critic")
+            ray_session.kill(critic, no_restart=False)
+            killed.append(first)
+
+    questions = QUESTIONS * 4  # enough batches that the critic still has work at the kill
+    clean = run_spec(one_per_batch, plan, questions, run_name="clean")
+    crashed = run_spec(one_per_batch, plan, questions, run_name="crash", on_batch=kill_critic)
+    assert killed
+    # the critic really ran before and after its restart, in two processes
+    assert len({s["pid"] for s in crashed.steps if s["agent"] == "critic"}) == 2
+    assert crashed.answers == clean.answers
+    assert crashed.tokens == clean.tokens
+    # one judger step per problem: nothing lost, nothing counted twice
+    assert sorted(s["batch"] for s in crashed.steps if s["agent"] == "judger") == list(range(len(questions)))
