@@ -10,7 +10,6 @@ problem computes alone.
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, replace
 
 import torch
@@ -116,14 +115,19 @@ class Agent:
         steps = self.config.latent_steps if steps is None else steps
         for _ in range(steps):
             latent = self.realigner(state.last_hidden)  # [B, D]
-            one = torch.ones((latent.shape[0], 1), dtype=torch.long, device=latent.device)
-            pos = next_positions(state.mask, state.positions)[:, None]
-            out = forward_slots(self.model, cache=state.cache, past_mask=state.mask,
-                                inputs_embeds=latent[:, None, :], new_mask=one, positions=pos)
-            state = replace(state, cache=out.cache, mask=torch.cat([state.mask, one], 1),
-                            positions=torch.cat([state.positions, pos], 1), last_hidden=out.last_hidden,
-                            logits=out.logits, latents=state.latents + [latent])
+            state = self._append_slot(state, latent)
+            state.latents = state.latents + [latent]
         return state
+
+    def _append_slot(self, state: WorkingState, embeds: torch.Tensor) -> WorkingState:
+        """Feed one real slot per row (embeds [B, D]) after the working memory."""
+        one = torch.ones((embeds.shape[0], 1), dtype=torch.long, device=embeds.device)
+        pos = next_positions(state.mask, state.positions)[:, None]
+        out = forward_slots(self.model, cache=state.cache, past_mask=state.mask,
+                            inputs_embeds=embeds[:, None, :], new_mask=one, positions=pos)
+        return replace(state, cache=out.cache, mask=torch.cat([state.mask, one], 1),
+                       positions=torch.cat([state.positions, pos], 1), last_hidden=out.last_hidden,
+                       logits=out.logits)
 
     def emit(self, state: WorkingState, kind: str = "kv", scope: str = "all") -> LatentMessage:
         start = state.own_start if scope == "own" else 0
@@ -175,22 +179,14 @@ class Agent:
                         generated[b].append(int(tokens[b]))
             if bool(done.all()) or i == max_new - 1:
                 break
-            one = torch.ones((batch, 1), dtype=torch.long, device=done.device)
-            pos = next_positions(state.mask, state.positions)[:, None]
-            out = forward_slots(self.model, cache=state.cache, past_mask=state.mask,
-                                inputs_embeds=embed(tokens[:, None]), new_mask=one, positions=pos)
-            state = replace(state, cache=out.cache, mask=torch.cat([state.mask, one], 1),
-                            positions=torch.cat([state.positions, pos], 1), last_hidden=out.last_hidden,
-                            logits=out.logits)
+            state = self._append_slot(state, embed(tokens))
         texts = [self.tokenizer.decode(g, skip_special_tokens=True) for g in generated]
         return DecodeResult(texts, generated, first_logits)
 
     def step(self, questions: list, inbox=(), *, action: str = "latent", emit: str = "kv",
              scope: str = "all"):
         """prefill + think, then emit a message (action "latent") or decode (action "text")."""
-        t0 = time.perf_counter()
         state = self.think(self.prefill(questions, inbox))
         if action == "text":
             return self.decode(state)
-        msg = self.emit(state, emit, scope)
-        return msg.replace(extra={**msg.header.extra, "compute_s": time.perf_counter() - t0})
+        return self.emit(state, emit, scope)

@@ -66,6 +66,3 @@ def model_fingerprint(model, tokenizer) -> dict:
         "weights_hash": weights_hash(model),
     }
 
-
-def same_model(a: dict, b: dict) -> bool:
-    return a.get("weights_hash") == b.get("weights_hash") and a.get("tokenizer_hash") == b.get("tokenizer_hash")
