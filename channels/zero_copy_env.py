@@ -5,9 +5,17 @@ before `import ray`, in the driver and in every worker (through the runtime_env)
 """
 from __future__ import annotations
 
+import os
 import warnings
 
 ZERO_COPY_ENV = {"RAY_ENABLE_ZERO_COPY_TORCH_TENSORS": "1"}
+
+
+def set_zero_copy_env() -> None:
+    """Turn the flag on in this process (a value already set wins); only effective before
+    the process first imports ray."""
+    for key, value in ZERO_COPY_ENV.items():
+        os.environ.setdefault(key, value)
 
 
 def quiet_zero_copy_warnings() -> None:

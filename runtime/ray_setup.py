@@ -2,7 +2,7 @@
 
 Ray pickles torch tensors with a copy on put and on get unless
 RAY_ENABLE_ZERO_COPY_TORCH_TENSORS=1 is set before `import ray`, in the driver and in
-every worker. We set it here (before importing ray) and in the job's runtime_env.
+every worker: runtime/__init__.py sets it in the driver, runtime_env() in the workers.
 Workers also get the repository root on PYTHONPATH, so the four packages import there
 without an install.
 """
@@ -14,7 +14,6 @@ from pathlib import Path
 from channels.zero_copy_env import ZERO_COPY_ENV, quiet_zero_copy_warnings
 
 REPO_ROOT = str(Path(__file__).resolve().parents[1])
-os.environ.update({k: os.environ.get(k, v) for k, v in ZERO_COPY_ENV.items()})
 
 
 STARTED_LOCALLY = False  # whether this process started its own Ray (so nothing can add nodes)

@@ -23,3 +23,13 @@ def test_topologies_import_nothing_of_ours():
     mods = _modules_after_import("import topologies, topologies.loader")
     ours = {m.split(".")[0] for m in mods} & {"agents", "channels", "runtime"}
     assert ours == set(), ours
+
+
+def test_driver_imports_ray_with_zero_copy_on():
+    """Ray reads the flag once, at import: the runtime must set it before any module of
+    ours imports ray (agents.actor does, through runtime.engine)."""
+    code = ("import os; os.environ.pop('RAY_ENABLE_ZERO_COPY_TORCH_TENSORS', None); "
+            "import runtime.engine; from ray._private import ray_constants as c; "
+            "print(c.RAY_ENABLE_ZERO_COPY_TORCH_TENSORS)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True"
