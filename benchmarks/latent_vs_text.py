@@ -18,7 +18,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from runtime.engine import needed_cpus, run_spec  # noqa: E402  (zero-copy flag before ray)
+from runtime.actors import needed_resources  # noqa: E402  (sets the zero-copy flag before ray)
+from runtime.engine import run_spec  # noqa: E402
 from runtime.questions import read_jsonl_questions  # noqa: E402
 from runtime.ray_setup import ensure_ray  # noqa: E402
 from topologies import build_plan, load_spec  # noqa: E402
@@ -57,7 +58,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     spec = load_spec(args.spec)
     questions, _ = read_jsonl_questions(args.input)
-    ensure_ray(num_cpus=needed_cpus(spec, build_plan(spec)))  # room for the largest method
+    ensure_ray(num_cpus=needed_resources(spec, build_plan(spec))["CPU"])  # room for the largest method
     rows = [run_method(spec, m, questions) for m in args.methods.split(",")]
     print_table(rows)
     if args.json:

@@ -51,6 +51,12 @@ def check_model_refs(spec) -> None:
             raise type(exc)(f"models.{model_id}.ref: {exc}") from None
 
 
+def needed_resources(spec, plan) -> dict:
+    """Ray CPUs and GPUs that the run's actors ask for together."""
+    groups = group_agents(spec, plan.agents)
+    return {"CPU": sum(g.num_cpus for g in groups), "GPU": sum(g.num_gpus for g in groups)}
+
+
 def check_fits(spec, plan) -> None:
     """Actors that can never be placed would wait forever: refuse them on a local Ray this
     process started; on a cluster, warn (an autoscaler may still add nodes)."""
@@ -60,10 +66,8 @@ def check_fits(spec, plan) -> None:
 
     from . import ray_setup
 
-    groups = group_agents(spec, plan.agents)
-    need = {"CPU": sum(g.num_cpus for g in groups), "GPU": sum(g.num_gpus for g in groups)}
     have = ray.cluster_resources()
-    for kind, amount in need.items():
+    for kind, amount in needed_resources(spec, plan).items():
         if amount > have.get(kind, 0) + 1e-9:
             text = (f"the run's actors need {amount:g} {kind}s but the Ray cluster has "
                     f"{have.get(kind, 0):g}")

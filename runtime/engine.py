@@ -10,11 +10,11 @@ from __future__ import annotations
 import time
 import uuid
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from agents.step_call import InputEdge, StepCall
 
-from .actors import check_fits, check_model_refs, group_agents, kill_actors, start_actors
+from .actors import check_fits, check_model_refs, kill_actors, needed_resources, start_actors
 from .errors import RunError
 from .transports import check_transports, open_groups, step_transport
 
@@ -52,30 +52,39 @@ def output_variants(plan, step) -> tuple:
     return tuple(variants) or ((),)
 
 
-def _calls_for_batch(plan, batch: int, backend: str, checksum: bool = False) -> list:
-    calls = []
+@dataclass(frozen=True)
+class StepSubmission:
+    """How one step is submitted; the same for every batch but for the batch number."""
+    call: StepCall
+    transport: str  # of its outgoing edges
+    inbox: tuple  # (source step id, index of the output variant it reads) per input
+
+
+def compile_steps(plan, backend: str = "nccl", checksum: bool = False) -> list:
+    """Everything about each step's actor call that depends on the plan alone, once per run."""
+    variants = {s.id: output_variants(plan, s) for s in plan.steps}
+    out = []
     for step in plan.steps:
         inputs = tuple(InputEdge(e.src, e.kind, e.codec, tuple(e.compression), e.transport,
                                  backend if e.transport == "rdt" else "") for e in step.inputs)
-        calls.append(StepCall(step.id, step.agent, step.action, step.emit, step.kv_scope, inputs,
-                              output_variants(plan, step), step.round, batch,
-                              getattr(step, "aggregate", ""), checksum))
-    return calls
+        call = StepCall(step.id, step.agent, step.action, step.emit, step.kv_scope, inputs,
+                        variants[step.id], step.round, 0, step.aggregate, checksum)
+        inbox = tuple((e.src, variants[e.src].index(tuple(e.compression))) for e in step.inputs)
+        out.append(StepSubmission(call, step_transport(plan, step), inbox))
+    return out
 
 
-def submit_batch(plan, handles: dict, questions: list, batch: int, checksum: bool = False,
-                 backend: str = "nccl") -> dict:
-    """Submit every step of one batch; returns {step id: [output refs..., stats ref]}."""
+def submit_batch(steps: list, handles: dict, questions: list, batch: int, backend: str = "nccl") -> dict:
+    """Submit every step of one batch (steps from compile_steps); returns
+    {step id: [output refs..., stats ref]}."""
     from channels.transports import producer_method
 
     refs: dict = {}
-    for call in _calls_for_batch(plan, batch, backend, checksum):
-        inbox = []
-        for edge in call.inputs:
-            variants = dict(zip(output_variants(plan, plan.step(edge.src)), refs[edge.src]))
-            inbox.append(variants[edge.compression])
+    for sub in steps:
+        call = replace(sub.call, batch=batch)
+        inbox = [refs[src][variant] for src, variant in sub.inbox]
         handle = handles[call.agent]
-        if step_transport(plan, plan.step(call.step_id)) == "rdt":
+        if sub.transport == "rdt":
             # the message stays in the producer until a receiver pulls it; stats come apart
             message = producer_method(handle, backend).remote(call, questions, *inbox)
             refs[call.step_id] = [message, handle.pop_stats.remote(batch, call.step_id)]
@@ -98,9 +107,10 @@ def run_plan(plan, handles: dict, questions: list, batch_size: int, progress=Non
     import ray
 
     batches = [questions[i:i + batch_size] for i in range(0, len(questions), batch_size)]
+    steps = compile_steps(plan, backend)
     pending = {}
     for b, qs in enumerate(batches):
-        refs = submit_batch(plan, handles, qs, b, backend=backend)
+        refs = submit_batch(steps, handles, qs, b, backend)
         stats_refs = [r[-1] for r in refs.values()]
         pending[stats_refs[-1]] = (b, refs, stats_refs)
     while pending:
@@ -122,10 +132,6 @@ def trace_rows(run_name: str, stats: dict, first_question: int) -> list:
              "bytes": e["bytes"], "latency_s": e["latency_s"]} for e in stats["inbox"]]
 
 
-def needed_cpus(spec, plan) -> float:
-    return sum(g.num_cpus for g in group_agents(spec, plan.agents))
-
-
 def run_spec(spec, plan, questions: list, run_name: str | None = None, progress=None,
              on_batch=None, address: str | None = None) -> RunResult:
     """Start actors, run every question through the plan, stop the actors."""
@@ -137,7 +143,7 @@ def run_spec(spec, plan, questions: list, run_name: str | None = None, progress=
         raise RunError("no questions to run; give --question, --input FILE.jsonl, or run.inputs in the spec")
     check_model_refs(spec)
     check_transports(spec, plan)
-    ensure_ray(address=address, num_cpus=needed_cpus(spec, plan))
+    ensure_ray(address=address, num_cpus=needed_resources(spec, plan)["CPU"])
     check_fits(spec, plan)
     run_name = run_name or f"{spec.name}-{uuid.uuid4().hex[:6]}"
     t0 = time.perf_counter()

@@ -9,7 +9,7 @@ from agents.tiny_models import build_tiny
 from channels.message import message_checksum
 from channels.transports import get_transport
 from runtime.actors import kill_actors, start_actors
-from runtime.engine import run_spec, submit_batch
+from runtime.engine import compile_steps, run_spec, submit_batch
 from topologies import build_plan, load_spec
 
 from helpers import QUESTIONS, settled_store_bytes
@@ -55,8 +55,9 @@ def test_batch_equals_alone_across_actors(ray_session, example):
     spec, plan = example
     handles = start_actors(spec, plan, "eq")
     try:
-        batch = submit_batch(plan, handles, QUESTIONS, 0, checksum=True)
-        alone = [submit_batch(plan, handles, [q], i + 1) for i, q in enumerate(QUESTIONS)]
+        steps = compile_steps(plan, checksum=True)
+        batch = submit_batch(steps, handles, QUESTIONS, 0)
+        alone = [submit_batch(steps, handles, [q], i + 1) for i, q in enumerate(QUESTIONS)]
         batch_text = ray_session.get(batch["judger"][0])["texts"]
         batch_refiner = ray_session.get(batch["refiner"][0])
         model, tok = build_tiny("qwen3-64", seed=0)
