@@ -92,6 +92,24 @@ class LatentMessage:
         return LatentMessage(dataclasses.replace(self.header, **header), tensors)
 
 
+def header_mismatch(msg: LatentMessage):
+    """(field, reason) for the first place the tensors disagree with the header (a tensor
+    that is not a torch.Tensor, a shape or dtype other than the header's, a header entry
+    with no tensor), or None when they agree."""
+    h = msg.header
+    for name, t in msg.tensors.items():
+        if not isinstance(t, torch.Tensor):
+            return name, f"tensor {name!r} is a {type(t).__name__}, not a torch.Tensor"
+        if h.shapes.get(name) != list(t.shape):
+            return f"shapes.{name}", f"header says {h.shapes.get(name)}, tensor {name!r} is {list(t.shape)}"
+        dtype = str(t.dtype).removeprefix("torch.")
+        if h.dtypes.get(name) != dtype:
+            return f"dtypes.{name}", f"header says {h.dtypes.get(name)}, tensor {name!r} is {dtype}"
+    for name in sorted(set(h.shapes) - set(msg.tensors)):
+        return f"shapes.{name}", f"header lists tensor {name!r} that the message does not carry"
+    return None
+
+
 def message_checksum(msg: LatentMessage) -> int:
     """CRC32 over every tensor's bytes, in name order: proves a message was not mutated."""
     crc = zlib.crc32(msg.header.kind.encode())

@@ -14,7 +14,7 @@ import torch
 from .compression import check_compression_names
 from .compression.base import PAYLOAD, RECORD
 from .errors import FingerprintMismatchError, MessageError
-from .message import KINDS, TENSOR_NAMES, LatentMessage
+from .message import KINDS, TENSOR_NAMES, LatentMessage, header_mismatch
 
 FLOAT_DTYPES = ("float32", "bfloat16", "float16")
 INDEX_DTYPES = ("int64", "int32", "int16", "int8", "uint8", "bool")
@@ -75,15 +75,9 @@ def _check_envelope(msg, steps, fail) -> None:
         fail(name, f"a {h.kind} message needs tensor {name!r}; it is missing")
     for name in sorted(set(tensors) - expected):
         fail(name, f"unexpected tensor {name!r} in a {h.kind} message (expected {sorted(expected)})")
-    for name, t in tensors.items():
-        if not isinstance(t, torch.Tensor):
-            fail(name, f"expected a torch.Tensor, got {type(t).__name__}")
-        if h.shapes.get(name) != list(t.shape):
-            fail(f"shapes.{name}", f"header says {h.shapes.get(name)}, tensor is {list(t.shape)}")
-        if h.dtypes.get(name) != str(t.dtype).removeprefix("torch."):
-            fail(f"dtypes.{name}", f"header says {h.dtypes.get(name)}, tensor is {t.dtype}")
-    for name in sorted(set(h.shapes) - set(tensors)):
-        fail(f"shapes.{name}", f"header lists tensor {name!r} that the message does not carry")
+    mismatch = header_mismatch(msg)
+    if mismatch:
+        fail(*mismatch)
 
 
 def _check_dtypes(msg, steps, model_dtype, fail) -> None:

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
-import torch
-
 from ..errors import TransportError
-from ..message import LatentMessage
+from ..message import LatentMessage, header_mismatch
 
 
 class Transport(ABC):
@@ -38,16 +36,9 @@ def check_message(obj: object, transport: str) -> LatentMessage:
         raise TransportError(
             f"tensors {sorted(obj.tensors)} do not match the header's {sorted(head.shapes)} "
             f"(message from {head.sender!r})", transport=transport)
-    for name, t in obj.tensors.items():
-        if not isinstance(t, torch.Tensor):
-            raise TransportError(f"tensor {name!r} is a {type(t).__name__}, not a torch.Tensor",
-                                 transport=transport)
-        dtype = str(t.dtype).removeprefix("torch.")
-        if list(t.shape) != list(head.shapes[name]) or dtype != head.dtypes.get(name):
-            raise TransportError(
-                f"tensor {name!r} is {dtype}{list(t.shape)} but the header says "
-                f"{head.dtypes.get(name)}{list(head.shapes[name])} (message from {head.sender!r})",
-                transport=transport)
+    mismatch = header_mismatch(obj)
+    if mismatch:
+        raise TransportError(f"{mismatch[1]} (message from {head.sender!r})", transport=transport)
     return obj
 
 
