@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict
 
 from .edges import make_edge
 from .plan import Plan, Step
+from .roles import with_emits
 from .spec import GraphSpec
 
 
@@ -28,13 +29,7 @@ def chain(spec: GraphSpec, params: ChainParams) -> Plan:
     order = list(params.order or spec.agents)
     edges = [make_edge(spec, a, b, a, b) for a, b in zip(order, order[1:])]
     scope = "all" if params.memory == "accumulate" else "own"
-    steps = []
-    for i, name in enumerate(order):
-        last = i == len(order) - 1
-        steps.append(Step(
-            id=name, agent=name, action="text" if last else "latent",
-            inputs=(edges[i - 1],) if i else (),
-            emit=spec.channels.kind if last else edges[i].kind,
-            kv_scope=scope,
-        ))
-    return Plan(topology="chain", steps=tuple(steps), answer_steps=(order[-1],))
+    steps = [Step(id=name, agent=name, action="text" if i == len(order) - 1 else "latent",
+                  inputs=(edges[i - 1],) if i else (), kv_scope=scope)
+             for i, name in enumerate(order)]
+    return Plan(topology="chain", steps=with_emits(steps, spec.channels.kind), answer_steps=(order[-1],))
