@@ -23,7 +23,7 @@ from channels.zero_copy_env import quiet_zero_copy_warnings
 
 from .agent import Agent, AgentConfig
 from .fingerprint import model_fingerprint
-from .loading import load_model
+from .models import load_model
 from .receive import receive_messages
 from .step_call import StepCall
 
@@ -31,7 +31,7 @@ from .step_call import StepCall
 class AgentActor(RdtMethods):
     def __init__(self, model_kwargs: dict, agents: dict):
         quiet_zero_copy_warnings()
-        self.model, self.tokenizer = load_model(**model_kwargs)
+        self.model, self.tokenizer, self.load_info = load_model(**model_kwargs)
         self.fingerprint = model_fingerprint(self.model, self.tokenizer)
         self.agents = {name: Agent(cfg, self.model, self.tokenizer, self.fingerprint)
                        for name, cfg in agents.items()}
@@ -40,7 +40,7 @@ class AgentActor(RdtMethods):
 
     def ready(self) -> dict:
         return {"pid": os.getpid(), "device": str(self.model.device), "dtype": str(self.model.dtype),
-                "fingerprint": self.fingerprint, "agents": sorted(self.agents)}
+                "fingerprint": self.fingerprint, "agents": sorted(self.agents), "load": self.load_info}
 
     def run_step(self, call: StepCall, questions: list, *inbox):
         outputs, stats = self._execute(call, questions, inbox)
@@ -100,19 +100,3 @@ def _edge_stats(msg) -> dict:
 
 # enable_tensor_transport: every actor may receive over Ray Direct Transport.
 RemoteAgentActor = ray.remote(enable_tensor_transport=True)(AgentActor)
-
-
-def agent_configs_for(names, spec_agents: dict, seed: int, latent: bool = True) -> dict:
-    """Plain AgentConfig objects from spec agent entries (kept here so runtime stays thin).
-    latent=False (the text baseline) drops every latent step: agents talk in text only."""
-    from .decoding import SamplingConfig
-
-    out = {}
-    for name in names:
-        a = spec_agents[name]
-        out[name] = AgentConfig(
-            name=name, role=a.role, latent_steps=a.latent_steps if latent else 0,
-            max_new_tokens=a.max_new_tokens,
-            sampling=SamplingConfig(a.sampling.temperature, a.sampling.top_p, a.sampling.top_k, seed),
-            realign=a.realign, ridge_lambda=a.ridge_lambda)
-    return out

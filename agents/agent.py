@@ -16,11 +16,12 @@ import torch
 
 from channels.message import LatentMessage
 
-from .decoding import DecodeResult, SamplingConfig, pick_tokens, row_generators
+from .decoding import DecodeResult, SamplingConfig, pick_tokens, row_generators, stop_ids
 from .forward import forward_slots, new_positions, next_positions
 from .inbox import Inbox, merge_inbox
 from .kv_cache import cache_from_tensors, stack_cache
 from .kv_join import join_kv
+from .prompt import PromptLayout
 from .realign import Realigner
 
 
@@ -33,6 +34,8 @@ class AgentConfig:
     sampling: SamplingConfig = SamplingConfig()
     realign: bool = True
     ridge_lambda: float = 1e-5
+    system_prompt: str | None = None  # None: the chat template's own default
+    template_kwargs: tuple = ()  # (key, value) pairs passed to the chat template
 
 
 @dataclass
@@ -51,38 +54,38 @@ class Agent:
     def __init__(self, config: AgentConfig, model, tokenizer, fingerprint: dict):
         self.config, self.model, self.tokenizer, self.fingerprint = config, model, tokenizer, fingerprint
         self.realigner = Realigner.for_model(model, realign=config.realign, ridge_lambda=config.ridge_lambda)
-        self.stop_ids = self._stop_ids()
+        self.layout = PromptLayout(tokenizer, config.system_prompt, dict(config.template_kwargs))
+        self.stop_ids = stop_ids(model, tokenizer)
 
     # ---- prompts -------------------------------------------------------------------
-    def render(self, question: str, team_text: str | None = None) -> list:
+    def render(self, question: str, team_text: str | None = None, *, continuing: bool = False,
+               soft_slot: bool = False) -> tuple:
+        """(token ids before, after) the soft-token slot of this agent's prompt (see prompt.py)."""
         content = self.config.role.replace("{question}", question)
         if team_text:
             content = f"Messages from the team:\n{team_text}\n\n{content}"
-        messages = [{"role": "user", "content": content}]
-        if getattr(self.tokenizer, "chat_template", None):
-            ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-            ids = ids["input_ids"] if hasattr(ids, "keys") else ids
-            return list(ids)
-        return self.tokenizer(content)["input_ids"]
+        return self.layout.render(content, continuing=continuing, soft_slot=soft_slot)
 
-    def _stop_ids(self) -> set:
-        ids = {self.tokenizer.eos_token_id}
-        end = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
-        if isinstance(end, int) and end != self.tokenizer.unk_token_id:
-            ids.add(end)
-        gen_eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
-        ids.update(gen_eos if isinstance(gen_eos, list) else [gen_eos])
-        return {i for i in ids if i is not None}
-
-    def _left_pad(self, rows: list) -> tuple:
-        width = max(len(r) for r in rows)
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
-        ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for b, r in enumerate(rows):
-            ids[b, width - len(r):] = torch.tensor(r, dtype=torch.long)
-            mask[b, width - len(r):] = 1
-        return ids.to(self.model.device), mask.to(self.model.device)
+    def _embed_rows(self, rows: list, soft=None, soft_mask=None) -> tuple:
+        """Left-padded input embeddings [B, S, D] and mask [B, S] of each row's prompt, its
+        soft tokens (the real slots of soft[b]) placed between the two halves."""
+        embed = self.model.get_input_embeddings()
+        device = self.model.device
+        pieces = []
+        for b, (before, after) in enumerate(rows):
+            ids = torch.tensor(before + after, dtype=torch.long, device=device)
+            e = embed(ids[None])[0]
+            if soft is not None:
+                vecs = soft[b][soft_mask[b].bool()].to(device, e.dtype)
+                e = torch.cat([e[:len(before)], vecs, e[len(before):]], dim=0)
+            pieces.append(e)
+        width = max(p.shape[0] for p in pieces)
+        out = pieces[0].new_zeros((len(pieces), width, pieces[0].shape[1]))
+        mask = torch.zeros((len(pieces), width), dtype=torch.long, device=device)
+        for b, p in enumerate(pieces):
+            out[b, width - p.shape[0]:] = p
+            mask[b, width - p.shape[0]:] = 1
+        return out, mask
 
     # ---- steps ---------------------------------------------------------------------
     def prefill(self, questions: list, inbox=()) -> WorkingState:
@@ -90,23 +93,20 @@ class Agent:
         box = inbox if isinstance(inbox, Inbox) else merge_inbox(
             list(inbox), receiver=name, rope_join=lambda msgs: join_kv(msgs, self.model, name))
         device = self.model.device
-        rows = [self.render(q, box.texts[b] if box.texts else None) for b, q in enumerate(questions)]
-        ids, new_mask = self._left_pad(rows)
-        embeds = self.model.get_input_embeddings()(ids)
-        if box.embeds is not None:
-            embeds = torch.cat([box.embeds.to(device, embeds.dtype), embeds], dim=1)
-            new_mask = torch.cat([box.embeds_mask.to(device).long(), new_mask], dim=1)
+        rows = [self.render(q, box.texts[b] if box.texts else None, continuing=box.kv is not None,
+                            soft_slot=box.embeds is not None) for b, q in enumerate(questions)]
+        embeds, new_mask = self._embed_rows(rows, box.embeds, box.embeds_mask)
         if box.kv is not None:
             t = box.kv.tensors
-            cache = cache_from_tensors(t["keys"].to(device), t["values"].to(device), self.model.config)
+            cache = cache_from_tensors(t["keys"].to(device), t["values"].to(device))
             past_mask, past_pos = t["mask"].to(device).long(), t["positions"].to(device).long()
         else:
             cache = None
             past_mask = torch.zeros((len(questions), 0), dtype=torch.long, device=device)
             past_pos = past_mask.clone()
         positions = new_positions(next_positions(past_mask, past_pos), new_mask)
-        out = forward_slots(self.model, cache=cache, past_mask=past_mask, inputs_embeds=embeds,
-                            new_mask=new_mask, positions=positions)
+        out = forward_slots(self.model, cache=cache, past_mask=past_mask, past_positions=past_pos,
+                            inputs_embeds=embeds, new_mask=new_mask, positions=positions)
         return WorkingState(list(questions), out.cache, torch.cat([past_mask, new_mask], 1),
                             torch.cat([past_pos, positions], 1), past_mask.shape[1],
                             out.last_hidden, out.logits, [])
@@ -123,7 +123,7 @@ class Agent:
         """Feed one real slot per row (embeds [B, D]) after the working memory."""
         one = torch.ones((embeds.shape[0], 1), dtype=torch.long, device=embeds.device)
         pos = next_positions(state.mask, state.positions)[:, None]
-        out = forward_slots(self.model, cache=state.cache, past_mask=state.mask,
+        out = forward_slots(self.model, cache=state.cache, past_mask=state.mask, past_positions=state.positions,
                             inputs_embeds=embeds[:, None, :], new_mask=one, positions=pos)
         return replace(state, cache=out.cache, mask=torch.cat([state.mask, one], 1),
                        positions=torch.cat([state.positions, pos], 1), last_hidden=out.last_hidden,

@@ -54,3 +54,12 @@ class DecodeResult:
     @property
     def tokens(self) -> list:
         return [len(ids) for ids in self.token_ids]
+
+
+def stop_ids(model, tokenizer) -> frozenset:
+    """Token ids that end an answer: the tokenizer's EOS and every EOS the model's
+    generation config lists (instruct models list their end-of-turn token there)."""
+    ids = {tokenizer.eos_token_id}
+    gen = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids.update(gen if isinstance(gen, (list, tuple)) else [gen])
+    return frozenset(int(i) for i in ids if i is not None)

@@ -1,14 +1,29 @@
 """One forward pass over new slots after an optional cache, with explicit masks and positions.
 
 Left padding means pads can sit in the middle of a row (a padded prompt after a cached
-prefix). They are masked out as keys, and position ids skip them, so every real slot
-sees exactly what it would see with no padding at all.
+prefix). We build the attention mask ourselves, per layer type, from each slot's RoPE
+position rather than its index in the cache:
+  a query sees a key  iff  the key is a real slot, comes no later in the cache, and (on a
+  sliding-window layer) lies within the window counted in real positions;
+  every slot also sees itself, so a pad query never attends to nothing (no NaN).
+So every real slot sees exactly what it would see with no padding at all, sliding
+windows included. The cache keeps every slot of every layer (no sliding-window cache
+that drops old slots): the mask, not the cache, applies the window.
+
+Logits come from the model's own forward (its head, logit scaling, soft-capping); the
+final-norm hidden state that feeds the head is read with a hook on the decoder.
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 import torch
+from transformers import DynamicCache
+
+from .errors import ModelRefError
+
+KNOWN_LAYER_TYPES = ("full_attention", "sliding_attention")
 
 
 @dataclass
@@ -32,21 +47,80 @@ def next_positions(mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
     return real.max(dim=-1).values + 1
 
 
-def logits_from_hidden(model, hidden: torch.Tensor) -> torch.Tensor:
-    logits = model.get_output_embeddings()(hidden).float()
-    cap = getattr(model.config, "final_logit_softcapping", None)
-    if cap:
-        logits = torch.tanh(logits / cap) * cap
-    return logits
+def _text_config(model):
+    cfg = model.config
+    return cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+
+
+def attention_layout(model):
+    """How the model takes a prepared mask: ("dict", {layer type: window or None}) for
+    models with per-layer attention types, ("tensor", window or None) otherwise."""
+    cached = getattr(model, "_latentray_layout", None)
+    if cached is not None:
+        return cached
+    cfg = _text_config(model)
+    window = getattr(cfg, "sliding_window", None)
+    types = getattr(cfg, "layer_types", None)
+    if types:
+        unknown = sorted(set(types) - set(KNOWN_LAYER_TYPES))
+        if unknown:
+            raise ModelRefError(f"{cfg.model_type}: layer types {unknown} are not supported "
+                                f"(supported: {', '.join(KNOWN_LAYER_TYPES)})")
+        layout = ("dict", {t: (window if t == "sliding_attention" else None) for t in set(types)})
+    else:
+        slides = window is not None and getattr(cfg, "use_sliding_window", True)
+        layout = ("tensor", window if slides else None)
+    model._latentray_layout = layout
+    return layout
+
+
+def slot_mask(mask: torch.Tensor, positions: torch.Tensor, n_new: int, window, dtype) -> torch.Tensor:
+    """Additive attention mask [B, 1, n_new, T] for the last n_new of T slots."""
+    total = mask.shape[1]
+    q_slot = torch.arange(total - n_new, total, device=mask.device)
+    k_slot = torch.arange(total, device=mask.device)
+    allowed = (k_slot[None, :] <= q_slot[:, None])[None] & mask.bool()[:, None, :]  # [B, S, T]
+    if window is not None:
+        distance = positions[:, -n_new:, None] - positions[:, None, :]
+        allowed &= distance < window
+    allowed |= (k_slot[None, :] == q_slot[:, None])[None]
+    out = torch.zeros(allowed.shape, dtype=dtype, device=mask.device)
+    return out.masked_fill_(~allowed, torch.finfo(dtype).min)[:, None]
+
+
+def attention_masks(model, mask, positions, n_new: int, dtype):
+    kind, spec = attention_layout(model)
+    if kind == "dict":
+        return {t: slot_mask(mask, positions, n_new, w, dtype) for t, w in spec.items()}
+    return slot_mask(mask, positions, n_new, spec, dtype)
+
+
+def empty_cache() -> DynamicCache:
+    """A cache that keeps every slot of every layer (no config: no sliding-window layers)."""
+    return DynamicCache()
+
+
+def _takes_logits_to_keep(model) -> bool:
+    flag = getattr(model, "_latentray_ltk", None)
+    if flag is None:
+        flag = "logits_to_keep" in inspect.signature(model.forward).parameters
+        model._latentray_ltk = flag
+    return flag
 
 
 @torch.inference_mode()
-def forward_slots(model, *, cache, past_mask, inputs_embeds, new_mask, positions) -> ForwardOut:
-    """Run the decoder over new slots. past_mask [B, T0]; inputs_embeds [B, S, D]."""
+def forward_slots(model, *, cache, past_mask, past_positions, inputs_embeds, new_mask, positions) -> ForwardOut:
+    """Run the model over new slots. past_mask/past_positions [B, T0]; inputs_embeds [B, S, D]."""
     full_mask = torch.cat([past_mask, new_mask], dim=1).long()
-    out = model.base_model(
-        inputs_embeds=inputs_embeds, attention_mask=full_mask, position_ids=positions,
-        past_key_values=cache, use_cache=True,
-    )
-    last = out.last_hidden_state[:, -1]
-    return ForwardOut(out.past_key_values, last, logits_from_hidden(model, last))
+    full_pos = torch.cat([past_positions, positions], dim=1).long()
+    masks = attention_masks(model, full_mask, full_pos, inputs_embeds.shape[1], inputs_embeds.dtype)
+    captured = {}
+    hook = model.base_model.register_forward_hook(
+        lambda _m, _a, out: captured.__setitem__("h", out.last_hidden_state[:, -1]))
+    kwargs = {"logits_to_keep": 1} if _takes_logits_to_keep(model) else {}
+    try:
+        out = model(inputs_embeds=inputs_embeds, attention_mask=masks, position_ids=positions,
+                    past_key_values=cache if cache is not None else empty_cache(), use_cache=True, **kwargs)
+    finally:
+        hook.remove()
+    return ForwardOut(out.past_key_values, captured["h"], out.logits[:, -1].float())

@@ -11,9 +11,11 @@ import torch
 from transformers import DynamicCache
 
 
-def cache_from_tensors(keys: torch.Tensor, values: torch.Tensor, config=None) -> DynamicCache:
+def cache_from_tensors(keys: torch.Tensor, values: torch.Tensor) -> DynamicCache:
+    """A cache over every layer's slots. No model config on purpose: a config would turn
+    sliding-window layers into caches that keep only the last window of slots."""
     pairs = [(keys[i], values[i]) for i in range(keys.shape[0])]
-    return DynamicCache(ddp_cache_data=pairs, config=config)
+    return DynamicCache(ddp_cache_data=pairs)
 
 
 def cache_layers(cache) -> list:

@@ -12,10 +12,12 @@ side by side, it does not make them attend to each other.
 
 Supported: full-width rotate-half RoPE with static frequencies (rope types default,
 linear, llama3, yarn; yarn's attention scaling is already inside the cached keys and
-survives the rotation) on the architectures listed in ROTATE_HALF_ARCHS. Refused with
-a MessageError: models without RoPE (GPT-2's absolute positions are added to the input,
-not to the keys, so a cache cannot be moved; send kind hidden instead), partial rotary
-dims, length-dependent frequencies (dynamic, longrope), per-layer RoPE types, and
+survives the rotation) on the architectures listed in ROTATE_HALF_ARCHS. Each layer is
+rotated with its own frequencies (Gemma 3's local and global layers use different RoPE
+bases) and layers without RoPE (SmolLM3's no_rope_layers) are left as they are.
+Refused with a MessageError: models without RoPE (GPT-2's absolute positions are added
+to the input, not to the keys, so a cache cannot be moved; send kind hidden instead),
+partial rotary dims, length-dependent frequencies (dynamic, longrope), and
 architectures not known to use rotate-half RoPE.
 """
 from __future__ import annotations
@@ -29,7 +31,7 @@ from .forward import next_positions
 
 STATIC_ROPE_TYPES = ("default", "linear", "llama3", "yarn")
 ROTATE_HALF_ARCHS = ("llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe",
-                     "gemma", "gemma2", "olmo", "olmo2", "granite", "smollm3")
+                     "gemma", "gemma2", "gemma3_text", "olmo", "olmo2", "granite", "smollm3")
 
 
 def _text_config(model):
@@ -37,8 +39,21 @@ def _text_config(model):
     return cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
 
 
-def rope_inv_freq(model, receiver: str = "?") -> torch.Tensor:
-    """The model's RoPE inverse frequencies [head_dim / 2], or a MessageError saying why not."""
+def _freq_buffers(module) -> dict:
+    """{layer type or None: inv_freq} a rotary module holds (Gemma 3 keeps one per layer type)."""
+    out = {}
+    for name, buf in module.named_buffers(recurse=False):
+        if name == "inv_freq":
+            out[None] = buf
+        elif name.endswith("_inv_freq") and not name.endswith("original_inv_freq"):
+            out[name[: -len("_inv_freq")]] = buf
+    return out
+
+
+def layer_inv_freqs(model, receiver: str = "?") -> list:
+    """Per layer, the RoPE inverse frequencies [head_dim / 2] its keys were rotated with, or
+    None for a layer without RoPE (SmolLM3's no_rope_layers); a MessageError saying why a
+    cache of this model cannot be moved."""
     cfg = _text_config(model)
     arch = getattr(cfg, "model_type", "?")
 
@@ -46,35 +61,65 @@ def rope_inv_freq(model, receiver: str = "?") -> torch.Tensor:
         return MessageError(f"cannot join kv from several senders on {arch}: {why}", receiver=receiver,
                             field="kind")
 
-    rotaries = [m for m in model.modules() if isinstance(getattr(m, "inv_freq", None), torch.Tensor)]
+    rotaries = [m for m in model.modules() if _freq_buffers(m)]
     if not rotaries:
         raise refuse("no rotary position embedding (absolute positions are not in the cached keys, "
                      "so a cache cannot be moved); send kind hidden instead")
     if arch not in ROTATE_HALF_ARCHS:
         raise refuse(f"not known to use rotate-half RoPE (supported: {', '.join(ROTATE_HALF_ARCHS)})")
     if len(rotaries) > 1:
-        raise refuse("it has several rotary embeddings (per-layer RoPE types)")
+        raise refuse("it has several rotary embedding modules")
     rotary = rotaries[0]
-    rope_type = getattr(rotary, "rope_type", "default")
-    if rope_type not in STATIC_ROPE_TYPES:
-        raise refuse(f"rope type {rope_type!r} has length-dependent frequencies "
-                     f"(supported: {', '.join(STATIC_ROPE_TYPES)})")
+    buffers = _freq_buffers(rotary)
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-    inv_freq = rotary.inv_freq.detach().reshape(-1)
-    if 2 * inv_freq.numel() != head_dim:
-        raise refuse(f"partial rotary dims ({2 * inv_freq.numel()} of head dim {head_dim})")
-    return inv_freq
+
+    def freq(layer_type):
+        key = layer_type if layer_type in buffers else None
+        if key not in buffers:
+            raise refuse(f"no RoPE frequencies for layer type {layer_type!r}")
+        rope_type = getattr(rotary, "rope_type", "default")
+        rope_type = rope_type.get(layer_type, "default") if isinstance(rope_type, dict) else rope_type
+        if rope_type not in STATIC_ROPE_TYPES:
+            raise refuse(f"rope type {rope_type!r} has length-dependent frequencies "
+                         f"(supported: {', '.join(STATIC_ROPE_TYPES)})")
+        inv = buffers[key].detach().reshape(-1)
+        if 2 * inv.numel() != head_dim:
+            raise refuse(f"partial rotary dims ({2 * inv.numel()} of head dim {head_dim})")
+        return inv
+
+    types = getattr(cfg, "layer_types", None) or [None] * cfg.num_hidden_layers
+    uses_rope = getattr(cfg, "no_rope_layers", None) or [1] * cfg.num_hidden_layers
+    return [freq(t) if uses_rope[i] else None for i, t in enumerate(types)]
+
+
+def rope_inv_freq(model, receiver: str = "?") -> torch.Tensor:
+    """The RoPE inverse frequencies shared by every RoPE layer; refuses per-layer differences."""
+    freqs = [f for f in layer_inv_freqs(model, receiver) if f is not None]
+    if any(not torch.equal(f, freqs[0]) for f in freqs[1:]):
+        raise MessageError("layers use different RoPE frequencies; use layer_inv_freqs", receiver=receiver,
+                           field="kind")
+    return freqs[0]
 
 
 def rotate_keys(keys: torch.Tensor, offset: torch.Tensor, inv_freq: torch.Tensor) -> torch.Tensor:
-    """keys [L, B, H, T, D] rotated by offset[b] positions (rotate-half layout); a new tensor."""
+    """keys [..., B, H, T, D] rotated by offset[b] positions (rotate-half layout); a new tensor."""
     angles = offset.to(torch.float64)[:, None] * inv_freq.to(torch.float64)[None, :]  # [B, D/2]
-    angles = torch.cat([angles, angles], dim=-1)[None, :, None, None, :]
+    angles = torch.cat([angles, angles], dim=-1)[:, None, None, :]
     cos, sin = angles.cos().float(), angles.sin().float()
     k = keys.float()
     half = k.shape[-1] // 2
     rotated_half = torch.cat([-k[..., half:], k[..., :half]], dim=-1)
     return (k * cos.to(k.device) + rotated_half * sin.to(k.device)).to(keys.dtype)
+
+
+def move_keys(keys: torch.Tensor, offset: torch.Tensor, layers: tuple, freqs: list) -> torch.Tensor:
+    """keys [L, B, H, T, D] of the message's layers, each rotated with its own layer's
+    frequencies; layers without RoPE keep their keys."""
+    out = []
+    for i, layer in enumerate(layers):
+        f = freqs[layer]
+        out.append(keys[i] if f is None else rotate_keys(keys[i], offset, f))
+    return torch.stack(out)
 
 
 def _check(messages: list, receiver: str) -> None:
@@ -100,7 +145,7 @@ def join_kv(messages: list, model, receiver: str = "?") -> LatentMessage:
     if len(messages) == 1:
         return messages[0]
     _check(messages, receiver)
-    inv_freq = rope_inv_freq(model, receiver)
+    freqs = layer_inv_freqs(model, receiver)
     first = messages[0]
     keys, values = [first.tensors["keys"]], [first.tensors["values"]]
     mask, positions = [first.tensors["mask"].long()], [first.tensors["positions"].long()]
@@ -109,7 +154,8 @@ def join_kv(messages: list, model, receiver: str = "?") -> LatentMessage:
         m_mask, m_pos = m.tensors["mask"].long(), m.tensors["positions"].long()
         start = torch.where(m_mask.bool(), m_pos, torch.full_like(m_pos, torch.iinfo(torch.long).max)).min(-1).values
         offset = torch.where(m_mask.any(-1), next_positions(acc_mask, acc_pos) - start, torch.zeros_like(start))
-        keys.append(rotate_keys(m.tensors["keys"], offset, inv_freq) if bool(offset.any()) else m.tensors["keys"])
+        keys.append(move_keys(m.tensors["keys"], offset, tuple(m.header.layers), freqs)
+                    if bool(offset.any()) else m.tensors["keys"])
         values.append(m.tensors["values"])
         mask.append(m_mask)
         positions.append(m_pos + offset[:, None])

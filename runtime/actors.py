@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agents.actor import RemoteAgentActor, agent_configs_for
-from agents.loading import ModelRef
+from agents.actor import RemoteAgentActor
+from agents.models import ModelRef
 
+from .agent_configs import agent_configs_for
 from .errors import RunError
 
 MAX_RESTARTS = 2
@@ -89,8 +90,7 @@ def start_actors(spec, plan, run_name: str) -> dict:
         actor = RemoteAgentActor.options(
             name=f"{run_name}/{g.name}", num_cpus=g.num_cpus, num_gpus=g.num_gpus,
             max_restarts=MAX_RESTARTS, max_task_retries=MAX_TASK_RETRIES,
-        ).remote(model_kwargs, agent_configs_for(g.agents, spec.agents, spec.run.seed,
-                                                 latent=spec.run.method != "text"))
+        ).remote(model_kwargs, agent_configs_for(g.agents, spec, latent=spec.run.method != "text"))
         by_group[g] = actor
         for agent_id in g.agents:
             handles[agent_id] = actor

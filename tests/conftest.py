@@ -36,3 +36,26 @@ def ray_session():
     ray = ensure_ray(num_cpus=8)
     yield ray
     ray.shutdown()
+
+
+def load_builtin(name: str):
+    """(model, tokenizer) of a built-in real model, or a skip that names the install."""
+    from agents.errors import ModelRefError
+    from agents.models import ModelRef, load_model
+
+    try:
+        ModelRef.parse(f"builtin:{name}").check_available()
+    except ModelRefError as exc:
+        pytest.skip(str(exc))
+    model, tokenizer, _ = load_model(f"builtin:{name}")
+    return model, tokenizer
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    return load_builtin("smollm2-135m")
+
+
+@pytest.fixture(scope="session")
+def gemma3():
+    return load_builtin("gemma3-270m")

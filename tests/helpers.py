@@ -8,7 +8,7 @@ import torch
 
 from agents.agent import Agent, AgentConfig
 from agents.fingerprint import model_fingerprint
-from agents.tiny_models import build_tiny
+from agents.models import build_tiny
 
 QUESTIONS = [
     "What is 2 + 2?",
@@ -28,12 +28,22 @@ def make_agents(preset="qwen3-64", roles=("planner", "critic", "refiner", "judge
     return model, tok, agents
 
 
+@torch.inference_mode()
+def embedding_outputs(model) -> torch.Tensor:
+    """[V, D] float64: what the embedding module outputs for every token id."""
+    embed = model.get_input_embeddings()
+    ids = torch.arange(embed.weight.shape[0], device=embed.weight.device)
+    return torch.cat([embed(ids[i:i + 8192]).double() for i in range(0, len(ids), 8192)])
+
+
+@torch.inference_mode()
 def reference_ridge(model, lam=1e-5) -> tuple:
-    """W_a and the target norm, computed independently in float64 with an explicit inverse."""
-    w_in = model.get_input_embeddings().weight.double()
+    """W_a and the target norm, computed independently in float64 with an explicit inverse,
+    against the embedding module's real outputs (not its raw weight)."""
+    e = embedding_outputs(model)
     w_out = model.get_output_embeddings().weight.double()
     gram = w_out.T @ w_out + lam * torch.eye(w_out.shape[1], dtype=torch.float64)
-    return torch.linalg.inv(gram) @ (w_out.T @ w_in), w_in.norm(dim=-1).mean()
+    return torch.linalg.inv(gram) @ (w_out.T @ e), e.norm(dim=-1).mean()
 
 
 @torch.inference_mode()
@@ -42,24 +52,52 @@ def last_hidden_full(model, embeds: torch.Tensor) -> torch.Tensor:
     return model.base_model(inputs_embeds=embeds).last_hidden_state[:, -1]
 
 
+def role_text(agent, question: str) -> str:
+    return agent.config.role.replace("{question}", question)
+
+
+def conversation_pieces(tokenizer, contents: list) -> list:
+    """The whole chain as ONE conversation rendered by the tokenizer's own chat template:
+    a user turn per agent, each answered by an assistant turn that holds that agent's
+    latent slots; the last agent's turn ends in the generation prompt. Returns the token
+    ids of the text between the latent slots (len(contents) pieces). Without a chat
+    template: BOS, then the contents separated by blank lines."""
+    marks = [f"@@LATENT{i}@@" for i in range(len(contents) - 1)]
+    if getattr(tokenizer, "chat_template", None):
+        messages = []
+        for content, mark in zip(contents, marks + [None]):
+            messages.append({"role": "user", "content": content})
+            if mark:
+                messages.append({"role": "assistant", "content": mark})
+        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        bos = False
+    else:
+        text = "".join(c + (m or "") for c, m in zip(contents, [f"{x}\n\n" for x in marks] + [None]))
+        bos = True
+    pieces = []
+    for i, mark in enumerate(marks + [None]):
+        head, text = text.split(mark, 1) if mark else (text, "")
+        pieces.append(tokenizer(head, add_special_tokens=bos and i == 0)["input_ids"])
+    return pieces
+
+
 @torch.inference_mode()
 def reference_chain_logits(model, agents, question: str) -> torch.Tensor:
-    """The whole chain as ONE sequence with no cache: each agent's prompt tokens, then its
-    latent vectors (closed form, float64), then the next agent's prompt; returns the last
-    agent's next-token logits [V]."""
+    """The whole chain as ONE sequence with no cache: the conversation's text (one chat
+    rendering), with each agent's latent vectors (closed form, float64) in its assistant
+    turn; returns the last agent's next-token logits [V] from the model's own forward."""
     w_a, target = reference_ridge(model)
     embed = model.get_input_embeddings()
-    seq = torch.zeros((1, 0, model.config.hidden_size))
-    for agent in agents:
-        ids = torch.tensor([agent.render(question)])
-        seq = torch.cat([seq, embed(ids)], dim=1)
+    pieces = conversation_pieces(agents[0].tokenizer, [role_text(a, question) for a in agents])
+    seq = torch.zeros((1, 0, model.config.hidden_size), dtype=embed.weight.dtype)
+    for agent, piece in zip(agents, pieces):
+        seq = torch.cat([seq, embed(torch.tensor([piece]))], dim=1)
         for _ in range(agent.config.latent_steps):
             h = last_hidden_full(model, seq).double()
             v = h @ w_a
             v = v * (target / v.norm(dim=-1, keepdim=True))
-            seq = torch.cat([seq, v.float()[:, None, :]], dim=1)
-    h = last_hidden_full(model, seq)
-    return model.get_output_embeddings()(h)[0].float()
+            seq = torch.cat([seq, v.to(seq.dtype)[:, None, :]], dim=1)
+    return model(inputs_embeds=seq).logits[0, -1].float()
 
 
 def run_chain(agents, questions):

@@ -12,7 +12,7 @@ import torch
 from agents.agent import Agent, AgentConfig
 from agents.fingerprint import model_fingerprint
 from agents.kv_cache import cache_layers
-from agents.tiny_models import build_tiny
+from agents.models import build_tiny
 from channels.compression import compress_message, decompress_message, get_compression, parse_layers
 from channels.compression.int8 import dequantise, quantise
 from channels.errors import CompressionError

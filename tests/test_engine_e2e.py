@@ -4,8 +4,8 @@ import torch
 
 from agents.agent import Agent
 from agents.fingerprint import model_fingerprint
-from agents.actor import agent_configs_for
-from agents.tiny_models import build_tiny
+from runtime.agent_configs import agent_configs_for
+from agents.models import build_tiny
 from channels.message import message_checksum
 from channels.transports import get_transport
 from runtime.actors import kill_actors, start_actors
@@ -61,7 +61,7 @@ def test_batch_equals_alone_across_actors(ray_session, example):
         batch_text = ray_session.get(batch["judger"][0])["texts"]
         batch_refiner = ray_session.get(batch["refiner"][0])
         model, tok = build_tiny("qwen3-64", seed=0)
-        judger = Agent(agent_configs_for(["judger"], spec.agents, 0)["judger"], model, tok,
+        judger = Agent(agent_configs_for(["judger"], spec)["judger"], model, tok,
                        model_fingerprint(model, tok))
         batch_logits = judger.prefill(QUESTIONS, [batch_refiner]).logits
         for row, refs in enumerate(alone):

@@ -49,7 +49,7 @@ def test_bfloat16_chain_sends_bf16_kv_close_to_float32():
     """A bf16 model sends bf16 caches (half the bytes) and lands near the float32 result."""
     from agents.agent import Agent
     from agents.fingerprint import model_fingerprint
-    from agents.tiny_models import build_tiny
+    from agents.models import build_tiny
 
     model32, _, agents32 = make_agents("qwen3-64", roles=("planner", "judger"), latent_steps=3)
     model16, tok = build_tiny("qwen3-64", dtype=torch.bfloat16)

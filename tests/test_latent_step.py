@@ -2,7 +2,7 @@
 import torch
 
 from agents.realign import Realigner
-from agents.tiny_models import build_tiny
+from agents.models import build_tiny
 
 from helpers import make_agents, reference_ridge
 

@@ -14,7 +14,7 @@ def _modules_after_import(statement: str) -> set:
 
 
 def test_plain_agent_does_not_import_ray():
-    mods = _modules_after_import("import agents.agent, agents.loading, agents.tiny_models")
+    mods = _modules_after_import("import agents.agent, agents.models")
     assert "ray" not in mods
     assert not any(m.split(".")[0] == "runtime" for m in mods)
 

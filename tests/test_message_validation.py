@@ -10,7 +10,7 @@ import torch
 
 from agents.agent import Agent, AgentConfig
 from agents.fingerprint import model_fingerprint
-from agents.tiny_models import build_tiny
+from agents.models import build_tiny
 from channels.compression import compress_message
 from channels.errors import FingerprintMismatchError, MessageError
 from channels.message import LatentMessage, MessageHeader

@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from agents.errors import ModelRefError
-from agents.loading import ModelRef, load_model
-from agents.tiny_models import PRESETS, build_tiny
+from agents.models import ModelRef, load_model
+from agents.models import PRESETS, build_tiny
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
@@ -18,13 +18,15 @@ def test_presets_are_small_and_deterministic(preset):
     assert a.config.vocab_size == len(tok)
 
 
-def test_presets_cover_three_architectures_at_two_sizes():
+def test_presets_cover_the_architectures_users_run():
     sizes: dict = {}
     for preset in PRESETS:
         model, _ = build_tiny(preset)
         sizes.setdefault(model.config.model_type, set()).add(model.config.hidden_size)
     for arch in ("qwen3", "llama", "gpt2"):
         assert len(sizes[arch]) >= 2, (arch, sizes)
+    for arch in ("gemma3_text", "mistral", "qwen2", "granite", "cohere", "smollm3"):
+        assert arch in sizes, arch
 
 
 def test_tokenizer_round_trips_bytes_and_left_pads():
@@ -44,18 +46,26 @@ def test_model_ref_forms(tmp_path):
     assert ModelRef.parse(str(tmp_path)).kind == "local"
     with pytest.raises(ModelRefError, match="unknown tiny model preset 'nope'"):
         ModelRef.parse("tiny:nope")
-    with pytest.raises(ModelRefError, match="neither"):
+    with pytest.raises(ModelRefError, match="none of: builtin:<name>, gguf:<file.gguf>"):
         ModelRef.parse("no/such/dir")
+    assert ModelRef.parse("builtin:smollm2-135m") == ModelRef("builtin", "smollm2-135m")
+    with pytest.raises(ModelRefError, match="unknown built-in model 'gpt5'.*builtin:gemma3-270m, builtin:smollm2-135m"):
+        ModelRef.parse("builtin:gpt5")
+    with pytest.raises(ModelRefError, match="GGUF file not found"):
+        ModelRef.parse(f"gguf:{tmp_path}/missing.gguf")
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF")
+    assert ModelRef.parse(f"gguf:{gguf}") == ModelRef("gguf", str(gguf.resolve()))
 
 
 def test_local_directory_loads_with_from_pretrained(tmp_path):
     model, tok = build_tiny("llama-64", seed=5)
     model.save_pretrained(tmp_path)
     tok.save_pretrained(tmp_path)
-    loaded, ltok = load_model(str(tmp_path), dtype="float32")
-    assert ltok.padding_side == "left"
+    loaded, ltok, info = load_model(str(tmp_path), dtype="float32")
+    assert ltok.padding_side == "left" and info["how"] == "pretrained" and info["load_s"] >= 0
     ids = torch.tensor([tok("check")["input_ids"]])
     with torch.no_grad():
         assert torch.allclose(model(ids).logits, loaded(ids).logits, atol=1e-6)
-    half, _ = load_model(str(tmp_path), dtype="bfloat16")
+    half, _, _ = load_model(str(tmp_path), dtype="bfloat16")
     assert half.dtype == torch.bfloat16

@@ -5,7 +5,7 @@ only knows the shape every spec shares.
 """
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -21,11 +21,14 @@ class Strict(BaseModel):
 
 
 class ModelSpec(Strict):
-    ref: str = Field(description="hf:<hub id>, a local directory, or tiny:<preset>")
+    ref: str = Field(description="builtin:<name>, gguf:<file>, hf:<hub id>, a local directory, or tiny:<preset>")
     dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"
     device: str = Field("auto", description="auto (cuda if the actor has a GPU), cpu, cuda, cuda:N")
     seed: int = 0
     trust_remote_code: bool = False
+    system_prompt: Optional[str] = Field(None, description="system message; None keeps the chat template's default")
+    chat_template_kwargs: dict[str, Union[str, int, float, bool]] = Field(
+        default_factory=dict, description="extra variables for the chat template, e.g. enable_thinking: false")
 
 
 class Sampling(Strict):

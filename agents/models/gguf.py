@@ -1,0 +1,72 @@
+"""Convert a GGUF file into a plain float safetensors + tokenizer directory.
+
+transformers reads GGUF (dequantising to float) but such a model carries a GGUF
+quantisation config and refuses save_pretrained; we build a clean model of the same
+config without it, give it the dequantised weights, and save that. Later loads are an
+ordinary from_pretrained of the cached directory.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..errors import ModelRefError
+
+
+def _needs(package: str, pip: str) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec(package) is None:
+        raise ModelRefError(f"loading GGUF files needs the package {package!r}: run `{pip}`")
+
+
+def read_gguf(path: Path):
+    """(model, tokenizer) straight from a GGUF file, float32, on the CPU."""
+    _needs("gguf", "pip install 'gguf>=0.10,<1'")
+    _needs("accelerate", "pip install 'accelerate>=1.0,<2'")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+        model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelRefError(f"cannot read GGUF file {str(path)!r}: {first}") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    return model, tokenizer
+
+
+def clean_copy(model):
+    """The same architecture and weights without the GGUF quantisation config."""
+    from transformers import AutoModelForCausalLM
+
+    config = model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    with torch.device("meta"):
+        clean = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    clean.load_state_dict(model.state_dict(), assign=True, strict=False)
+    clean.tie_weights()
+    missing = [n for n, p in clean.named_parameters() if p.is_meta]
+    if missing:
+        raise ModelRefError(f"GGUF conversion left parameters without weights: {', '.join(missing[:5])}")
+    clean.generation_config = model.generation_config
+    return clean
+
+
+def convert_gguf(path: Path, out_dir: Path) -> dict:
+    """Write the converted model into out_dir; return metadata for the cache marker."""
+    import transformers
+
+    model, tokenizer = read_gguf(path)
+    clean = clean_copy(model)
+    out_dir.mkdir(parents=True)
+    clean.save_pretrained(str(out_dir), safe_serialization=True)
+    tokenizer.save_pretrained(str(out_dir))
+    return {"source": str(path), "architecture": type(clean).__name__,
+            "transformers": transformers.__version__}

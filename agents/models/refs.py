@@ -1,0 +1,59 @@
+"""ModelRef: where weights come from.
+
+  builtin:<name>  a real pretrained model shipped inside a package on the package index
+                  (builtin:smollm2-135m, builtin:gemma3-270m); see builtin.py
+  gguf:<path>     any GGUF file, converted once to a cached safetensors directory
+  hf:<hub id>     transformers from_pretrained (needs the hub or a local HF cache)
+  <directory>     a local directory saved with save_pretrained
+  tiny:<preset>   a small random model of a real architecture, built in code (offline)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import ModelRefError
+from .builtin import BUILTINS
+from .tiny import PRESETS
+
+KINDS = ("builtin:<name>", "gguf:<file.gguf>", "hf:<hub id>", "tiny:<preset>", "an existing directory")
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    kind: str  # "tiny" | "hf" | "local" | "gguf" | "builtin"
+    target: str
+
+    @classmethod
+    def parse(cls, ref: str) -> "ModelRef":
+        if not isinstance(ref, str) or not ref.strip():
+            raise ModelRefError(f"empty model ref; use one of: {', '.join(KINDS)}")
+        if ref.startswith("tiny:"):
+            preset = ref[len("tiny:"):]
+            if preset not in PRESETS:
+                raise ModelRefError(f"unknown tiny model preset {preset!r} in {ref!r}; "
+                                    f"use one of: {', '.join('tiny:' + p for p in sorted(PRESETS))}")
+            return cls("tiny", preset)
+        if ref.startswith("builtin:"):
+            name = ref[len("builtin:"):]
+            if name not in BUILTINS:
+                raise ModelRefError(f"unknown built-in model {name!r} in {ref!r}; "
+                                    f"use one of: {', '.join('builtin:' + n for n in sorted(BUILTINS))}")
+            return cls("builtin", name)
+        if ref.startswith("gguf:"):
+            path = Path(ref[len("gguf:"):]).expanduser()
+            if not path.is_file():
+                raise ModelRefError(f"GGUF file not found: {str(path)!r} (from {ref!r}); give the path of a .gguf file")
+            return cls("gguf", str(path.resolve()))
+        if ref.startswith("hf:"):
+            if not ref[3:].strip():
+                raise ModelRefError("empty hub id in 'hf:'; write hf:<org>/<name>")
+            return cls("hf", ref[3:])
+        if Path(ref).expanduser().is_dir():
+            return cls("local", str(Path(ref).expanduser()))
+        raise ModelRefError(f"model ref {ref!r} is none of: {', '.join(KINDS)}")
+
+    def check_available(self) -> None:
+        """Raise ModelRefError (naming the pip install) if a built-in model's package is missing."""
+        if self.kind == "builtin":
+            BUILTINS[self.target].check_installed()

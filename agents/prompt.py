@@ -1,0 +1,71 @@
+"""How an agent's prompt is laid out in a shared working memory.
+
+The first agent of a memory gets the model's full chat template: BOS, the system header
+(the template's default, or the spec's system prompt), its user turn, the assistant
+generation prompt. Its latent steps then fill that assistant turn. A later agent reading
+the memory continues the same conversation: the assistant turn is closed and its own
+user turn and generation prompt follow, with no second BOS or system header. Both come
+from the template itself: the continuation is what the template renders after an
+assistant turn, cut out of a rendering of [user, assistant, user].
+
+Soft tokens (hidden / embeds messages) go at the start of the user turn, before the role
+text. Models without a chat template (base models) get a plain layout: BOS, the system
+prompt and a blank line if one is set, then the role text; a later agent adds a blank
+line and its role text.
+"""
+from __future__ import annotations
+
+from .errors import ModelRefError
+
+SLOT = "\u2063LATENTRAY_SOFT_SLOT\u2063"  # where soft tokens go (an invisible-separated marker)
+TURN = "\u2063LATENTRAY_ASSISTANT_TURN\u2063"  # stands for the memory's earlier assistant turn
+
+
+class PromptLayout:
+    def __init__(self, tokenizer, system_prompt: str | None = None, template_kwargs: dict | None = None):
+        self.tokenizer = tokenizer
+        self.system_prompt = system_prompt
+        self.template_kwargs = dict(template_kwargs or {})
+        self.chat = bool(getattr(tokenizer, "chat_template", None))
+
+    def render(self, content: str, *, continuing: bool, soft_slot: bool = False) -> tuple:
+        """(ids before the soft tokens, ids after them); all ids are in `before` when
+        there is no soft slot."""
+        text = self._chat_text(content, continuing, soft_slot) if self.chat else \
+            self._plain_text(content, continuing, soft_slot)
+        before, _, after = text.partition(SLOT) if soft_slot else (text, "", "")
+        first_bos = not continuing and not self.chat  # a chat template writes its own BOS
+        return self._ids(before, special=first_bos), self._ids(after, special=False)
+
+    def _ids(self, text: str, special: bool) -> list:
+        return list(self.tokenizer(text, add_special_tokens=special)["input_ids"]) if text else []
+
+    def _system(self) -> list:
+        return [] if self.system_prompt is None else [{"role": "system", "content": self.system_prompt}]
+
+    def _chat_text(self, content: str, continuing: bool, soft_slot: bool) -> str:
+        user = f"{SLOT}\n{content}" if soft_slot else content
+        if not continuing:
+            return self._apply(self._system() + [{"role": "user", "content": user}])
+        turns = self._system() + [{"role": "user", "content": "-"}, {"role": "assistant", "content": TURN},
+                                  {"role": "user", "content": user}]
+        text = self._apply(turns)
+        if TURN not in text:
+            raise ModelRefError("the model's chat template does not render an earlier assistant turn, so a "
+                                "later agent cannot continue the shared conversation; use a template that "
+                                "does, or send text messages")
+        return text.split(TURN, 1)[1]
+
+    def _apply(self, messages: list) -> str:
+        try:
+            return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False,
+                                                      **self.template_kwargs)
+        except Exception as exc:  # a template's own error (raise_exception, bad kwargs)
+            raise ModelRefError(f"the chat template failed to render ({exc}); check "
+                                "models.*.chat_template_kwargs and system_prompt") from None
+
+    def _plain_text(self, content: str, continuing: bool, soft_slot: bool) -> str:
+        body = f"{SLOT}\n{content}" if soft_slot else content
+        if continuing:
+            return f"\n\n{body}"
+        return f"{self.system_prompt}\n\n{body}" if self.system_prompt else body

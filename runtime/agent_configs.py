@@ -1,0 +1,21 @@
+"""Turn spec entries into the plain AgentConfig objects the actors build agents from."""
+from __future__ import annotations
+
+from agents.agent import AgentConfig
+from agents.decoding import SamplingConfig
+
+
+def agent_configs_for(names, spec, latent: bool = True) -> dict:
+    """{agent id: AgentConfig} for the named agents of a spec. latent=False (the text
+    baseline) drops every latent step: agents talk in text only."""
+    out = {}
+    for name in names:
+        a = spec.agents[name]
+        m = spec.models[a.model]
+        out[name] = AgentConfig(
+            name=name, role=a.role, latent_steps=a.latent_steps if latent else 0,
+            max_new_tokens=a.max_new_tokens,
+            sampling=SamplingConfig(a.sampling.temperature, a.sampling.top_p, a.sampling.top_k, spec.run.seed),
+            realign=a.realign, ridge_lambda=a.ridge_lambda, system_prompt=m.system_prompt,
+            template_kwargs=tuple(sorted(m.chat_template_kwargs.items())))
+    return out
