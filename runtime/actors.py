@@ -44,10 +44,11 @@ def group_agents(spec, agent_ids) -> list:
 
 
 def check_model_refs(spec) -> None:
-    """Resolve every model ref before any actor starts; raises ModelRefError."""
+    """Resolve every model ref before any actor starts, and check that a built-in model's
+    package is installed; raises ModelRefError naming the field and the install."""
     for model_id, m in spec.models.items():
         try:
-            ModelRef.parse(m.ref)
+            ModelRef.parse(m.ref).check_available()
         except ValueError as exc:
             raise type(exc)(f"models.{model_id}.ref: {exc}") from None
 
@@ -78,14 +79,15 @@ def check_fits(spec, plan) -> None:
             print(f"[latentray] warning: {text}; actors wait until the cluster grows", file=sys.stderr)
 
 
-def start_actors(spec, plan, run_name: str) -> dict:
-    """Return {agent id: actor handle}, all models loaded (or a RunError naming the model)."""
+def start_actors(spec, plan, run_name: str, ready: list | None = None) -> dict:
+    """Return {agent id: actor handle}, all models loaded (or a RunError naming the model).
+    `ready`, if given, receives each actor's ready() report (pid, device, how it loaded)."""
     import ray
 
     handles, by_group = {}, {}
     for g in group_agents(spec, plan.agents):
         m = spec.models[g.model]
-        model_kwargs = dict(ref=m.ref, dtype=m.dtype, device=m.device, seed=m.seed,
+        model_kwargs = dict(ref=m.ref, dtype=m.dtype, device=m.device, seed=m.seed or 0,
                             trust_remote_code=m.trust_remote_code, num_gpus=g.num_gpus)
         actor = RemoteAgentActor.options(
             name=f"{run_name}/{g.name}", num_cpus=g.num_cpus, num_gpus=g.num_gpus,
@@ -96,11 +98,13 @@ def start_actors(spec, plan, run_name: str) -> dict:
             handles[agent_id] = actor
     for g, actor in by_group.items():
         try:
-            ray.get(actor.ready.remote())
+            report = ray.get(actor.ready.remote())
         except Exception as exc:  # the actor's constructor failed: say which model, and why
             cause = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
             kill_actors(by_group.values())
             raise RunError(f"model {g.model!r} for actor {run_name}/{g.name} failed to load: {cause}") from None
+        if ready is not None:
+            ready.append({"actor": f"{run_name}/{g.name}", **report})
     return handles
 
 

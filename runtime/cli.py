@@ -76,6 +76,10 @@ def cmd_run(args) -> int:
         write_trace(out, result.trace)
         write_summary(out, summary)
         print(f"wrote {out}/answers.jsonl, summary.json, trace.parquet")
+    for load in summary["model_loads"]:
+        how = {"converted": f"converted from GGUF in {load['convert_s']:.1f} s", "cache": "from the cache",
+               "built": "built in code", "pretrained": "from_pretrained"}[load["how"]]
+        print(f"model {load['ref']} in {load['actor']}: {load['load_s']:.1f} s ({how})", file=sys.stderr)
     steps = ", ".join(f"{a}={n}" for a, n in summary["latent_steps"].items())
     print(f"summary: {summary['questions']} questions, agents {', '.join(summary['agents'])}; "
           f"latent steps {steps}; tokens decoded {summary['tokens_decoded']}; "

@@ -30,6 +30,7 @@ class RunResult:
     wall_s: float = 0.0  # start to finish, actor start (model loading) included
     run_s: float = 0.0  # first step submitted to last answer in
     actor_names: list = field(default_factory=list)
+    actor_info: list = field(default_factory=list)  # each actor's ready() report: pid, device, load
 
     def summary(self, spec, plan) -> dict:
         return {
@@ -40,6 +41,7 @@ class RunResult:
             "tokens_decoded": sum(self.tokens), "messages": len(self.trace),
             "message_bytes": sum(r["bytes"] for r in self.trace), "wall_s": round(self.wall_s, 3),
             "run_s": round(self.run_s, 3),
+            "model_loads": [{"actor": a["actor"], **a["load"]} for a in self.actor_info],
         }
 
 
@@ -147,8 +149,8 @@ def run_spec(spec, plan, questions: list, run_name: str | None = None, progress=
     check_fits(spec, plan)
     run_name = run_name or f"{spec.name}-{uuid.uuid4().hex[:6]}"
     t0 = time.perf_counter()
-    handles = start_actors(spec, plan, run_name)
     result = RunResult(run_name, list(questions), [None] * len(questions), [0] * len(questions))
+    handles = start_actors(spec, plan, run_name, ready=result.actor_info)
     result.actor_names = sorted({f"{run_name}/{spec.agents[a].actor or a}" for a in plan.agents})
     backend = spec.channels.rdt_backend
     try:

@@ -130,3 +130,9 @@ def settled_store_bytes(ray, timeout_s: float = 20.0) -> int:
         elif time.monotonic() - still_since >= 1.0:
             break
     return last
+
+
+def with_model_ref(spec, ref: str = "tiny:qwen3-64"):
+    """The spec with every model swapped for `ref` (routing and plumbing tests need no real weights)."""
+    models = {k: m.model_copy(update={"ref": ref}) for k, m in spec.models.items()}
+    return spec.model_copy(update={"models": models})

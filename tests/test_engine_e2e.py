@@ -1,4 +1,5 @@
-"""The example chain through real Ray actors: names, answers, batch equivalence, no mutation."""
+"""The example chain through real Ray actors: names, answers, batch equivalence, no mutation
+(on a tiny model), and the example as shipped, on its real model."""
 import pytest
 import torch
 
@@ -12,7 +13,7 @@ from runtime.actors import kill_actors, start_actors
 from runtime.engine import compile_steps, run_spec, submit_batch
 from topologies import build_plan, load_spec
 
-from helpers import QUESTIONS, settled_store_bytes
+from helpers import QUESTIONS, settled_store_bytes, with_model_ref
 
 pytestmark = pytest.mark.ray
 EXAMPLE = "topologies/examples/latent_chain.yaml"
@@ -23,6 +24,7 @@ def example():
     from pathlib import Path
     spec = load_spec(Path(__file__).resolve().parents[1] / EXAMPLE)
     spec = spec.model_copy(update={"run": spec.run.model_copy(update={"batch_size": 2})})
+    spec = with_model_ref(spec, "tiny:qwen3-64")
     return spec, build_plan(spec)
 
 
@@ -175,3 +177,25 @@ def test_run_survives_an_actor_dying(ray_session, example):
     assert crashed.tokens == clean.tokens
     # one judger step per problem: nothing lost, nothing counted twice
     assert sorted(s["batch"] for s in crashed.steps if s["agent"] == "judger") == list(range(len(questions)))
+
+
+def test_example_as_shipped_answers_with_its_real_model(ray_session):
+    """The main job's spec, unmodified: SmolLM2-135M in four actors, real answers."""
+    from pathlib import Path
+
+    from agents.errors import ModelRefError
+    from agents.models import ModelRef
+
+    spec = load_spec(Path(__file__).resolve().parents[1] / EXAMPLE)
+    try:
+        ModelRef.parse(spec.models["base"].ref).check_available()
+    except ModelRefError as exc:
+        pytest.skip(str(exc))
+    questions = ["What is the capital of France?", "Is 91 a prime number?"]
+    result = run_spec(spec, build_plan(spec), questions, run_name="shipped")
+    print(result.answers)
+    assert "Paris" in result.answers[0]
+    assert all(0 < t < spec.agents["judger"].max_new_tokens for t in result.tokens)  # stopped at EOS
+    assert [r["kind"] for r in result.trace] == ["kv"] * 3
+    loads = [s["load"] for s in result.actor_info]
+    assert {x["how"] for x in loads} <= {"cache", "converted"} and len(loads) == 4

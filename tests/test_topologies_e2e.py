@@ -1,4 +1,4 @@
-"""Every example spec end-to-end on tiny models through Ray: answers come back, and the
+"""Every example spec end-to-end through Ray (its model swapped for a tiny one): answers come back, and the
 message trace shows exactly the routing the plan promises (who received what, in which
 round, how many messages per round)."""
 from __future__ import annotations
@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from topologies import build_plan, load_spec
+
+from helpers import with_model_ref
 
 pytestmark = pytest.mark.ray
 EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "topologies" / "examples").glob("*.yaml"))
@@ -21,7 +23,7 @@ def small(spec):
                                          "actor": f"model-{a.model}"})
               for name, a in spec.agents.items()}
     run = spec.run.model_copy(update={"batch_size": 2})
-    return spec.model_copy(update={"agents": agents, "run": run})
+    return with_model_ref(spec.model_copy(update={"agents": agents, "run": run}))
 
 
 def expected_deliveries(plan) -> Counter:

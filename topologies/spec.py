@@ -24,11 +24,18 @@ class ModelSpec(Strict):
     ref: str = Field(description="builtin:<name>, gguf:<file>, hf:<hub id>, a local directory, or tiny:<preset>")
     dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"
     device: str = Field("auto", description="auto (cuda if the actor has a GPU), cpu, cuda, cuda:N")
-    seed: int = 0
+    seed: Optional[int] = Field(None, description="weight seed of a tiny: model (default 0); only tiny: refs")
     trust_remote_code: bool = False
     system_prompt: Optional[str] = Field(None, description="system message; None keeps the chat template's default")
     chat_template_kwargs: dict[str, Union[str, int, float, bool]] = Field(
         default_factory=dict, description="extra variables for the chat template, e.g. enable_thinking: false")
+
+
+    @model_validator(mode="after")
+    def _seed_only_for_tiny(self) -> "ModelSpec":
+        if self.seed is not None and not self.ref.startswith("tiny:"):
+            raise ValueError("seed only sets the random weights of tiny: models; remove it for real weights")
+        return self
 
 
 class Sampling(Strict):

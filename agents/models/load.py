@@ -66,7 +66,9 @@ def converted_dir(parsed: ModelRef) -> tuple:
 
 def _from_pretrained(target: str, ref: str, torch_dtype, trust_remote_code: bool):
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # one bar per actor would flood the driver's log
     try:
         tokenizer = AutoTokenizer.from_pretrained(target, trust_remote_code=trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(target, dtype=torch_dtype, trust_remote_code=trust_remote_code)
