@@ -1,0 +1,35 @@
+"""Answer checkers: one file each, one registry line each. A task names its default
+checker; `latentray eval` may pick another by name."""
+from __future__ import annotations
+
+from .base import Checker, CheckerError, CheckResult
+from .choice import ChoiceChecker
+from .code import CodeChecker
+from .exact import ExactChecker
+from .numeric import NumericChecker
+
+CHECKERS: dict = {
+    "numeric": NumericChecker(),
+    "choice": ChoiceChecker(),
+    "exact": ExactChecker(),
+    "code": CodeChecker(),
+}
+
+TASK_CHECKERS = {"math": "numeric", "choice": "choice", "exact": "exact", "code": "code"}
+
+
+def get_checker(name: str) -> Checker:
+    try:
+        return CHECKERS[name]
+    except KeyError:
+        raise CheckerError(f"unknown checker {name!r}; use one of {', '.join(sorted(CHECKERS))}") from None
+
+
+def checker_for(task: str) -> Checker:
+    """The default checker of a problem's task (math -> numeric, ...)."""
+    if task not in TASK_CHECKERS:
+        raise CheckerError(f"no checker for task {task!r}; tasks are {', '.join(TASK_CHECKERS)}")
+    return CHECKERS[TASK_CHECKERS[task]]
+
+
+__all__ = ["CHECKERS", "TASK_CHECKERS", "Checker", "CheckerError", "CheckResult", "checker_for", "get_checker"]

