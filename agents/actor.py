@@ -64,10 +64,11 @@ class AgentActor(RdtMethods):
         stats = {"step": call.step_id, "agent": call.agent, "pid": os.getpid(),
                  "batch": call.batch, "round": call.round,
                  "rows": len(questions), "inbox": [_edge_stats(m) for m in messages],
-                 "tokens": [0] * len(questions), "latent_steps": 0}
+                 "tokens": [0] * len(questions), "prompt_tokens": [0] * len(questions), "latent_steps": 0}
         if call.action == "text":
             result = agent.step(questions, messages, action="text")
-            stats.update(compute_s=time.perf_counter() - t0, tokens=result.tokens)
+            stats.update(compute_s=time.perf_counter() - t0, tokens=result.tokens,
+                         prompt_tokens=list(result.prompt_tokens))
             return [{"texts": result.texts, "tokens": result.tokens}], stats
         if call.action == "aggregate":
             from .aggregate import aggregate_messages
@@ -76,7 +77,8 @@ class AgentActor(RdtMethods):
         else:
             msg = agent.step(questions, messages, action="latent", emit=call.emit, scope=call.kv_scope)
             stats.update(latent_steps=msg.header.latent_steps,
-                         tokens=list(msg.header.extra.get("tokens", stats["tokens"])))
+                         tokens=list(msg.header.extra.get("tokens", stats["tokens"])),
+                         prompt_tokens=list(msg.header.extra.get("prompt_tokens", [])))
         msg = msg.replace(extra={**msg.header.extra, "sent_at": time.time()})
         outputs = _variants(msg, call.outputs)
         stats.update(compute_s=time.perf_counter() - t0, out_bytes=[o.nbytes for o in outputs])

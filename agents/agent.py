@@ -2,6 +2,8 @@
 
 Steps, LatentMAS style:
   prefill(questions, inbox)  read incoming messages (kv -> working memory) and the role prompt
+A question is a string, or a mapping {"question": ..., "context": ...} whose context
+(private information only some roles show) fills a role's {context}.
   think(state, m)            m latent steps: final hidden state -> W_a -> fed back as an embedding
   emit(state, kind, scope)   a kv / hidden / embeds message from the working state
   decode(state, ...)         text, greedy or sampled, stopping at EOS per row
@@ -25,10 +27,25 @@ from .prompt import PromptLayout
 from .realign import Realigner
 
 
+def question_fields(question) -> tuple:
+    """(question text, context) of a question given as a string or a mapping."""
+    if isinstance(question, str):
+        return question, ""
+    return str(question["question"]), str(question.get("context") or "")
+
+
+def _select_rows(state: "WorkingState", rows: list) -> "WorkingState":
+    """The working state of a subset of its rows (the cache keeps only those rows)."""
+    idx = torch.tensor(rows, dtype=torch.long, device=state.mask.device)
+    state.cache.batch_select_indices(idx)
+    return replace(state, mask=state.mask[idx], positions=state.positions[idx], last_hidden=state.last_hidden[idx],
+                   logits=state.logits[idx], questions=[state.questions[r] for r in rows])
+
+
 @dataclass(frozen=True)
 class AgentConfig:
     name: str
-    role: str  # template with {question}
+    role: str  # template with {question} and/or {context}
     latent_steps: int = 0
     max_new_tokens: int = 64
     sampling: SamplingConfig = SamplingConfig()
@@ -48,6 +65,7 @@ class WorkingState:
     last_hidden: torch.Tensor  # [B, D]
     logits: torch.Tensor  # [B, V]
     latents: list  # [B, D] per latent step, the embeddings fed back
+    prompt_tokens: list = None  # per row, the prompt tokens this agent added (soft tokens not counted)
 
 
 class Agent:
@@ -58,10 +76,11 @@ class Agent:
         self.stop_ids = stop_ids(model, tokenizer)
 
     # ---- prompts -------------------------------------------------------------------
-    def render(self, question: str, team_text: str | None = None, *, continuing: bool = False,
+    def render(self, question, team_text: str | None = None, *, continuing: bool = False,
                soft_slot: bool = False) -> tuple:
         """(token ids before, after) the soft-token slot of this agent's prompt (see prompt.py)."""
-        content = self.config.role.replace("{question}", question)
+        text, context = question_fields(question)
+        content = self.config.role.replace("{question}", text).replace("{context}", context)
         if team_text:
             content = f"Messages from the team:\n{team_text}\n\n{content}"
         return self.layout.render(content, continuing=continuing, soft_slot=soft_slot)
@@ -109,7 +128,7 @@ class Agent:
                             inputs_embeds=embeds, new_mask=new_mask, positions=positions)
         return WorkingState(list(questions), out.cache, torch.cat([past_mask, new_mask], 1),
                             torch.cat([past_pos, positions], 1), past_mask.shape[1],
-                            out.last_hidden, out.logits, [])
+                            out.last_hidden, out.logits, [], [len(a) + len(b) for a, b in rows])
 
     def think(self, state: WorkingState, steps: int | None = None) -> WorkingState:
         steps = self.config.latent_steps if steps is None else steps
@@ -133,7 +152,8 @@ class Agent:
         start = state.own_start if scope == "own" else 0
         latent = len(state.latents)
         common = dict(sender=self.config.name, fingerprint=self.fingerprint, latent_steps=latent,
-                      latent_slots=latent, seq_lens=tuple(int(n) for n in state.mask[:, start:].sum(-1)))
+                      latent_slots=latent, seq_lens=tuple(int(n) for n in state.mask[:, start:].sum(-1)),
+                      extra={"prompt_tokens": list(state.prompt_tokens or [])})
         if kind == "kv":
             keys, values = stack_cache(state.cache, start)
             mask = state.mask[:, start:]
@@ -155,33 +175,37 @@ class Agent:
                                        **{**common, "seq_lens": tuple(int(n) for n in mask.sum(-1))})
         if kind == "text":
             result = self.decode(state)
-            return LatentMessage.build("text", tensors={}, texts=tuple(result.texts),
-                                       extra={"tokens": result.tokens}, **common)
+            common["extra"]["tokens"] = result.tokens
+            return LatentMessage.build("text", tensors={}, texts=tuple(result.texts), **common)
         raise ValueError(f"unknown message kind {kind!r}")
 
     @torch.inference_mode()
     def decode(self, state: WorkingState, max_new_tokens: int | None = None,
                sampling: SamplingConfig | None = None) -> DecodeResult:
+        """Text per row until a stop id or max_new_tokens. Rows that stopped leave the
+        batch (their cache rows are dropped), so a long answer does not keep short ones
+        running; picked tokens reach the host once per step for the whole batch."""
         max_new = max_new_tokens or self.config.max_new_tokens
         cfg = sampling or self.config.sampling
-        gens = row_generators(state.questions, cfg.seed, state.logits.device)
-        batch = state.logits.shape[0]
-        done = torch.zeros(batch, dtype=torch.bool, device=state.logits.device)
-        generated = [[] for _ in range(batch)]
-        first_logits, embed = state.logits, self.model.get_input_embeddings()
+        gens = row_generators([question_fields(q)[0] for q in state.questions], cfg.seed, state.logits.device)
+        generated = [[] for _ in range(state.logits.shape[0])]
+        first_logits, prompt_tokens, embed = state.logits, state.prompt_tokens, self.model.get_input_embeddings()
+        active = list(range(len(generated)))  # original row of each row still decoding
         for i in range(max_new):
-            tokens = pick_tokens(state.logits, cfg, gens)
-            for b in range(batch):
-                if not done[b]:
-                    if int(tokens[b]) in self.stop_ids:
-                        done[b] = True
-                    else:
-                        generated[b].append(int(tokens[b]))
-            if bool(done.all()) or i == max_new - 1:
+            tokens = pick_tokens(state.logits, cfg, [gens[b] for b in active])
+            keep = []
+            for j, (b, t) in enumerate(zip(active, tokens.tolist())):
+                if t not in self.stop_ids:
+                    generated[b].append(t)
+                    keep.append(j)
+            if not keep or i == max_new - 1:
                 break
+            if len(keep) < len(active):
+                state = _select_rows(state, keep)
+                active, tokens = [active[j] for j in keep], tokens[keep]
             state = self._append_slot(state, embed(tokens))
         texts = [self.tokenizer.decode(g, skip_special_tokens=True) for g in generated]
-        return DecodeResult(texts, generated, first_logits)
+        return DecodeResult(texts, generated, first_logits, prompt_tokens)
 
     def step(self, questions: list, inbox=(), *, action: str = "latent", emit: str = "kv",
              scope: str = "all"):

@@ -50,6 +50,7 @@ class DecodeResult:
     texts: list  # one answer per row
     token_ids: list  # generated ids per row, stop token excluded
     first_logits: torch.Tensor  # [B, V] logits the first token was picked from
+    prompt_tokens: list = None  # per row, the prompt tokens the decoding agent read
 
     @property
     def tokens(self) -> list:

@@ -32,6 +32,12 @@ def _parser() -> argparse.ArgumentParser:
     graph = sub.add_parser("graph", help="draw a spec's topology")
     graph.add_argument("spec")
     graph.add_argument("-o", "--output", required=True, help="FILE.png or FILE.svg")
+    from runtime.eval.command import add_eval_parser
+
+    add_eval_parser(sub)
+    report = sub.add_parser("report", help="redraw an evaluation's table and plots")
+    report.add_argument("dir", help="the --output directory of `latentray eval`")
+    report.add_argument("--no-plots", action="store_true", help="print the table only")
     return p
 
 
@@ -98,9 +104,20 @@ def cmd_graph(args) -> int:
     return graph_command(args.spec, args.output)
 
 
+def cmd_eval(args) -> int:
+    from runtime.eval.command import cmd_eval as run_eval
+    return run_eval(args)
+
+
+def cmd_report(args) -> int:
+    from runtime.eval.report import cmd_report as report
+    return report(args)
+
+
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
-    handler = {"run": cmd_run, "validate": cmd_validate, "graph": cmd_graph}[args.command]
+    handler = {"run": cmd_run, "validate": cmd_validate, "graph": cmd_graph, "eval": cmd_eval,
+               "report": cmd_report}[args.command]
     try:
         return handler(args)
     except USER_ERRORS as exc:

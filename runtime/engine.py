@@ -104,17 +104,27 @@ def _answer(plan, texts: list) -> str:
     return texts[0]
 
 
-def run_plan(plan, handles: dict, questions: list, batch_size: int, progress=None, backend="nccl"):
-    """Run every batch; yields (first question index, answers, tokens, step stats) per batch."""
+def run_plan(plan, handles: dict, questions: list, batch_size: int, progress=None, backend="nccl",
+             max_inflight: int | None = None):
+    """Run every batch; yields (first question index, answers, tokens, step stats) per batch.
+    At most `max_inflight` batches are submitted and unfinished at once (None: all at once,
+    so every agent can work on a different batch)."""
     import ray
 
     batches = [questions[i:i + batch_size] for i in range(0, len(questions), batch_size)]
     steps = compile_steps(plan, backend)
     pending = {}
-    for b, qs in enumerate(batches):
-        refs = submit_batch(steps, handles, qs, b, backend)
-        stats_refs = [r[-1] for r in refs.values()]
-        pending[stats_refs[-1]] = (b, refs, stats_refs)
+    queue = iter(enumerate(batches))
+
+    def submit_next() -> None:
+        for b, qs in queue:
+            refs = submit_batch(steps, handles, qs, b, backend)
+            stats_refs = [r[-1] for r in refs.values()]
+            pending[stats_refs[-1]] = (b, refs, stats_refs)
+            if max_inflight is not None and len(pending) >= max_inflight:
+                return
+
+    submit_next()
     while pending:
         done, _ = ray.wait(list(pending), num_returns=1)
         b, refs, stats_refs = pending.pop(done[0])
@@ -123,6 +133,7 @@ def run_plan(plan, handles: dict, questions: list, batch_size: int, progress=Non
         answers = [_answer(plan, [p["texts"][r] for p in per_step]) for r in range(len(batches[b]))]
         tokens = [sum(s["tokens"][r] for s in step_stats) for r in range(len(batches[b]))]
         del refs  # drop every ObjectRef of this batch so its messages are freed
+        submit_next()
         if progress:
             progress(b, len(batches))
         yield b * batch_size, answers, tokens, step_stats
@@ -156,8 +167,8 @@ def run_spec(spec, plan, questions: list, run_name: str | None = None, progress=
     try:
         with open_groups(spec, plan, handles):
             t_run = time.perf_counter()
-            for first, answers, tokens, step_stats in run_plan(plan, handles, questions,
-                                                              spec.run.batch_size, progress, backend):
+            for first, answers, tokens, step_stats in run_plan(plan, handles, questions, spec.run.batch_size,
+                                                              progress, backend, spec.run.max_inflight):
                 result.answers[first:first + len(answers)] = answers
                 result.tokens[first:first + len(tokens)] = tokens
                 result.steps.extend(step_stats)

@@ -51,7 +51,8 @@ class Resources(Strict):
 
 class AgentSpec(Strict):
     model: str
-    role: str = Field(description="role prompt template; {question} is replaced per problem")
+    role: str = Field(description="role prompt template; {question} is replaced per problem, {context} by "
+                                  "the problem's private context (if any)")
     latent_steps: int = Field(0, ge=0, le=4096)
     output: Literal["latent", "text"] = "latent"
     max_new_tokens: int = Field(64, ge=1, le=32768)
@@ -64,8 +65,8 @@ class AgentSpec(Strict):
     @field_validator("role")
     @classmethod
     def _role_has_question(cls, v: str) -> str:
-        if "{question}" not in v:
-            raise ValueError("role must contain {question}; add it where the problem goes")
+        if "{question}" not in v and "{context}" not in v:
+            raise ValueError("role must contain {question} (or {context}); add it where the problem goes")
         return v
 
 
@@ -107,6 +108,8 @@ class RunSpec(Strict):
     seed: int = 0
     output: Optional[str] = None
     method: Literal["latent", "text", "single"] = "latent"
+    max_inflight: Optional[int] = Field(None, ge=1, description="batches submitted and unfinished at once; "
+                                        "None = all (agents pipeline across batches)")
 
 
 class GraphSpec(Strict):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from .base import Checker, CheckerError, CheckResult
 from .choice import ChoiceChecker
 from .code import CodeChecker
+from .contains import ContainsChecker
 from .exact import ExactChecker
 from .numeric import NumericChecker
 
@@ -13,6 +14,7 @@ CHECKERS: dict = {
     "choice": ChoiceChecker(),
     "exact": ExactChecker(),
     "code": CodeChecker(),
+    "contains": ContainsChecker(),
 }
 
 TASK_CHECKERS = {"math": "numeric", "choice": "choice", "exact": "exact", "code": "code"}
@@ -25,8 +27,11 @@ def get_checker(name: str) -> Checker:
         raise CheckerError(f"unknown checker {name!r}; use one of {', '.join(sorted(CHECKERS))}") from None
 
 
-def checker_for(task: str) -> Checker:
-    """The default checker of a problem's task (math -> numeric, ...)."""
+def checker_for(task: str, override: str | None = None) -> Checker:
+    """The checker a problem names (override, from its meta), else its task's default
+    (math -> numeric, ...)."""
+    if override:
+        return get_checker(override)
     if task not in TASK_CHECKERS:
         raise CheckerError(f"no checker for task {task!r}; tasks are {', '.join(TASK_CHECKERS)}")
     return CHECKERS[TASK_CHECKERS[task]]

@@ -13,6 +13,7 @@ from .huggingface import load_hf
 from .humaneval import load_humaneval
 from .local_file import FIELDS, load_local_file, parse_field_mapping
 from .readers import FORMATS
+from .split_info import load_split_info
 
 # name -> loader(split=None) -> list[Problem]
 DATASETS = {
@@ -22,6 +23,7 @@ DATASETS = {
     "basic-arithmetic": load_basic_arithmetic,
     "basic-arithmetic-numeric": load_basic_arithmetic_numeric,
     "humaneval": load_humaneval,
+    "split-info": load_split_info,
 }
 
 
@@ -35,6 +37,8 @@ def load_problems(source: str, *, limit: int | None = None, mapping: dict | None
         problems = load_hf(source, split=split, mapping=mapping, task=task)
     elif source in DATASETS:
         problems = _builtin(source, mapping, task, split)
+    elif source.startswith("split-info:"):
+        problems = load_split_info(split, seed=source.split(":", 1)[1])
     elif Path(source).suffix.lower() in FORMATS or Path(source).exists():
         if split is not None:
             raise DataError(f"{source}: a local file has no splits; leave --split out")

@@ -1,0 +1,22 @@
+"""Short factual answers inside a sentence: correct when the normalised gold appears in
+the normalised answer as whole words ("It is called Priya." holds "priya"). Used where a
+gold is a name that a chat model wraps in a sentence; not for numbers or options, where a
+listing of every candidate would pass."""
+from __future__ import annotations
+
+import re
+
+from ..problem import Problem
+from .base import Checker, CheckResult
+from .exact import normalise
+
+
+class ContainsChecker(Checker):
+    name = "contains"
+
+    def check(self, answer: str, problem: Problem) -> CheckResult:
+        gold = normalise(problem.gold)
+        text = normalise(answer)
+        if gold and re.search(rf"(?<!\w){re.escape(gold)}(?!\w)", text):
+            return CheckResult(gold, True, "found")
+        return CheckResult(None, False, "not found")

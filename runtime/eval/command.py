@@ -1,0 +1,67 @@
+"""`latentray eval SPEC --dataset NAME|FILE --output DIR`: run the spec as each method over
+the data set, score every answer, write results/<method>.parquet, print the comparison."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from topologies.errors import SpecError
+
+from .datasets import load_problems, parse_field_mapping
+from .report import print_report
+from .results import write_method
+from .runner import METHODS, run_method
+
+
+def add_eval_parser(sub) -> None:
+    p = sub.add_parser("eval", help="score a spec as latent / text / single on a data set")
+    p.add_argument("spec", help="YAML graph spec")
+    p.add_argument("--dataset", "-d", required=True,
+                   help="built-in set (gsm8k, arc-easy, arc-challenge, basic-arithmetic, humaneval, split-info), "
+                        "a .jsonl/.csv/.parquet/.arrow file, or hf:<id>[:config]")
+    p.add_argument("--output", "-o", required=True, help="directory for results/<method>.parquet")
+    p.add_argument("--limit", "-n", type=int, help="the first N problems")
+    p.add_argument("--methods", default=",".join(METHODS), help="comma-separated: latent,text,single")
+    p.add_argument("--field", action="append", default=[], metavar="KEY=COLUMN",
+                   help="field mapping for files: question=, answer=, choices=, id=, context=, labels=")
+    p.add_argument("--task", choices=["math", "choice", "exact", "code"], help="task of a file's problems")
+    p.add_argument("--split", help="data set split, where the source has several")
+    p.add_argument("--batch-size", type=int, help="override run.batch_size")
+    p.add_argument("--max-new-tokens", type=int, help="override every agent's max_new_tokens")
+    p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS or a local Ray)")
+
+
+def parse_methods(text: str) -> list:
+    methods = [m.strip() for m in text.split(",") if m.strip()]
+    bad = [m for m in methods if m not in METHODS]
+    if bad or not methods:
+        raise SpecError(f"unknown method(s) {', '.join(bad) or '(none)'}", file="--methods",
+                        fix=f"use a comma-separated subset of {','.join(METHODS)}")
+    return list(dict.fromkeys(methods))
+
+
+def cmd_eval(args) -> int:
+    from topologies import load_spec
+
+    spec = load_spec(args.spec)
+    for flag, value in (("--batch-size", args.batch_size), ("--max-new-tokens", args.max_new_tokens)):
+        if value is not None and value < 1:
+            raise SpecError("must be >= 1", file=flag, fix="give a positive number")
+    methods = parse_methods(args.methods)
+    mapping = parse_field_mapping(args.field) if args.field else None
+    problems = load_problems(args.dataset, limit=args.limit, mapping=mapping, task=args.task, split=args.split)
+    out = Path(args.output)
+    print(f"[eval] {len(problems)} problems from {args.dataset}; methods {', '.join(methods)}", file=sys.stderr)
+    for method in methods:
+        def progress(batch, total, m=method):
+            print(f"[eval] {m}: batch {batch + 1}/{total}", file=sys.stderr, flush=True)
+
+        rows, summary = run_method(spec, problems, method, dataset=args.dataset, batch_size=args.batch_size,
+                                   max_new_tokens=args.max_new_tokens, address=args.address, progress=progress)
+        summary.update(dataset=args.dataset, spec=str(args.spec), limit=args.limit)
+        path = write_method(out, method, rows, summary)
+        right = sum(r["correct"] for r in rows)
+        print(f"[eval] {method}: {right}/{len(rows)} correct, {summary['run_s']:.1f} s; wrote {path}",
+              file=sys.stderr)
+    print_report(out, plots=False)
+    return 0

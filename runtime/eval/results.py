@@ -1,0 +1,64 @@
+"""An evaluation directory: results/<method>.parquet (one row per problem) and
+results/<method>.json (the method's run summary), each written to a temporary name and
+renamed, so a method that finished is kept whatever happens to the next one. Re-running a
+method replaces its part; all parts read together as one table."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from .problem import DataError
+
+COLUMNS = ["dataset", "spec", "method", "id", "task", "question", "context", "gold", "answer", "extracted",
+           "correct", "detail", "prompt_tokens", "decoded_tokens", "tokens_by_agent", "latent_steps", "seconds",
+           "seconds_by_agent", "message_bytes", "batch"]
+
+
+def _schema():
+    import pyarrow as pa
+
+    s, i, f = pa.string(), pa.int64(), pa.float64()
+    types = {"correct": pa.bool_(), "prompt_tokens": i, "decoded_tokens": i, "latent_steps": i, "seconds": f,
+             "message_bytes": i, "batch": i, "tokens_by_agent": pa.map_(s, i), "seconds_by_agent": pa.map_(s, f)}
+    return pa.schema([(c, types.get(c, s)) for c in COLUMNS])
+
+
+def write_method(out_dir: Path, method: str, rows: list, summary: dict) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    parts = Path(out_dir) / "results"
+    parts.mkdir(parents=True, exist_ok=True)
+    data = {c: [(list(r[c].items()) if isinstance(r[c], dict) else r[c]) for r in rows] for c in COLUMNS}
+    table = pa.table(data, schema=_schema())
+    path = parts / f"{method}.parquet"
+    pq.write_table(table, path.with_suffix(".parquet.tmp"))
+    os.replace(path.with_suffix(".parquet.tmp"), path)
+    meta = parts / f"{method}.json"
+    meta.with_suffix(".json.tmp").write_text(json.dumps(summary, indent=2) + "\n")
+    os.replace(meta.with_suffix(".json.tmp"), meta)
+    return path
+
+
+def read_results(out_dir: Path) -> tuple:
+    """(rows, {method: summary}) of every method part in the directory."""
+    import pyarrow.parquet as pq
+
+    parts = Path(out_dir) / "results"
+    files = sorted(parts.glob("*.parquet")) if parts.is_dir() else []
+    if not files:
+        raise DataError(f"{out_dir}: no evaluation results (results/*.parquet); run `latentray eval ... "
+                        f"--output {out_dir}` first")
+    rows, summaries = [], {}
+    for f in files:
+        for r in pq.read_table(f).to_pylist():
+            r["tokens_by_agent"] = dict(r["tokens_by_agent"] or [])
+            r["seconds_by_agent"] = dict(r["seconds_by_agent"] or [])
+            rows.append(r)
+        meta = f.with_suffix(".json")
+        if meta.is_file():
+            summaries[f.stem] = json.loads(meta.read_text())
+    order = {m: i for i, m in enumerate(("single", "text", "latent"))}
+    rows.sort(key=lambda r: (order.get(r["method"], 9), r["method"]))
+    return rows, summaries
