@@ -21,7 +21,7 @@ from channels.transports import get_transport
 from channels.transports.rdt import RdtMethods
 from channels.zero_copy_env import quiet_zero_copy_warnings
 
-from .agent import Agent, AgentConfig
+from .agent import Agent
 from .fingerprint import model_fingerprint
 from .models import load_model
 from .receive import receive_messages

@@ -12,6 +12,8 @@ import json
 
 import torch
 
+from .model_config import text_config
+
 _SAMPLE_BYTES = 4096
 
 
@@ -50,8 +52,7 @@ def rope_params(config) -> dict:
 
 
 def model_fingerprint(model, tokenizer) -> dict:
-    cfg = model.config
-    text_cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+    text_cfg = text_config(model)
     heads = text_cfg.num_attention_heads
     hidden = text_cfg.hidden_size
     return {

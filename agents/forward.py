@@ -22,6 +22,7 @@ import torch
 from transformers import DynamicCache
 
 from .errors import ModelRefError
+from .model_config import text_config
 
 KNOWN_LAYER_TYPES = ("full_attention", "sliding_attention")
 
@@ -47,18 +48,13 @@ def next_positions(mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
     return real.max(dim=-1).values + 1
 
 
-def _text_config(model):
-    cfg = model.config
-    return cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
-
-
 def attention_layout(model):
     """How the model takes a prepared mask: ("dict", {layer type: window or None}) for
     models with per-layer attention types, ("tensor", window or None) otherwise."""
     cached = getattr(model, "_latentray_layout", None)
     if cached is not None:
         return cached
-    cfg = _text_config(model)
+    cfg = text_config(model)
     window = getattr(cfg, "sliding_window", None)
     types = getattr(cfg, "layer_types", None)
     if types:

@@ -28,15 +28,11 @@ from channels.errors import MessageError
 from channels.message import LatentMessage
 
 from .forward import next_positions
+from .model_config import text_config
 
 STATIC_ROPE_TYPES = ("default", "linear", "llama3", "yarn")
 ROTATE_HALF_ARCHS = ("llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe",
                      "gemma", "gemma2", "gemma3_text", "olmo", "olmo2", "granite", "smollm3")
-
-
-def _text_config(model):
-    cfg = model.config
-    return cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
 
 
 def _freq_buffers(module) -> dict:
@@ -54,7 +50,7 @@ def layer_inv_freqs(model, receiver: str = "?") -> list:
     """Per layer, the RoPE inverse frequencies [head_dim / 2] its keys were rotated with, or
     None for a layer without RoPE (SmolLM3's no_rope_layers); a MessageError saying why a
     cache of this model cannot be moved."""
-    cfg = _text_config(model)
+    cfg = text_config(model)
     arch = getattr(cfg, "model_type", "?")
 
     def refuse(why: str) -> MessageError:

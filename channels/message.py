@@ -68,7 +68,9 @@ class LatentMessage:
 
     @property
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in self.tensors.values())
+        """Payload bytes: every tensor, plus the UTF-8 bytes of a text message's texts."""
+        texts = sum(len(t.encode()) for t in (self.header.texts or ()))
+        return sum(t.numel() * t.element_size() for t in self.tensors.values()) + texts
 
     @classmethod
     def build(cls, kind: str, sender: str, fingerprint: dict, tensors: dict, **header) -> "LatentMessage":

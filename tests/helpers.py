@@ -136,3 +136,17 @@ def with_model_ref(spec, ref: str = "tiny:qwen3-64"):
     """The spec with every model swapped for `ref` (routing and plumbing tests need no real weights)."""
     models = {k: m.model_copy(update={"ref": ref}) for k, m in spec.models.items()}
     return spec.model_copy(update={"models": models})
+
+
+def thoughts_at(agent, questions: list, start: torch.Tensor):
+    """The agent's prompt + latent steps computed alone (a kv message), its first position
+    per row at `start`: where it would land after a KV join."""
+    from agents.agent import WorkingState
+    from agents.forward import forward_slots, new_positions
+
+    embeds, mask = agent._embed_rows([agent.render(q) for q in questions])
+    positions = new_positions(start, mask)
+    out = forward_slots(agent.model, cache=None, past_mask=mask[:, :0], past_positions=mask[:, :0],
+                        inputs_embeds=embeds, new_mask=mask, positions=positions)
+    state = WorkingState(list(questions), out.cache, mask, positions, 0, out.last_hidden, out.logits, [])
+    return agent.emit(agent.think(state), "kv", "all")

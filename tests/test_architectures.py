@@ -7,16 +7,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from agents.agent import Agent, AgentConfig, WorkingState
+from agents.agent import Agent, AgentConfig
 from agents.fingerprint import model_fingerprint
-from agents.forward import forward_slots, new_positions, next_positions
+from agents.forward import next_positions
 from agents.inbox import Inbox
 from agents.kv_join import join_kv
 from agents.models import build_tiny
 from agents.models.byte_tokenizer import IM_END
 from agents.models.tiny import TINY_WINDOW
 
-from helpers import QUESTIONS, embedding_outputs, make_agents, reference_chain_logits, run_chain
+from helpers import QUESTIONS, embedding_outputs, make_agents, reference_chain_logits, run_chain, thoughts_at
 
 SLIDING = ["gemma3-64", "mistral-64", "qwen2-64-sliding"]
 
@@ -77,13 +77,7 @@ def test_logits_come_from_the_models_own_head(preset):
 
 
 def _alone_at(agent: Agent, start: torch.Tensor):
-    """The agent's prompt + latent steps computed alone, its first position per row at `start`."""
-    embeds, mask = agent._embed_rows([agent.render(q) for q in QUESTIONS])
-    positions = new_positions(start, mask)
-    out = forward_slots(agent.model, cache=None, past_mask=mask[:, :0], past_positions=mask[:, :0],
-                        inputs_embeds=embeds, new_mask=mask, positions=positions)
-    state = WorkingState(list(QUESTIONS), out.cache, mask, positions, 0, out.last_hidden, out.logits, [])
-    return agent.emit(agent.think(state), "kv", "all")
+    return thoughts_at(agent, QUESTIONS, start)
 
 
 @pytest.mark.parametrize("preset", ["smollm3-64", "gemma3-64", "qwen2-64-sliding"])
@@ -137,3 +131,12 @@ def test_stop_ids_come_from_the_tokenizer_and_generation_config():
     forced[0, 65] = 0.0
     state.logits = forced
     assert stopper.decode(state).token_ids[0] == []
+
+
+def test_agents_of_one_model_share_its_realignment_matrix():
+    model, tok, agents = make_agents("qwen3-64", latent_steps=2)
+    assert all(a.realigner is agents[0].realigner for a in agents)
+    other = Agent(AgentConfig(name="x", role="{question}", ridge_lambda=1e-3), model, tok, agents[0].fingerprint)
+    assert other.realigner is not agents[0].realigner  # another setting, another matrix
+    fresh, ftok = build_tiny("qwen3-64")
+    assert Agent(agents[0].config, fresh, ftok, agents[0].fingerprint).realigner is not agents[0].realigner

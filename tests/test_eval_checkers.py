@@ -217,7 +217,8 @@ def test_code_real_humaneval_problem_0():
 # -- registry ----------------------------------------------------------------------------
 
 def test_registry_maps_tasks_and_names():
-    assert set(CHECKERS) == {"numeric", "choice", "exact", "code"}
+    assert set(CHECKERS) == {"numeric", "choice", "exact", "code", "contains"}
+    assert checker_for("exact", "contains") is CHECKERS["contains"]  # a problem's own choice wins
     assert checker_for("math") is CHECKERS["numeric"] and checker_for("choice") is CHECKERS["choice"]
     assert checker_for("exact") is CHECKERS["exact"] and checker_for("code") is CHECKERS["code"]
     with pytest.raises(CheckerError, match="numeric"):
@@ -234,3 +235,15 @@ def test_prompts_per_task():
     assert format_question(Problem(id="e", question="Say hi", gold="hi", task="exact")) == "Say hi"
     code = format_question(small_code_problem())
     assert code.startswith("```python\ndef add(a, b):") and "```python code block" in code
+
+
+def test_contains_finds_a_name_in_a_sentence_and_run_together():
+    from runtime.eval.checkers import get_checker
+    from runtime.eval.problem import Problem
+
+    p = Problem(id="n", question="Who?", gold="Tomas", task="exact", meta={"checker": "contains"})
+    check = get_checker("contains").check
+    assert check("The new coach is called Tomas.", p).correct
+    assert check("The new coach is calledTomas.", p).detail == "found, words run together"
+    assert not check("The new coach is called Tom.", p).correct
+    assert not check("", p).correct

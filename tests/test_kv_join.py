@@ -4,13 +4,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from agents.agent import Agent, AgentConfig, WorkingState
+from agents.agent import Agent, AgentConfig
 from agents.fingerprint import model_fingerprint
-from agents.forward import forward_slots, new_positions, next_positions
+from agents.forward import next_positions
 from agents.inbox import Inbox, merge_inbox
 from agents.kv_join import join_kv, rope_inv_freq
 from agents.models import build_tiny
 from channels.errors import MessageError
+
+import helpers
 
 QUESTIONS = ["What is 2 + 3?", "A much longer question about trains leaving two stations at noon?"]
 
@@ -32,13 +34,7 @@ def agents():
 
 
 def thoughts_at(agent: Agent, start: torch.Tensor):
-    """The agent's prompt + latent steps computed alone, its first position per row at `start`."""
-    embeds, mask = agent._embed_rows([agent.render(q) for q in QUESTIONS])
-    positions = new_positions(start, mask)
-    out = forward_slots(agent.model, cache=None, past_mask=mask[:, :0], past_positions=mask[:, :0],
-                        inputs_embeds=embeds, new_mask=mask, positions=positions)
-    state = WorkingState(list(QUESTIONS), out.cache, mask, positions, 0, out.last_hidden, out.logits, [])
-    return agent.emit(agent.think(state), "kv", "all")
+    return helpers.thoughts_at(agent, QUESTIONS, start)
 
 
 def concat(first, second):

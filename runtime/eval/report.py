@@ -39,7 +39,8 @@ def write_plots(out_dir: Path, figures: list) -> list:
     methods = [f["method"] for f in figures]
     panels = [
         ("accuracy.png", "accuracy (95% CI)", [f["accuracy"] for f in figures],
-         [[f["accuracy"] - f["ci_low"] for f in figures], [f["ci_high"] - f["accuracy"] for f in figures]]),
+         [[max(0.0, f["accuracy"] - f["ci_low"]) for f in figures],
+          [max(0.0, f["ci_high"] - f["accuracy"]) for f in figures]]),
         ("tokens.png", "decoded tokens per problem", [f["tokens_per_problem"] for f in figures], None),
         ("time.png", "seconds per problem", [f["seconds_per_problem"] for f in figures], None),
     ]

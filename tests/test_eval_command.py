@@ -1,0 +1,137 @@
+"""`latentray eval` and `latentray report`: methods through the same engine, token
+accounting on a known input, the results table, the split-information task family."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from runtime.cli import main
+from runtime.eval.datasets import load_problems
+from runtime.eval.prompts import format_question
+from runtime.eval.results import read_results
+from runtime.eval.runner import run_method
+from runtime.eval.stats import method_figures, wilson
+from topologies import load_spec
+
+TINY_CHAIN = """\
+version: 1
+name: tinyeval
+models:
+  m: {ref: "tiny:qwen3-64"}
+agents:
+  planner: {model: m, role: "Plan: {question}", latent_steps: 3, max_new_tokens: 5}
+  judger: {model: m, role: "Answer: {question}", output: text, max_new_tokens: 7}
+topology: {type: chain, order: [planner, judger], memory: accumulate}
+run: {batch_size: 2}
+"""
+
+
+@pytest.fixture
+def tiny_spec(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY_CHAIN)
+    return path
+
+
+@pytest.fixture
+def qa_file(tmp_path):
+    path = tmp_path / "qa.jsonl"
+    rows = [{"qid": f"q{i}", "prompt": f"What is {i} + {i}?", "target": str(2 * i)} for i in range(3)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_wilson_interval_known_values():
+    assert wilson(0, 10) == pytest.approx((0.0, 0.2775), abs=1e-4)
+    assert wilson(5, 10) == pytest.approx((0.2366, 0.7634), abs=1e-4)
+    assert wilson(10, 10) == pytest.approx((0.7225, 1.0), abs=1e-4)
+
+
+def test_figures_compare_against_text():
+    rows = ([{"method": "text", "correct": c, "decoded_tokens": 100, "prompt_tokens": 10, "seconds": 1.0,
+              "message_bytes": 0} for c in (1, 0, 1, 1)]
+            + [{"method": "latent", "correct": c, "decoded_tokens": 25, "prompt_tokens": 10, "seconds": 0.5,
+                "message_bytes": 1024} for c in (1, 1, 0, 0)])
+    figs = {f["method"]: f for f in method_figures(rows, {"text": {"run_s": 8.0}, "latent": {"run_s": 2.0}})}
+    assert figs["text"]["accuracy"] == 0.75 and figs["latent"]["accuracy"] == 0.5
+    assert figs["latent"]["tokens_vs_text"] == pytest.approx(0.25)
+    assert figs["latent"]["speedup_vs_text"] == pytest.approx(4.0)
+    assert figs["latent"]["message_bytes_per_problem"] == 1024
+
+
+@pytest.mark.ray
+def test_token_accounting_on_a_known_input(ray_session, tiny_spec, qa_file):
+    """Random tiny models never emit EOS, so every text agent decodes exactly its
+    max_new_tokens; prompt tokens are counted here from the chat template directly."""
+    from agents.models import build_tiny
+
+    spec = load_spec(tiny_spec)
+    problems = load_problems(str(qa_file), mapping={"question": "prompt", "answer": "target", "id": "qid"})
+    _, tok = build_tiny("qwen3-64")
+
+    def template_len(text, first=True):
+        msgs = [{"role": "user", "content": text}]
+        full = tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+        if first:
+            return len(tok(full, add_special_tokens=False)["input_ids"])
+        return len(tok("<|im_end|>\n" + full, add_special_tokens=False)["input_ids"])
+
+    rows = {m: run_method(spec, problems, m, dataset="qa")[0] for m in ("single", "text", "latent")}
+    for m, rs in rows.items():
+        for r, p in zip(rs, problems):
+            q = format_question(p)
+            judge = template_len(f"Answer: {q}", first=(m == "single"))
+            if m == "single":
+                assert r["tokens_by_agent"] == {"judger": 7} and r["prompt_tokens"] == judge
+                assert r["latent_steps"] == 0 and r["message_bytes"] == 0
+            elif m == "text":
+                assert r["tokens_by_agent"] == {"planner": 5, "judger": 7} and r["latent_steps"] == 0
+                assert r["decoded_tokens"] == 12 and r["message_bytes"] > 0  # the planner's text
+                assert r["prompt_tokens"] > template_len(f"Plan: {q}") + template_len(f"Answer: {q}")
+            else:
+                assert r["tokens_by_agent"] == {"planner": 0, "judger": 7} and r["latent_steps"] == 3
+                assert r["prompt_tokens"] == template_len(f"Plan: {q}") + judge
+                assert r["message_bytes"] > 0
+            assert r["gold"] == str(2 * int(p.id[1:])) and r["question"] == p.question
+            assert r["seconds"] > 0 and set(r["seconds_by_agent"]) == set(r["tokens_by_agent"])
+
+
+@pytest.mark.ray
+def test_eval_and_report_commands(ray_session, tiny_spec, qa_file, tmp_path, capsys):
+    out = tmp_path / "ev"
+    code = main(["eval", str(tiny_spec), "--dataset", str(qa_file), "--field", "question=prompt",
+                 "--field", "answer=target", "--field", "id=qid", "--methods", "single,latent", "-o", str(out)])
+    assert code == 0
+    table = capsys.readouterr().out
+    assert "single" in table and "latent" in table and "accuracy (95% CI)" in table
+    rows, summaries = read_results(out)
+    assert sorted({r["method"] for r in rows}) == ["latent", "single"] and len(rows) == 6
+    assert set(summaries) == {"latent", "single"} and summaries["latent"]["problems"] == 3
+    assert all(r["correct"] in (True, False) and r["task"] == "math" for r in rows)
+    code = main(["report", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    for name in ("accuracy.png", "tokens.png", "time.png"):
+        assert (out / name).stat().st_size > 1000 and name in printed
+    assert json.loads((out / "figures.json").read_text())[0]["method"] == "single"
+
+
+def test_eval_errors_are_one_line(tiny_spec, tmp_path, capsys):
+    assert main(["eval", str(tiny_spec), "-d", "arc-easy", "--methods", "latent,vote", "-o", str(tmp_path)]) == 2
+    assert "--methods: unknown method(s) vote" in capsys.readouterr().err
+    assert main(["eval", str(tiny_spec), "-d", "no-such-set", "-o", str(tmp_path)]) == 2
+    assert "unknown data set 'no-such-set'" in capsys.readouterr().err
+    assert main(["report", str(tmp_path / "empty")]) == 2
+    assert "no evaluation results" in capsys.readouterr().err
+
+
+def test_split_info_problems_hide_the_fact_from_the_question():
+    problems = load_problems("split-info")
+    assert len(problems) == 200 and problems == load_problems("split-info")
+    assert problems != load_problems("split-info:1")
+    assert {p.meta["kind"] for p in problems} == {"code", "name", "count", "place", "table"}
+    for p in problems:
+        assert p.context and p.gold in p.context and p.gold not in p.question
+    spec_roles = load_spec("topologies/examples/split_info.yaml").agents
+    assert "{context}" in spec_roles["reader"].role and "{context}" not in spec_roles["answerer"].role
