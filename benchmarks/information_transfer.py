@@ -68,10 +68,10 @@ def main(argv=None) -> None:
         print(f"[bench] {name}: {sum(x['correct'] for x in r)}/{len(r)} correct", file=sys.stderr, flush=True)
     figures = method_figures(rows, summaries)
     print(f"split information, {len(problems)} problems, {spec.models[next(iter(spec.models))].ref}")
-    print(f"{'channel':<15} {'accuracy (95% CI)':>22} {'message KiB':>12} {'tokens':>7} {'s/problem':>10}")
+    print(f"{'channel':<15} {'accuracy (95% CI)':>22} {'message bytes':>14} {'tokens':>7} {'s/problem':>10}")
     for f in figures:
         acc = f"{f['accuracy']:6.1%} ({f['ci_low']:.1%}-{f['ci_high']:.1%})"
-        print(f"{f['method']:<15} {acc:>22} {f['message_bytes_per_problem'] / 1024:>12.1f} "
+        print(f"{f['method']:<15} {acc:>22} {f['message_bytes_per_problem']:>14,.0f} "
               f"{f['tokens_per_problem']:>7.1f} {f['seconds_per_problem']:>10.2f}")
     kind_of = {p.id: p.meta["kind"] for p in problems}
     print("correct per fact kind:")
