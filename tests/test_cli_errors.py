@@ -74,9 +74,13 @@ def test_unknown_spec_key_names_field(capsys, tmp_path):
     assert err == f"error: {spec}: agents.planner.latnet_steps: unknown key (fix: remove it or check its spelling)"
 
 
-@pytest.mark.skipif(shutil.which("latentray") is None, reason="console script not installed")
+# The console script beside this interpreter (the venv's bin/, active or not).
+SCRIPT = shutil.which("latentray", path=str(Path(sys.executable).parent)) or shutil.which("latentray")
+
+
+@pytest.mark.skipif(SCRIPT is None, reason="console script not installed")
 def test_console_script_exit_code_and_single_line(tmp_path):
-    proc = subprocess.run(["latentray", "run", str(tmp_path / "missing.yaml"), "-q", "x"],
+    proc = subprocess.run([SCRIPT, "run", str(tmp_path / "missing.yaml"), "-q", "x"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr
