@@ -2,13 +2,12 @@
 
 Steps, LatentMAS style:
   prefill(questions, inbox)  read incoming messages (kv -> working memory) and the role prompt
-A question is a string, or a mapping {"question": ..., "context": ...} whose context
-(private information only some roles show) fills a role's {context}.
   think(state, m)            m latent steps: final hidden state -> W_a -> fed back as an embedding
   emit(state, kind, scope)   a kv / hidden / embeds message from the working state
   decode(state, ...)         text, greedy or sampled, stopping at EOS per row
 A batch is left padded with real masks and positions, so it computes what each
-problem computes alone.
+problem computes alone. A question is a string, or a mapping {"question": ..., "context": ...}
+whose context (private information only some roles show) fills a role's {context}.
 """
 from __future__ import annotations
 

@@ -29,7 +29,7 @@ def problem_inputs(problems: list) -> list:
             for p in problems]
 
 
-def batch_costs(result, batch_size: int) -> dict:
+def batch_costs(result) -> dict:
     """{batch: {"seconds": {agent: s}, "latent_steps": n, "bytes": b, "rows": r}} from a run."""
     out: dict = defaultdict(lambda: {"seconds": defaultdict(float), "latent_steps": 0, "bytes": 0, "rows": 0})
     for s in result.steps:
@@ -55,7 +55,7 @@ def per_problem_tokens(result, batch_size: int) -> tuple:
 
 
 def method_rows(result, problems: list, method: str, batch_size: int, dataset: str, spec_name: str) -> list:
-    costs = batch_costs(result, batch_size)
+    costs = batch_costs(result)
     decoded, prompt = per_problem_tokens(result, batch_size)
     rows = []
     for i, (p, answer) in enumerate(zip(problems, result.answers)):
