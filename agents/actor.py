@@ -21,7 +21,10 @@ from channels.transports import get_transport
 from channels.transports.rdt import RdtMethods
 from channels.zero_copy_env import quiet_zero_copy_warnings
 
+from channels.codecs.apply import encode_message
+
 from .agent import Agent
+from .codec_bank import CodecBank
 from .fingerprint import model_fingerprint
 from .models import load_model
 from .receive import receive_messages
@@ -36,6 +39,7 @@ class AgentActor(RdtMethods):
         self.agents = {name: Agent(cfg, self.model, self.tokenizer, self.fingerprint)
                        for name, cfg in agents.items()}
         self.object_store = get_transport("object_store")
+        self.codecs = CodecBank(self.fingerprint)
         self._stats: dict = {}
 
     def ready(self) -> dict:
@@ -58,9 +62,9 @@ class AgentActor(RdtMethods):
 
     def _execute(self, call: StepCall, questions: list, inbox: tuple) -> tuple:
         t0 = time.perf_counter()
-        messages = receive_messages(call, inbox, receiver_fingerprint=self.fingerprint,
-                                    model_dtype=self.model.dtype)
         agent = self.agents[call.agent]
+        messages = receive_messages(call, inbox, receiver_fingerprint=self.fingerprint, model_dtype=self.model.dtype,
+                                    codecs=self.codecs, realign=agent.realigner)
         stats = {"step": call.step_id, "agent": call.agent, "pid": os.getpid(),
                  "batch": call.batch, "round": call.round,
                  "rows": len(questions), "inbox": [_edge_stats(m) for m in messages],
@@ -75,27 +79,35 @@ class AgentActor(RdtMethods):
 
             msg = aggregate_messages(messages, call.aggregate, call.agent, self.fingerprint)
         else:
-            msg = agent.step(questions, messages, action="latent", emit=call.emit, scope=call.kv_scope)
+            scope = call.hidden_scope if call.emit == "hidden" else call.kv_scope
+            msg = agent.step(questions, messages, action="latent", emit=call.emit, scope=scope)
             stats.update(latent_steps=msg.header.latent_steps,
                          tokens=list(msg.header.extra.get("tokens", stats["tokens"])),
                          prompt_tokens=list(msg.header.extra.get("prompt_tokens", [])))
         msg = msg.replace(extra={**msg.header.extra, "sent_at": time.time()})
-        outputs = _variants(msg, call.outputs)
+        outputs = self._variants(msg, call)
         stats.update(compute_s=time.perf_counter() - t0, out_bytes=[o.nbytes for o in outputs])
         if call.checksum:
             stats["out_checksums"] = [message_checksum(o) for o in outputs]
         return outputs, stats
 
+    def _variants(self, msg, call: StepCall) -> list:
+        """One message per output variant: encoded with its codec, then compressed."""
+        from channels.compression import compress_message
 
-def _variants(msg, outputs: tuple) -> list:
-    from channels.compression import compress_message
-
-    return [compress_message(msg, list(names)) if names else msg for names in outputs]
+        out = []
+        for names, use in zip(call.outputs, call.encodes or (None,) * len(call.outputs)):
+            m = msg
+            if use is not None and msg.kind == "hidden" and "space" not in msg.header.extra:
+                m = encode_message(msg, self.codecs.encoder(use, call.codec_dir), use.codec)
+            out.append(compress_message(m, list(names)) if names else m)
+        return out
 
 
 def _edge_stats(msg) -> dict:
     sent = msg.header.extra.get("sent_at")
-    return {"src": msg.sender, "kind": msg.kind, "bytes": msg.header.extra.get("wire_bytes", msg.nbytes),
+    return {"src": msg.sender, "kind": msg.header.extra.get("wire_kind", msg.kind),
+            "bytes": msg.header.extra.get("wire_bytes", msg.nbytes),
             "decoded_bytes": msg.nbytes,
             "latency_s": (time.time() - sent) if sent else None}
 

@@ -3,7 +3,11 @@
 Steps, LatentMAS style:
   prefill(questions, inbox)  read incoming messages (kv -> working memory) and the role prompt
   think(state, m)            m latent steps: final hidden state -> W_a -> fed back as an embedding
-  emit(state, kind, scope)   a kv / hidden / embeds message from the working state
+  emit(state, kind, scope)   a kv / hidden / embeds / text message from the working state:
+                             kv the cache; hidden the last-layer states behind each latent
+                             step (scope "prompt": the prompt's states before them), which
+                             the receiver's codec maps into its input space; embeds the
+                             latent vectors themselves, already in this model's input space
   decode(state, ...)         text, greedy or sampled, stopping at EOS per row
 A batch is left padded with real masks and positions, so it computes what each
 problem computes alone. A question is a string, or a mapping {"question": ..., "context": ...}
@@ -65,6 +69,9 @@ class WorkingState:
     logits: torch.Tensor  # [B, V]
     latents: list  # [B, D] per latent step, the embeddings fed back
     prompt_tokens: list = None  # per row, the prompt tokens this agent added (soft tokens not counted)
+    thoughts: list = None  # [B, D] per latent step, the last-layer state that step realigned
+    prompt_hidden: torch.Tensor = None  # [B, S, D] last-layer states of this agent's new prompt slots
+    prompt_mask: torch.Tensor = None  # [B, S]
 
 
 class Agent:
@@ -127,14 +134,17 @@ class Agent:
                             inputs_embeds=embeds, new_mask=new_mask, positions=positions)
         return WorkingState(list(questions), out.cache, torch.cat([past_mask, new_mask], 1),
                             torch.cat([past_pos, positions], 1), past_mask.shape[1],
-                            out.last_hidden, out.logits, [], [len(a) + len(b) for a, b in rows])
+                            out.last_hidden, out.logits, [], [len(a) + len(b) for a, b in rows],
+                            [], out.hidden, new_mask)
 
     def think(self, state: WorkingState, steps: int | None = None) -> WorkingState:
         steps = self.config.latent_steps if steps is None else steps
         for _ in range(steps):
-            latent = self.realigner(state.last_hidden)  # [B, D]
+            thought = state.last_hidden
+            latent = self.realigner(thought)  # [B, D]
             state = self._append_slot(state, latent)
             state.latents = state.latents + [latent]
+            state.thoughts = (state.thoughts or []) + [thought]
         return state
 
     def _append_slot(self, state: WorkingState, embeds: torch.Tensor) -> WorkingState:
@@ -165,11 +175,7 @@ class Agent:
                        "positions": state.positions[:, start:].clone()}
             return LatentMessage.build("kv", tensors=tensors, layers=tuple(range(keys.shape[0])), **common)
         if kind in ("hidden", "embeds"):
-            if not state.latents:
-                raise ValueError(f"agent {self.config.name!r} has latent_steps 0 and cannot emit {kind}; "
-                                 "set latent_steps > 0 or use kind kv")
-            vecs = torch.stack(state.latents, dim=1)
-            mask = torch.ones(vecs.shape[:2], dtype=torch.long, device=vecs.device)
+            vecs, mask = self._soft_vectors(state, kind, scope)
             return LatentMessage.build(kind, tensors={kind: vecs, "mask": mask},
                                        **{**common, "seq_lens": tuple(int(n) for n in mask.sum(-1))})
         if kind == "text":
@@ -177,6 +183,20 @@ class Agent:
             common["extra"]["tokens"] = result.tokens
             return LatentMessage.build("text", tensors={}, texts=tuple(result.texts), **common)
         raise ValueError(f"unknown message kind {kind!r}")
+
+    def _soft_vectors(self, state: WorkingState, kind: str, scope: str) -> tuple:
+        """([B, S, D] vectors, [B, S] mask) of a hidden or embeds message."""
+        if not state.latents and not (kind == "hidden" and scope == "prompt"):
+            raise ValueError(f"agent {self.config.name!r} has latent_steps 0 and cannot emit {kind}; "
+                             "set latent_steps > 0, send the prompt's states (hidden_states: prompt) or use kind kv")
+        rows = state.last_hidden.shape[0]
+        steps = state.thoughts if kind == "hidden" else state.latents
+        vecs = torch.stack(steps, dim=1) if steps else state.last_hidden.new_zeros((rows, 0, state.last_hidden.shape[-1]))
+        mask = torch.ones(vecs.shape[:2], dtype=torch.long, device=vecs.device)
+        if kind == "hidden" and scope == "prompt":
+            vecs = torch.cat([state.prompt_hidden.to(vecs.dtype), vecs], dim=1)
+            mask = torch.cat([state.prompt_mask.long(), mask], dim=1)
+        return vecs, mask
 
     @torch.inference_mode()
     def decode(self, state: WorkingState, max_new_tokens: int | None = None,

@@ -42,6 +42,17 @@ def _check(messages: list, mode: str, sender: str) -> str:
     return kind
 
 
+def _space_of(messages: list, sender: str) -> dict:
+    """The wire space the inputs share (a codec's shared space), carried to the aggregate;
+    {} for raw hidden states of the hub's own model."""
+    spaces = {m.header.extra.get("space") for m in messages}
+    if len(spaces) > 1:
+        raise MessageError(f"messages arrive in different spaces {sorted(map(str, spaces))}; encode every spoke "
+                           "with one fitted codec", receiver=sender, field="extra.space")
+    space = spaces.pop()
+    return {"space": space, "codec": messages[0].header.extra.get("codec")} if space else {}
+
+
 def _right_aligned(messages: list, kind: str) -> tuple:
     """x [N, B, S, D] and mask [N, B, S] with every message ending at slot S - 1."""
     width = max(m.tensors[kind].shape[1] for m in messages)
@@ -77,5 +88,5 @@ def aggregate_messages(messages: list, mode: str, sender: str, fingerprint: dict
         kind, sender=sender, fingerprint=fingerprint, tensors={kind: out, "mask": mask},
         seq_lens=tuple(int(n) for n in mask.sum(-1)),
         latent_steps=max(m.header.latent_steps for m in messages), latent_slots=out.shape[1],
-        extra={"aggregate": mode, "from": [m.sender for m in messages]},
+        extra={"aggregate": mode, "from": [m.sender for m in messages], **_space_of(messages, sender)},
     )

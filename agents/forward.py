@@ -32,6 +32,7 @@ class ForwardOut:
     cache: object  # transformers cache holding every slot so far
     last_hidden: torch.Tensor  # [B, D] final-norm hidden state at the last slot
     logits: torch.Tensor  # [B, V] next-token logits at the last slot (float32)
+    hidden: torch.Tensor = None  # [B, S, D] final-norm hidden state at every new slot
 
 
 def new_positions(next_pos: torch.Tensor, new_mask: torch.Tensor) -> torch.Tensor:
@@ -112,11 +113,12 @@ def forward_slots(model, *, cache, past_mask, past_positions, inputs_embeds, new
     masks = attention_masks(model, full_mask, full_pos, inputs_embeds.shape[1], inputs_embeds.dtype)
     captured = {}
     hook = model.base_model.register_forward_hook(
-        lambda _m, _a, out: captured.__setitem__("h", out.last_hidden_state[:, -1]))
+        lambda _m, _a, out: captured.__setitem__("h", out.last_hidden_state))
     kwargs = {"logits_to_keep": 1} if _takes_logits_to_keep(model) else {}
     try:
         out = model(inputs_embeds=inputs_embeds, attention_mask=masks, position_ids=positions,
                     past_key_values=cache if cache is not None else empty_cache(), use_cache=True, **kwargs)
     finally:
         hook.remove()
-    return ForwardOut(out.past_key_values, captured["h"], out.logits[:, -1].float())
+    hidden = captured["h"]
+    return ForwardOut(out.past_key_values, hidden[:, -1], out.logits[:, -1].float(), hidden)

@@ -1,20 +1,29 @@
 """What a receiving actor does with each inbox message before the agent sees it:
-unpack it from its transport, validate it against the receiver, undo compression."""
+unpack it from its transport, validate it against the receiver (and the edge codec's
+wire size), undo compression, then decode it with the edge codec into the receiver's
+input space (hidden -> embeds). Aggregation steps keep messages in their wire space."""
 from __future__ import annotations
 
+from channels.codecs.apply import decode_message
 from channels.compression import decompress_message
 from channels.transports import get_transport
 from channels.validate import validate_message
 
 
-def receive_messages(call, inbox: tuple, *, receiver_fingerprint: dict, model_dtype) -> list:
+def receive_messages(call, inbox: tuple, *, receiver_fingerprint: dict, model_dtype, codecs=None,
+                     realign=None) -> list:
+    """codecs: the actor's CodecBank; realign: the receiving agent's hidden -> input-space map."""
     out = []
     for edge, obj in zip(call.inputs, inbox):
         options = {"backend": edge.backend} if edge.transport == "rdt" else {}
         msg = get_transport(edge.transport, **options).unpack(obj)
+        decoder = codecs.decoder(edge.decode, call.codec_dir) if (codecs and edge.decode) else None
+        soft_dim = decoder.in_dim if decoder is not None else (None if edge.decode is None and codecs else "receiver")
         validate_message(msg, receiver=call.agent, receiver_fingerprint=receiver_fingerprint,
-                         edge_kind=edge.kind, model_dtype=model_dtype)
-        wire = msg.nbytes
+                         edge_kind=edge.kind, model_dtype=model_dtype, soft_dim=soft_dim)
+        wire, kind = msg.nbytes, msg.kind
         msg = decompress_message(msg, model_dtype)
-        out.append(msg.replace(extra={**msg.header.extra, "wire_bytes": wire}))
+        if decoder is not None:
+            msg = decode_message(msg, decoder, realign, receiver=call.agent, out_dtype=model_dtype)
+        out.append(msg.replace(extra={**msg.header.extra, "wire_bytes": wire, "wire_kind": kind}))
     return out

@@ -5,6 +5,13 @@ from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
+class CodecUse:
+    """A codec half an actor applies: the codec's name and its fitted part ("" if none)."""
+    codec: str
+    part: str = ""
+
+
+@dataclass(frozen=True)
 class InputEdge:
     src: str  # producing step id
     kind: str
@@ -12,6 +19,7 @@ class InputEdge:
     compression: tuple = ()
     transport: str = "object_store"
     backend: str = ""  # rdt backend (nccl, gloo, cuda_ipc, nixl)
+    decode: CodecUse | None = None  # None: the message stays in its wire space (aggregation)
 
 
 @dataclass(frozen=True)
@@ -27,3 +35,6 @@ class StepCall:
     batch: int = 0
     aggregate: str = ""
     checksum: bool = False  # report a CRC32 of every output (tests that nothing mutates a message)
+    encodes: tuple = (None,)  # per output variant, the CodecUse the sender encodes with (or None)
+    hidden_scope: str = "latent"  # hidden messages: "latent" states, or "prompt" states then latent ones
+    codec_dir: str = ""  # where fitted codec parts are read from

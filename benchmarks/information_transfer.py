@@ -7,8 +7,17 @@ problems, models and seeds:
   kv              the sender's whole KV cache: its prompt (with the note) and latent steps
   kv_latent_only  only the sender's latent-step slots of that cache
   hidden          the sender's latent thoughts as soft tokens in the receiver's input
+  prompt          the sender's last-layer states over its prompt (with the note) and its
+                  latent steps, realigned into soft tokens (hidden_states: prompt)
+  ridge, relative, hub
+                  across two different models (--reader-model / --answerer-model): the
+                  same prompt states, carried by that codec (fit it first with
+                  `latentray fit-codec SPEC --codec ridge,relative,hub --out DIR`)
 
   python benchmarks/information_transfer.py [--limit 100] [--output DIR] [--json PATH]
+  python benchmarks/information_transfer.py --reader-model builtin:gemma3-270m \
+      --answerer-model builtin:smollm2-135m --codecs out/codecs/smollm2_gemma3 \
+      --channels none,text,ridge,relative,hub
 
 Prints accuracy with a 95% interval, message bytes, decoded tokens and seconds per
 problem per channel, and writes one Parquet part per channel under --output.
@@ -37,11 +46,29 @@ CHANNELS = {
     "kv": ("latent", {"kind": "kv"}),
     "kv_latent_only": ("latent", {"kind": "kv", "compression": ("latent_only",)}),
     "hidden": ("latent", {"kind": "hidden"}),
+    "prompt": ("latent", {"kind": "hidden", "hidden_states": "prompt"}),
+    "ridge": ("latent", {"kind": "hidden", "hidden_states": "prompt", "codec": "ridge"}),
+    "relative": ("latent", {"kind": "hidden", "hidden_states": "prompt", "codec": "relative"}),
+    "hub": ("latent", {"kind": "hidden", "hidden_states": "prompt", "codec": "hub"}),
 }
 
 
 def with_channels(spec, overrides: dict):
     return spec.model_copy(update={"channels": spec.channels.model_copy(update=overrides)})
+
+
+def with_models(spec, reader: str | None, answerer: str | None):
+    """The reader and the answerer on the given model refs (each its own model entry)."""
+    if not reader and not answerer:
+        return spec
+    base = spec.models[spec.agents["reader"].model]
+    models = {"reader_model": base.model_copy(update={"ref": reader or base.ref}),
+              "answerer_model": base.model_copy(update={"ref": answerer or base.ref})}
+    agents = {name: a.model_copy(update={"model": f"{name}_model"}) for name, a in spec.agents.items()}
+    spec = spec.model_copy(update={"models": models, "agents": agents})
+    if models["reader_model"].ref != models["answerer_model"].ref:  # kv cannot cross models
+        spec = with_channels(spec, {"kind": "hidden", "hidden_states": "prompt", "codec": "hub"})
+    return spec
 
 
 def main(argv=None) -> None:
@@ -52,8 +79,13 @@ def main(argv=None) -> None:
     parser.add_argument("--channels", default=",".join(CHANNELS))
     parser.add_argument("--output", type=Path, default=ROOT / "out" / "information_transfer")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--reader-model", help="model ref of the reader (the sender)")
+    parser.add_argument("--answerer-model", help="model ref of the answerer (the receiver)")
+    parser.add_argument("--codecs", help="directory of fitted codec parts for the codec channels")
     args = parser.parse_args(argv)
-    spec = load_spec(args.spec)
+    spec = with_models(load_spec(args.spec), args.reader_model, args.answerer_model)
+    if args.codecs:
+        spec = with_channels(spec, {"codecs": str(Path(args.codecs).resolve())})
     problems = load_problems(args.dataset, limit=args.limit)
     rows, summaries = [], {}
     for name in args.channels.split(","):
@@ -67,7 +99,8 @@ def main(argv=None) -> None:
         summaries[name] = summary
         print(f"[bench] {name}: {sum(x['correct'] for x in r)}/{len(r)} correct", file=sys.stderr, flush=True)
     figures = method_figures(rows, summaries)
-    print(f"split information, {len(problems)} problems, {spec.models[next(iter(spec.models))].ref}")
+    refs = [spec.models[spec.agents[a].model].ref for a in ("reader", "answerer")]
+    print(f"split information, {len(problems)} problems, reader {refs[0]}, answerer {refs[1]}")
     print(f"{'channel':<15} {'accuracy (95% CI)':>22} {'message bytes':>14} {'tokens':>7} {'s/problem':>10}")
     for f in figures:
         acc = f"{f['accuracy']:6.1%} ({f['ci_low']:.1%}-{f['ci_high']:.1%})"

@@ -27,3 +27,11 @@ class FingerprintMismatchError(MessageError):
 
 class CompressionError(MessageError):
     """A compression that cannot apply to this message (wrong kind, bad order, overflow...)."""
+
+
+class CodecError(ValueError):
+    """A codec that cannot be fitted, loaded or applied: says which codec or file, and what to do."""
+
+
+class CodecMismatchError(CodecError):
+    """A fitted codec (or an encoded message) that belongs to other models or another fit."""

@@ -24,12 +24,15 @@ FINGERPRINT_FIELDS = ("architecture", "num_layers", "num_kv_heads", "head_dim", 
 
 
 def validate_message(msg: LatentMessage, *, receiver: str, receiver_fingerprint: dict | None,
-                     edge_kind: str | None = None, model_dtype: torch.dtype | None = None) -> None:
+                     edge_kind: str | None = None, model_dtype: torch.dtype | None = None,
+                     soft_dim="receiver") -> None:
     """Raise MessageError if `msg` cannot be used by `receiver`; return None if it can.
 
     receiver_fingerprint: the receiver's model fingerprint (required for kv; used for
     the hidden size of hidden/embeds). edge_kind: the kind the channel declares.
     model_dtype: the receiver's model dtype; a kv payload must end up in it.
+    soft_dim: the vector size a hidden/embeds message must have on the wire: the edge
+    codec's input size; "receiver" (default) = the receiver's hidden size; None = any.
     """
     h = msg.header
 
@@ -50,7 +53,8 @@ def validate_message(msg: LatentMessage, *, receiver: str, receiver_fingerprint:
     if h.kind == "kv":
         _check_kv(msg, steps, receiver_fingerprint, fail)
     else:
-        _check_soft(msg, receiver_fingerprint, fail)
+        hidden = (receiver_fingerprint or {}).get("hidden_size") if soft_dim == "receiver" else soft_dim
+        _check_soft(msg, hidden, fail)
     _check_rows(msg, fail)
     for step in steps:
         step.check(msg, fail)
@@ -167,12 +171,11 @@ def _check_fingerprint(sent: dict, mine: dict | None, fail) -> None:
              FingerprintMismatchError)
 
 
-def _check_soft(msg, fingerprint, fail) -> None:
+def _check_soft(msg, size, fail) -> None:
     name = msg.kind
     vecs, mask = msg.tensors[name], msg.tensors["mask"]
     if vecs.ndim != 3 or list(vecs.shape[:2]) != list(mask.shape):
         fail(name, f"must be [B, S, D] with mask [B, S]; got {list(vecs.shape)} and mask {list(mask.shape)}")
-    hidden = (fingerprint or {}).get("hidden_size")
-    if hidden is not None and vecs.shape[-1] != hidden:
-        fail(name, f"vectors have size {vecs.shape[-1]} but the receiver's hidden size is {hidden}; "
-                   "put a codec (ridge, relative or hub) on this edge")
+    if size is not None and vecs.shape[-1] != size:
+        fail(name, f"vectors have size {vecs.shape[-1]} but this edge reads vectors of size {size}; "
+                   "put a codec (ridge, relative or hub) fitted for these two models on this edge")

@@ -1,4 +1,4 @@
-"""The `latentray` command: run, validate and draw graph specs.
+"""The `latentray` command: run, validate and draw graph specs; evaluate; fit and measure codecs.
 
 Errors a user can cause print one line on stderr and exit 2; no traceback.
 """
@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 
 from agents.errors import LatentrayError
-from channels.errors import MessageError
+from channels.errors import CodecError, MessageError
 from topologies.errors import SpecError
 
-USER_ERRORS = (LatentrayError, SpecError, MessageError)
+USER_ERRORS = (LatentrayError, SpecError, MessageError, CodecError)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -27,14 +27,17 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--batch-size", type=int, help="override run.batch_size")
     run.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS or a local Ray)")
     run.add_argument("--name", help="run name; actors are named <name>/<agent>")
+    run.add_argument("--codecs", help="directory of fitted codec parts (overrides channels.codecs)")
     val = sub.add_parser("validate", help="check a spec and print its plan")
     val.add_argument("spec")
     graph = sub.add_parser("graph", help="draw a spec's topology")
     graph.add_argument("spec")
     graph.add_argument("-o", "--output", required=True, help="FILE.png or FILE.svg")
+    from runtime.codec_command import add_codec_parsers
     from runtime.eval.command import add_eval_parser
 
     add_eval_parser(sub)
+    add_codec_parsers(sub)
     report = sub.add_parser("report", help="redraw an evaluation's table and plots")
     report.add_argument("dir", help="the --output directory of `latentray eval`")
     report.add_argument("--no-plots", action="store_true", help="print the table only")
@@ -42,9 +45,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _with_overrides(spec, args):
+    from topologies.loader import with_codec_dir
+
     run = spec.run.model_copy(update={k: v for k, v in {
         "method": args.method, "batch_size": args.batch_size}.items() if v is not None})
-    return spec.model_copy(update={"run": run})
+    return with_codec_dir(spec.model_copy(update={"run": run}), Path("."), getattr(args, "codecs", None))
 
 
 def cmd_run(args) -> int:
@@ -116,8 +121,10 @@ def cmd_report(args) -> int:
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
+    from runtime.codec_command import cmd_codec_eval, cmd_fit_codec
+
     handler = {"run": cmd_run, "validate": cmd_validate, "graph": cmd_graph, "eval": cmd_eval,
-               "report": cmd_report}[args.command]
+               "report": cmd_report, "fit-codec": cmd_fit_codec, "codec-eval": cmd_codec_eval}[args.command]
     try:
         return handler(args)
     except USER_ERRORS as exc:

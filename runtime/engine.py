@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 
 from agents.step_call import InputEdge, StepCall
 
+from .codec_plan import check_codec_parts, codec_dir, edge_codec
 from .actors import check_fits, check_model_refs, kill_actors, needed_resources, start_actors
 from .errors import RunError
 from .transports import check_transports, open_groups, step_transport
@@ -45,13 +46,15 @@ class RunResult:
         }
 
 
-def output_variants(plan, step) -> tuple:
-    """Distinct compression lists over a step's outgoing edges (one returned object each)."""
+def output_variants(plan, step, codec_for=None) -> tuple:
+    """Distinct (compression list, encoding) pairs over a step's outgoing edges: the
+    objects the step returns, one each."""
     variants = []
     for edge in plan.outgoing(step.id):
-        if tuple(edge.compression) not in variants:
-            variants.append(tuple(edge.compression))
-    return tuple(variants) or ((),)
+        key = (tuple(edge.compression), codec_for(edge).encode if codec_for else None)
+        if key not in variants:
+            variants.append(key)
+    return tuple(variants) or (((), None),)
 
 
 @dataclass(frozen=True)
@@ -62,16 +65,22 @@ class StepSubmission:
     inbox: tuple  # (source step id, index of the output variant it reads) per input
 
 
-def compile_steps(plan, backend: str = "nccl", checksum: bool = False) -> list:
-    """Everything about each step's actor call that depends on the plan alone, once per run."""
-    variants = {s.id: output_variants(plan, s) for s in plan.steps}
+def compile_steps(plan, backend: str = "nccl", checksum: bool = False, codec_for=None,
+                  hidden_scope: str = "latent", codec_dir: str = "") -> list:
+    """Everything about each step's actor call that depends on the plan alone, once per run.
+    codec_for(edge) -> EdgeCodec (runtime/codec_plan.py); None: no codec is applied."""
+    variants = {s.id: output_variants(plan, s, codec_for) for s in plan.steps}
     out = []
     for step in plan.steps:
         inputs = tuple(InputEdge(e.src, e.kind, e.codec, tuple(e.compression), e.transport,
-                                 backend if e.transport == "rdt" else "") for e in step.inputs)
+                                 backend if e.transport == "rdt" else "",
+                                 codec_for(e).decode if codec_for else None) for e in step.inputs)
+        mine = variants[step.id]
         call = StepCall(step.id, step.agent, step.action, step.emit, step.kv_scope, inputs,
-                        variants[step.id], step.round, 0, step.aggregate, checksum)
-        inbox = tuple((e.src, variants[e.src].index(tuple(e.compression))) for e in step.inputs)
+                        tuple(c for c, _ in mine), step.round, 0, step.aggregate, checksum,
+                        encodes=tuple(enc for _, enc in mine), hidden_scope=hidden_scope, codec_dir=codec_dir)
+        inbox = tuple((e.src, variants[e.src].index((tuple(e.compression), codec_for(e).encode if codec_for else None)))
+                      for e in step.inputs)
         out.append(StepSubmission(call, step_transport(plan, step), inbox))
     return out
 
@@ -105,14 +114,14 @@ def _answer(plan, texts: list) -> str:
 
 
 def run_plan(plan, handles: dict, questions: list, batch_size: int, progress=None, backend="nccl",
-             max_inflight: int | None = None):
+             max_inflight: int | None = None, steps: list | None = None):
     """Run every batch; yields (first question index, answers, tokens, step stats) per batch.
     At most `max_inflight` batches are submitted and unfinished at once (None: all at once,
     so every agent can work on a different batch)."""
     import ray
 
     batches = [questions[i:i + batch_size] for i in range(0, len(questions), batch_size)]
-    steps = compile_steps(plan, backend)
+    steps = steps if steps is not None else compile_steps(plan, backend)
     pending = {}
     queue = iter(enumerate(batches))
 
@@ -156,6 +165,7 @@ def run_spec(spec, plan, questions: list, run_name: str | None = None, progress=
         raise RunError("no questions to run; give --question, --input FILE.jsonl, or run.inputs in the spec")
     check_model_refs(spec)
     check_transports(spec, plan)
+    check_codec_parts(spec, plan)
     ensure_ray(address=address, num_cpus=needed_resources(spec, plan)["CPU"])
     check_fits(spec, plan)
     run_name = run_name or f"{spec.name}-{uuid.uuid4().hex[:6]}"
@@ -167,8 +177,10 @@ def run_spec(spec, plan, questions: list, run_name: str | None = None, progress=
     try:
         with open_groups(spec, plan, handles):
             t_run = time.perf_counter()
+            steps = compile_steps(plan, backend, codec_for=lambda e: edge_codec(spec, plan, e),
+                                  hidden_scope=spec.channels.hidden_states, codec_dir=codec_dir(spec))
             for first, answers, tokens, step_stats in run_plan(plan, handles, questions, spec.run.batch_size,
-                                                              progress, backend, spec.run.max_inflight):
+                                                              progress, backend, spec.run.max_inflight, steps):
                 result.answers[first:first + len(answers)] = answers
                 result.tokens[first:first + len(tokens)] = tokens
                 result.steps.extend(step_stats)

@@ -1,4 +1,5 @@
-"""`latentray validate SPEC`: check a spec before anything runs and print its plan as a table.
+"""`latentray validate SPEC`: check a spec (and the codec parts it needs) before anything
+runs and print its plan as a table.
 
 Exit 0 with the table on stdout, or exit 2 with the one-line error (file, field, fix) on stderr.
 """
@@ -38,9 +39,13 @@ def plan_summary(spec, plan) -> str:
 
 
 def validate_command(spec_path: str) -> int:
+    from channels.errors import CodecError
+    from runtime.codec_plan import check_codec_parts
+
     try:
         spec, plan = load_plan(spec_path)
-    except SpecError as exc:
+        check_codec_parts(spec, plan)
+    except (SpecError, CodecError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(plan_summary(spec, plan))

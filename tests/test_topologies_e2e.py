@@ -32,11 +32,14 @@ def expected_deliveries(plan) -> Counter:
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
-def test_example_runs_and_routes_as_planned(ray_session, path):
+def test_example_runs_and_routes_as_planned(ray_session, path, tmp_path):
+    from runtime.codec_fit import fit_codecs
     from runtime.engine import run_spec
+    from topologies.loader import with_codec_dir
 
-    spec = small(load_spec(path))
+    spec = with_codec_dir(small(load_spec(path)), Path("."), str(tmp_path / "codecs"))
     plan = build_plan(spec, str(path))
+    fit_codecs(spec, plan, spec.channels.codecs, quiet=True, log=lambda _: None)  # the codecs it names, if any
     result = run_spec(spec, plan, QUESTIONS, run_name=f"topo-{path.stem}")
     assert len(result.answers) == len(QUESTIONS) and all(isinstance(a, str) for a in result.answers)
     got = Counter((r["src"], r["dst"], r["kind"], r["round"]) for r in result.trace)

@@ -128,12 +128,12 @@ def test_graph_self_loop_is_a_bounded_cycle():
 
 def test_per_edge_override_sets_kind_codec_and_transport():
     data = spec_for({"type": "hierarchical"}, ["x", "y", "s"], text=("s",),
-                    channels={"edges": [{"src": "y", "dst": "s", "kind": "embeds", "codec": "ridge",
-                                         "transport": "rdt"}]})
+                    channels={"edges": [{"src": "y", "dst": "s", "kind": "hidden", "codec": "ridge",
+                                         "transport": "rdt"}, {"src": "x", "dst": "s", "kind": "embeds"}]})
     plan = plan_of(data)
     e = plan.step("s").inputs
-    assert (e[0].kind, e[0].codec, e[0].transport) == ("hidden", "identity", "object_store")
-    assert (e[1].kind, e[1].codec, e[1].transport) == ("embeds", "ridge", "rdt")
+    assert (e[0].kind, e[0].codec, e[0].transport) == ("embeds", "identity", "object_store")
+    assert (e[1].kind, e[1].codec, e[1].transport) == ("hidden", "ridge", "rdt")
 
 
 def test_single_baseline_keeps_only_the_answerer():

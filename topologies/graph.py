@@ -51,12 +51,8 @@ class GraphParams(BaseModel):
 
 
 def _edge(spec: GraphSpec, e: GraphEdge, src_step: str, dst_step: str):
-    base = make_edge(spec, src_step, dst_step, e.src, e.dst)
-    if spec.run.method == "text":
-        return base
-    return replace(base, kind=e.kind or base.kind, transport=e.transport or base.transport,
-                   codec=e.codec or base.codec,
-                   compression=base.compression if e.compression is None else tuple(e.compression))
+    return make_edge(spec, src_step, dst_step, e.src, e.dst, kind=e.kind, transport=e.transport, codec=e.codec,
+                     compression=e.compression)
 
 
 def _components(nodes: list, succ: dict) -> list:

@@ -3,8 +3,11 @@
 Each round every spoke thinks and sends its message to the hub; the hub combines them
 (action "aggregate": concat, mean or weighted, see agents/aggregate.py; no model call)
 and sends the one result back to every spoke for the next round. After the last round
-the hub agent reads the final aggregate and decodes the answer. Edge codecs map each
-spoke into the hub's space (identity when all models share a hidden size).
+the hub agent reads the final aggregate and decodes the answer. The spokes' edge codec
+decides the space the hub aggregates in: with one model, the model's own hidden space
+(codec realign); with different models, a shared space (codec hub by default, or
+relative): each spoke encodes into it, the hub combines there, and every receiver
+decodes the aggregate into its own model with the same codec.
 
 With text messages (run.method text) the hub agent itself reads the spokes' texts and
 writes the text it sends back, the text-MAS counterpart of aggregation.
@@ -19,6 +22,7 @@ Messages per round: N to the hub (round 1), N back plus N to the hub (rounds 2..
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -42,19 +46,27 @@ def hub(spec: GraphSpec, params: HubParams) -> Plan:
     center = text_agent(spec, params.hub, "topology.hub")
     spokes = agent_list(spec, params.spokes, "topology.spokes", exclude=(center,))
     steps = []
+    space_codec = None  # codec of the spokes' edges: the aggregate lives in its space
     for r in range(1, params.rounds + 1):
         back = f"r{r - 1}/{center}"
         for s in spokes:
             sid = f"r{r}/{s}"
-            inputs = (make_edge(spec, back, sid, center, s),) if r > 1 else ()
+            inputs = (_from_hub(spec, back, sid, center, s, space_codec),) if r > 1 else ()
             steps.append(Step(id=sid, agent=s, action="latent", inputs=inputs, round=r))
         hub_id = f"r{r}/{center}"
         inputs = tuple(make_edge(spec, f"r{r}/{s}", hub_id, s, center) for s in spokes)
         textual = all(e.kind == "text" for e in inputs)
+        space_codec = None if textual else inputs[0].codec
         steps.append(Step(id=hub_id, agent=center, action="latent" if textual else "aggregate", inputs=inputs,
                           round=r, aggregate="" if textual else params.aggregate))
     last = f"r{params.rounds}/{center}"
     final = Step(id=f"final/{center}", agent=center, action="text", round=params.rounds + 1,
-                 inputs=(make_edge(spec, last, f"final/{center}", center, center),))
+                 inputs=(_from_hub(spec, last, f"final/{center}", center, center, space_codec),))
     steps = with_emits(steps + [final], spec.channels.kind)
     return Plan(topology="hub", steps=steps, answer_steps=(final.id,), rounds=params.rounds + 1)
+
+
+def _from_hub(spec: GraphSpec, src_step: str, dst_step: str, center: str, dst: str, space_codec):
+    """An edge out of the hub: an aggregate is decoded with the codec its spokes encoded with."""
+    edge = make_edge(spec, src_step, dst_step, center, dst)
+    return replace(edge, codec=space_codec) if space_codec and edge.kind == "hidden" else edge

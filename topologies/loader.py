@@ -84,7 +84,18 @@ def load_spec(path: str | Path) -> GraphSpec:
         where, key = duplicate
         raise SpecError(f"duplicate key {key!r}", file=str(path), field=where or key,
                         fix="ids must be unique; rename or remove one")
-    return parse_spec(data, str(path))
+    return with_codec_dir(parse_spec(data, str(path)), path.parent)
+
+
+def with_codec_dir(spec: GraphSpec, base: Path, override: str | None = None) -> GraphSpec:
+    """channels.codecs made absolute: `override` (relative to the working directory) or
+    the spec's own value (relative to the spec file's directory)."""
+    codecs = str(Path(override).expanduser().resolve()) if override else spec.channels.codecs
+    if codecs and not override and not Path(codecs).expanduser().is_absolute():
+        codecs = str((base / codecs).resolve())
+    if codecs == spec.channels.codecs:
+        return spec
+    return spec.model_copy(update={"channels": spec.channels.model_copy(update={"codecs": codecs})})
 
 
 def load_plan(path: str | Path) -> tuple:

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 MESSAGE_KINDS = ("kv", "hidden", "embeds", "text")
 TRANSPORTS = ("object_store", "rdt")
 COMPRESSIONS = ("bf16", "fp16", "latent_only", "int8")  # plus "layers:<i,j,...>"
-CODECS = ("identity", "realign", "ridge", "relative", "hub")  # plus a user's "module:Class"
+CODECS = ("auto", "identity", "realign", "ridge", "relative", "hub")  # plus a user's "module:Class"
 AGGREGATES = ("concat", "mean", "weighted")
 
 
@@ -84,7 +84,12 @@ class ChannelSpec(Strict):
     transport: Literal["object_store", "rdt"] = "object_store"
     rdt_backend: Literal["nccl", "gloo", "cuda_ipc", "nixl"] = "nccl"
     compression: tuple[str, ...] = ()
-    codec: str = "identity"
+    codec: str = Field("auto", description="auto: realign within one model, hub between different models; "
+                                            "or identity, realign, ridge, relative, hub, module:Class")
+    codecs: Optional[str] = Field(None, description="directory of fitted codec parts (latentray fit-codec --out)")
+    hidden_states: Literal["latent", "prompt"] = Field(
+        "latent", description="what a hidden message carries: the latent steps' states, or the prompt's states "
+                              "followed by them")
     edges: tuple[EdgeChannel, ...] = ()
 
     @field_validator("compression")

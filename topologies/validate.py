@@ -11,10 +11,12 @@ from typing import Optional
 
 from .errors import SpecError
 from .plan import Plan
+from .edges import same_model
 from .spec import AGGREGATES, CODECS, GraphSpec
 
 _TINY = re.compile(r"^tiny:([a-z0-9]+)-(\d+)(-[a-z0-9-]+)?$")
 SAME_SPACE_CODECS = ("identity", "realign")  # map nothing between models
+PAIRWISE_CODECS = ("ridge",)  # need the receiver's model to decode: no shared space to aggregate in
 
 
 def hidden_size(ref: str) -> Optional[int]:
@@ -99,16 +101,24 @@ def _check_edge(spec: GraphSpec, plan: Plan, edge, step, file: str) -> None:
     src_model, dst_model = spec.agents[src_agent].model, spec.agents[step.agent].model
     where = f"{src_agent} -> {step.agent}"
     check_codec(edge.codec, file, "channels.codec")
-    if edge.kind == "kv" and src_model != dst_model:
+    one_model = same_model(spec, src_agent, step.agent)
+    if edge.kind == "kv" and not one_model:
         raise SpecError(f"kv edge {where} joins different models {src_model!r} and {dst_model!r}",
                         file=file, field="channels.kind",
                         fix="kv messages need one model on both ends; use kind hidden with a codec")
-    if edge.kind in ("hidden", "embeds") and edge.codec in SAME_SPACE_CODECS:
-        a, b = hidden_size(spec.models[src_model].ref), hidden_size(spec.models[dst_model].ref)
-        if a is not None and b is not None and a != b:
-            raise SpecError(f"{edge.kind} edge {where} joins hidden sizes {a} and {b} with codec {edge.codec}",
-                            file=file, field="channels.codec",
-                            fix=f"set a codec that maps between models (ridge, relative, hub) for {where}")
+    if edge.kind != "hidden" and edge.codec != "identity":
+        raise SpecError(f"{edge.kind} edge {where} has codec {edge.codec}, but codecs map hidden messages only",
+                        file=file, field="channels.codec",
+                        fix=f"use kind hidden for {where}, or codec identity (auto)")
+    if edge.kind == "embeds" and not one_model:
+        raise SpecError(f"embeds edge {where} joins different models {src_model!r} and {dst_model!r}: embeds are "
+                        "vectors in the sender's own input space", file=file, field="channels.kind",
+                        fix="use kind hidden with a codec (ridge, relative or hub) between different models")
+    if edge.kind == "hidden" and edge.codec in SAME_SPACE_CODECS and not one_model:
+        raise SpecError(f"hidden edge {where} joins different models {src_model!r} and {dst_model!r} with codec "
+                        f"{edge.codec}, which maps nothing between them", file=file, field="channels.codec",
+                        fix=f"set a codec that maps between models (ridge, relative, hub, or auto) for {where} "
+                            "and fit it with latentray fit-codec")
 
 
 def _check_inbox(spec: GraphSpec, plan: Plan, step, file: str) -> None:
@@ -126,6 +136,16 @@ def _check_inbox(spec: GraphSpec, plan: Plan, step, file: str) -> None:
             raise SpecError(f"step {step.id!r} aggregates {', '.join(sorted(set(kinds))) or 'nothing'}; "
                             "aggregation needs hidden or embeds messages of one kind", file=file,
                             field="channels.kind", fix="set channels.kind to hidden (or embeds)")
+        codecs = sorted({e.codec for e in step.inputs})
+        if len(codecs) > 1:
+            raise SpecError(f"step {step.id!r} aggregates messages of codecs {', '.join(codecs)}; they must share "
+                            "one space", file=file, field="channels.codec", fix="give every spoke edge one codec")
+        agents = {plan.step(e.src).agent for e in step.inputs} | {step.agent}
+        mixed = any(not same_model(spec, a, step.agent) for a in agents)
+        if mixed and (codecs[0] in SAME_SPACE_CODECS + PAIRWISE_CODECS):
+            raise SpecError(f"step {step.id!r} aggregates spokes of different models with codec {codecs[0]}, "
+                            "which has no space they share", file=file, field="channels.codec",
+                            fix="use codec hub (or relative), or auto, for the spokes' edges")
         if step.emit != kinds[0]:
             raise SpecError(f"step {step.id!r} aggregates {kinds[0]} but sends {step.emit}", file=file,
                             field="channels.edges", fix=f"send {kinds[0]} from the hub")
@@ -134,6 +154,13 @@ def _check_inbox(spec: GraphSpec, plan: Plan, step, file: str) -> None:
 def _check_emits(spec: GraphSpec, plan: Plan, file: str) -> None:
     for step in plan.steps:
         out = plan.outgoing(step.id)
+        if step.action == "aggregate" and step.inputs:
+            space = step.inputs[0].codec
+            for e in out:
+                if e.kind == "hidden" and e.codec != space:
+                    raise SpecError(f"edge {step.agent} -> {plan.step(e.dst).agent} decodes the aggregate of step "
+                                    f"{step.id!r} with codec {e.codec}, but it was combined in {space}'s space",
+                                    file=file, field="channels.codec", fix=f"use codec {space} on that edge")
         kinds = sorted({e.kind for e in out})
         if len(kinds) > 1:
             raise SpecError(f"agent {step.agent!r} sends {' and '.join(kinds)} from step {step.id!r}; "

@@ -1,0 +1,160 @@
+"""The codec interface: map a `hidden` message from its sender's space into its receiver's.
+
+A codec works in two halves so that what travels can be smaller and shared:
+  encode  on the sender's actor: last-layer hidden states [N, D_s] -> wire vectors [N, d]
+  decode  on the receiver's actor: wire vectors [N, d] -> the receiver's last-layer hidden
+          space [N, D_r]; the receiving agent's realignment (agents/realign.py) then puts
+          them in its input-embedding space, as its own latent steps are.
+Fitted state lives in *parts* (one safetensors file plus JSON metadata each, see
+storage.py). A pairwise codec has one part per (sender model, receiver model); a
+shared-space codec (`shared_space = True`: relative, hub) has one part per model, so N
+models need N parts, and messages can be combined in the shared space (the hub topology
+aggregates there) before each receiver decodes them.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+
+import torch
+
+from channels.errors import CodecError, CodecMismatchError
+
+FORMAT = "latentray-codec"
+VERSION = 1
+
+
+def model_slug(ref: str) -> str:
+    """A file-name-safe, collision-free name for a model ref."""
+    readable = re.sub(r"[^A-Za-z0-9._-]+", "-", ref).strip("-")[:60]
+    return f"{readable}-{hashlib.sha1(ref.encode()).hexdigest()[:8]}"
+
+
+def raw_space(fingerprint: dict) -> str:
+    """The wire space of an un-encoded hidden message: its sender's weights."""
+    return f"hidden:{fingerprint.get('weights_hash', '?')}"
+
+
+@dataclass(frozen=True)
+class AnchorStates:
+    """One model's last-layer hidden states at the anchor points (see agents/anchor_states.py)."""
+    ref: str  # the spec's model ref
+    fingerprint: dict
+    keys: tuple  # (anchor text index, character offset) per point, sorted
+    hidden: torch.Tensor  # [P, D] float32
+    anchor_hash: str  # of the anchor texts used
+
+    def rows(self, keys) -> torch.Tensor:
+        index = {k: i for i, k in enumerate(self.keys)}
+        return self.hidden[[index[k] for k in keys]]
+
+
+def common_keys(states) -> tuple:
+    """The anchor points every model in `states` has (sorted)."""
+    keys = set(states[0].keys)
+    for s in states[1:]:
+        keys &= set(s.keys)
+    if not keys:
+        raise CodecError("the models share no anchor point; use anchor texts of whole words in plain prose")
+    return tuple(sorted(keys))
+
+
+@dataclass
+class Part:
+    """Fitted tensors plus plain-data metadata; saved as <name>.safetensors + <name>.json."""
+    name: str
+    tensors: dict
+    meta: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Receiver:
+    """What a decoder may know about the receiving actor."""
+    fingerprint: dict
+    hidden_size: int
+
+
+class Encoder:
+    """Sender side: [N, D_s] float32 -> [N, d]. `space` names what the output lives in."""
+    space = ""
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class Decoder:
+    """Receiver side: [N, d] float32 in `space` -> [N, D_r] in the receiver's hidden space."""
+    space = ""
+    in_dim: int | None = None  # wire vector size it reads (None: any)
+    realign_after = True  # the receiving agent realigns the output into its input space
+
+    def check_space(self, space: str, sender: str = "?") -> None:
+        if self.space and space != self.space:
+            raise CodecMismatchError(
+                f"a message from {sender} arrives in space {space!r} but this decoder reads {self.space!r}; "
+                "both ends must use codec parts of one fit (rerun latentray fit-codec for the spec)")
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class Linear(Encoder, Decoder):
+    """x -> x @ weight + bias, in float32, optionally on the message's device."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, space: str, in_dim: int | None = None):
+        self.weight, self.bias, self.space = weight.float(), bias.float(), space
+        self.in_dim = weight.shape[0] if in_dim is None else in_dim
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        w, b = self.weight.to(x.device), self.bias.to(x.device)
+        return x.float() @ w + b
+
+
+class Codec:
+    """Base class. Subclasses set `key`, say whether they need fitted parts, and build
+    their encoder and decoder from those parts."""
+    key = ""
+    shared_space = False  # encodes into a space several models share
+    needs_fit = True
+
+    def __init__(self, **options):
+        self.options = options
+
+    # -- which parts an edge needs ---------------------------------------------------
+    def encode_part(self, src: str, dst: str) -> str | None:
+        """Part name the sender loads to encode along src -> dst (None: encodes nothing)."""
+        return None
+
+    def decode_part(self, src: str, dst: str) -> str | None:
+        """Part name the receiver loads to decode along src -> dst (None: nothing fitted)."""
+        return None
+
+    # -- fitting ---------------------------------------------------------------------
+    def fit(self, states: dict, edges: list) -> list:
+        """Parts for every (src ref, dst ref) in `edges`, from {ref: AnchorStates}."""
+        return []
+
+    # -- the two halves --------------------------------------------------------------
+    def encoder(self, part: Part | None, fingerprint: dict) -> Encoder | None:
+        """None: the message travels as the sender's raw hidden states."""
+        return None
+
+    def decoder(self, part: Part | None, receiver: Receiver) -> Decoder:
+        raise NotImplementedError
+
+
+def ridge_fit(x: torch.Tensor, y: torch.Tensor, lam: float) -> tuple:
+    """Affine ridge regression y ~ x @ W + b in closed form (float64), with the penalty
+    relative to the mean eigenvalue of the centred x, so lam does not depend on scale."""
+    x64, y64 = x.double(), y.double()
+    mx, my = x64.mean(0), y64.mean(0)
+    xc, yc = x64 - mx, y64 - my
+    gram = xc.T @ xc
+    penalty = lam * gram.diagonal().mean().clamp_min(1e-12)
+    w = torch.linalg.solve(gram + penalty * torch.eye(gram.shape[0], dtype=gram.dtype), xc.T @ yc)
+    return w.float(), (my - mx @ w).float()
+
+
+def mean_cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(torch.nn.functional.cosine_similarity(a.float(), b.float(), dim=-1).mean())

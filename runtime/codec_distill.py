@@ -1,0 +1,153 @@
+"""Train the hub's maps further by distillation, every model frozen.
+
+For a sender s, a receiver r and an anchor text cut at a word end:
+  teacher  r reads the text itself
+  student  r reads s's last-layer states for that text, encoded by s's hub encoder,
+           decoded by r's hub decoder and realigned into r's input space as soft tokens
+  loss     MSE of the student's final last-layer state against the teacher's (scaled by
+           the teacher state's mean square) + KL(teacher || student) of the next token.
+Only the encoders and decoders learn (Adam); gradients pass through the frozen receiver.
+Every pair of different models in the fit takes turns. The parts are rewritten with the
+trained maps and a new wire space, so parts from before the training are refused beside
+them.
+"""
+from __future__ import annotations
+
+import hashlib
+import random
+import time
+
+import torch
+
+from agents.anchor_states import token_spans
+from agents.fingerprint import model_fingerprint
+from agents.models import load_model
+from agents.realign import Realigner
+from channels.codecs import make_codec
+from channels.codecs.anchors import load_anchor_texts, split_anchors
+from channels.codecs.storage import load_part, save_part
+from channels.errors import CodecError
+
+from .codec_eval import _start_ids, prefix_of
+from .codec_fit import model_kwargs, progress_bar
+from .codec_plan import required_fits
+
+LEARNING_RATE = 1e-4
+
+
+def _final_grad(model, embeds: torch.Tensor) -> tuple:
+    """(final last-layer state [D], next-token log-probs [V]) of one sequence, with autograd."""
+    captured = {}
+    hook = model.base_model.register_forward_hook(lambda _m, _a, out: captured.__setitem__("h", out.last_hidden_state))
+    try:
+        out = model(inputs_embeds=embeds[None], use_cache=False)
+    finally:
+        hook.remove()
+    return captured["h"][0, -1].float(), torch.log_softmax(out.logits[0, -1].float(), -1)
+
+
+class _Maps(torch.nn.Module):
+    """Every model's encoder and decoder as trainable parameters."""
+
+    def __init__(self, parts: dict):
+        super().__init__()
+        self.names = {ref: f"m{i}" for i, ref in enumerate(parts)}
+        for ref, part in parts.items():
+            for key, t in part.tensors.items():
+                self.register_parameter(f"{self.names[ref]}_{key}", torch.nn.Parameter(t.clone().float()))
+
+    def get(self, ref: str, key: str) -> torch.Tensor:
+        return getattr(self, f"{self.names[ref]}_{key}")
+
+    def carry(self, x: torch.Tensor, src: str, dst: str) -> torch.Tensor:
+        u = x @ self.get(src, "encoder_weight") + self.get(src, "encoder_bias")
+        return u @ self.get(dst, "decoder_weight") + self.get(dst, "decoder_bias")
+
+
+def _realign(realigner: Realigner, h: torch.Tensor) -> torch.Tensor:
+    """The receiver's W_a and norm matching, differentiable (its buffers copied out of inference mode)."""
+    matrix = realigner.matrix.clone() if realigner.matrix is not None else None
+    aligned = h @ matrix if matrix is not None else h
+    return aligned * (realigner.target_norm.clone() / aligned.norm(dim=-1, keepdim=True).clamp_min(1e-6))
+
+
+def distill_hub(spec, plan, directory: str, anchors: str | None, steps: int, *, quiet: bool = False, log=print,
+                codecs: list | None = None, seed: int = 0) -> dict:
+    fits = required_fits(spec, plan, codecs)
+    if "hub" not in fits:
+        raise CodecError("--distill-steps trains the hub codec, and no edge of this spec uses it; "
+                         "add --codec hub or set codec hub on the edges")
+    pairs = [(s, d) for s, d in fits["hub"] if s != d]
+    if not pairs:
+        log("distillation: every hub edge joins a model to itself; nothing to train")
+        return {}
+    hub = make_codec("hub")
+    refs = list(dict.fromkeys(r for p in fits["hub"] for r in p))
+    parts = {ref: load_part(directory, hub.encode_part(ref, ref)) for ref in refs}
+    loaded = {ref: load_model(**model_kwargs(spec, ref)) for ref in refs}
+    for m in loaded.values():
+        m.model.requires_grad_(False)
+    realigners = {ref: Realigner.for_model(m.model) for ref, m in loaded.items()}
+    maps = _Maps(parts)
+    opt = torch.optim.Adam(maps.parameters(), lr=LEARNING_RATE)
+    fit_texts, _ = split_anchors(load_anchor_texts(anchors))
+    rng = random.Random(seed)
+    t0, losses = time.perf_counter(), []
+    with progress_bar(steps, "distill hub", quiet) as bar:
+        for step in range(steps):
+            src, dst = pairs[step % len(pairs)]
+            prefix = prefix_of(rng.choice(fit_texts)[1])
+            loss = _pair_loss(maps, loaded[src], loaded[dst], realigners[dst], src, dst, prefix)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+            bar.update(1)
+    head, tail = _mean(losses[:max(1, steps // 10)]), _mean(losses[-max(1, steps // 10):])
+    log(f"  distillation: {steps} steps over {len(pairs)} pair(s) in {time.perf_counter() - t0:.1f} s; "
+        f"loss {head:.3f} (first tenth) -> {tail:.3f} (last tenth)")
+    space = "hub:" + hashlib.sha1(f"{parts[refs[0]].meta['space']}|distill|{steps}|{seed}|{tail}"
+                                  .encode()).hexdigest()[:16]
+    for ref, part in parts.items():
+        tensors = {k: maps.get(ref, k).detach() for k in part.tensors}
+        fit = {**part.meta.get("fit", {}), "distill_steps": steps, "distill_loss_first": head, "distill_loss_last": tail}
+        part.meta.update(space=space, fit=fit)
+        part.tensors = tensors
+        save_part(directory, part)
+    return {"steps": steps, "loss_first": head, "loss_last": tail}
+
+
+def _pair_loss(maps: _Maps, src, dst, realigner, src_ref: str, dst_ref: str, prefix: str) -> torch.Tensor:
+    (sm, stok, _), (dm, dtok, _) = src, dst
+    embed = dm.get_input_embeddings()
+    with torch.no_grad():
+        ids, _ = token_spans(dtok, prefix)
+        t_h, t_log = _final_grad(dm, embed(torch.tensor(ids, device=dm.device)))
+        sids, spans = token_spans(stok, prefix)
+        states, _ = _src_states(sm, sids)
+        real = [i for i, (a, b) in enumerate(spans) if b > a]
+        states = states[real]
+        start = embed(torch.tensor(_start_ids(dtok), device=dm.device))
+    soft = _realign(realigner, maps.carry(states.float().cpu(), src_ref, dst_ref)).to(dm.device, start.dtype)
+    s_h, s_log = _final_grad(dm, torch.cat([start, soft], 0))
+    mse = ((s_h - t_h) ** 2).mean() / (t_h ** 2).mean().clamp_min(1e-6)
+    kl = (t_log.exp() * (t_log - s_log)).sum()
+    return mse + kl
+
+
+def _src_states(model, ids: list) -> tuple:
+    captured = {}
+    hook = model.base_model.register_forward_hook(lambda _m, _a, out: captured.__setitem__("h", out.last_hidden_state))
+    try:
+        model(input_ids=torch.tensor([ids], device=model.device), use_cache=False)
+    finally:
+        hook.remove()
+    return captured["h"][0], None
+
+
+def _mean(xs: list) -> float:
+    return sum(xs) / max(len(xs), 1)
+
+
+def fingerprints(loaded: dict) -> dict:
+    return {ref: model_fingerprint(m.model, m.tokenizer) for ref, m in loaded.items()}

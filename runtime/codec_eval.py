@@ -1,0 +1,134 @@
+"""`latentray codec-eval SPEC`: how faithfully each fitted codec carries one model's
+states into another, on held-out anchor texts (never seen by the fit).
+
+Per codec and (sender, receiver) pair:
+  cosine           decode(encode(sender states)) against the receiver's own states at
+                   the same anchor points (its last-layer space)
+  cosine_shuffled  the same with the sender's points shuffled: the floor that the
+                   anisotropy of LLM spaces alone gives
+  kl_codec         next-token KL(teacher || student) in nats: the teacher is the receiver
+                   reading a held-out prefix as text; the student reads, instead, the
+                   sender's states for that prefix, decoded and realigned into soft tokens
+  kl_none          KL(teacher || the receiver reading nothing): the no-message floor
+  top1             how often the student's most likely next token is the teacher's
+"""
+from __future__ import annotations
+
+import torch
+
+from agents.anchor_states import token_spans, word_ends
+from agents.fingerprint import model_fingerprint
+from agents.forward import forward_slots, new_positions
+from agents.models import load_model
+from agents.realign import Realigner
+from channels.codecs import make_codec, part_role
+from channels.codecs.anchors import anchor_hash, load_anchor_texts, split_anchors
+from channels.codecs.base import Receiver, common_keys, mean_cosine
+from channels.codecs.storage import check_fingerprint, load_part
+
+from .codec_fit import model_kwargs, states_for
+from .codec_plan import codec_dir, required_fits
+
+
+def _halves(name: str, src: str, dst: str, directory: str, fps: dict) -> tuple:
+    codec = make_codec(name)
+    parts = {}
+    for side, part_name, ref in (("encode", codec.encode_part(src, dst), src), ("decode", codec.decode_part(src, dst), dst)):
+        if part_name:
+            part = load_part(directory, part_name)
+            check_fingerprint(part.meta, part_role(codec, side), fps[ref], part_name)
+            parts[side] = part
+    enc = codec.encoder(parts.get("encode"), fps[src])
+    dec = codec.decoder(parts.get("decode"), Receiver(fps[dst], int(fps[dst]["hidden_size"])))
+    wire_dim = enc.weight.shape[1] if hasattr(enc, "weight") else (enc.anchors.shape[0] if enc else fps[src]["hidden_size"])
+    return (lambda x: dec(enc(x) if enc is not None else x)), wire_dim
+
+
+@torch.inference_mode()
+def _final(model, embeds: torch.Tensor) -> tuple:
+    """(last-layer states [S, D], next-token log-probs [V]) of one unpadded sequence."""
+    mask = torch.ones((1, embeds.shape[0]), dtype=torch.long, device=model.device)
+    empty = mask[:, :0]
+    out = forward_slots(model, cache=None, past_mask=empty, past_positions=empty, inputs_embeds=embeds[None],
+                        new_mask=mask, positions=new_positions(torch.zeros(1, dtype=torch.long, device=model.device), mask))
+    return out.hidden[0], torch.log_softmax(out.logits[0].float(), -1)
+
+
+def _start_ids(tokenizer) -> list:
+    """The token a sequence opens with: the tokenizer's BOS if it adds one, else BOS/EOS."""
+    ids = tokenizer("x")["input_ids"]
+    if tokenizer.bos_token_id is not None and ids and ids[0] == tokenizer.bos_token_id:
+        return [tokenizer.bos_token_id]
+    return [tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id]
+
+
+def prefix_of(text: str) -> str:
+    ends = word_ends(text)
+    return text[:ends[max(2, len(ends) // 2) - 1]] if len(ends) >= 3 else text
+
+
+def kl(p_log: torch.Tensor, q_log: torch.Tensor) -> float:
+    return float((p_log.exp() * (p_log - q_log)).sum())
+
+
+def next_token_fidelity(codec_fn, src, dst, realign, texts: list) -> dict:
+    """src/dst: (model, tokenizer). Mean KL(teacher || student), KL(teacher || none), top-1."""
+    (sm, stok), (dm, dtok) = src, dst
+    embed = dm.get_input_embeddings()
+    start = embed(torch.tensor(_start_ids(dtok), device=dm.device))
+    _, none_log = _final(dm, start)
+    kls, floors, top1 = [], [], []
+    for _, text in texts:
+        prefix = prefix_of(text)
+        ids, _ = token_spans(dtok, prefix)
+        _, teacher = _final(dm, embed(torch.tensor(ids, device=dm.device)))
+        sids, spans = token_spans(stok, prefix)
+        states, _ = _final(sm, sm.get_input_embeddings()(torch.tensor(sids, device=sm.device)))
+        real = [i for i, (a, b) in enumerate(spans) if b > a]
+        soft = realign(codec_fn(states[real].float().cpu()).to(dm.device)).to(start.dtype)
+        _, student = _final(dm, torch.cat([start, soft], 0))
+        kls.append(kl(teacher, student))
+        floors.append(kl(teacher, none_log))
+        top1.append(int(teacher.argmax()) == int(student.argmax()))
+    n = max(len(kls), 1)
+    return {"kl_codec": sum(kls) / n, "kl_none": sum(floors) / n, "top1": sum(top1) / n}
+
+
+def evaluate_codecs(spec, plan, anchors: str | None = None, codecs: list | None = None, limit: int | None = None,
+                    quiet: bool = False, log=print) -> list:
+    fits = required_fits(spec, plan, codecs)
+    directory = codec_dir(spec)
+    texts = load_anchor_texts(anchors)
+    _, held = split_anchors(texts)
+    held = held[:limit] if limit else held
+    refs = list(dict.fromkeys(r for pairs in fits.values() for pair in pairs for r in pair))
+    states = states_for(spec, refs, held, anchor_hash(texts), quiet, log)
+    loaded = {ref: load_model(**model_kwargs(spec, ref)) for ref in refs}
+    fps = {ref: model_fingerprint(m.model, m.tokenizer) for ref, m in loaded.items()}
+    rows = []
+    for name, pairs in fits.items():
+        for src, dst in pairs:
+            codec_fn, wire_dim = _halves(name, src, dst, directory, fps)
+            keys = common_keys([states[src], states[dst]])
+            hs, hd = states[src].rows(keys), states[dst].rows(keys)
+            out = codec_fn(hs)
+            shuffled = codec_fn(hs[torch.randperm(len(keys), generator=torch.Generator().manual_seed(0))])
+            realign = Realigner.for_model(loaded[dst].model)
+            row = {"codec": name, "src": src, "dst": dst, "points": len(keys), "cosine": mean_cosine(out, hd),
+                   "cosine_shuffled": mean_cosine(shuffled, hd), "wire_dim": int(wire_dim)}
+            row.update(next_token_fidelity(codec_fn, loaded[src][:2], loaded[dst][:2], realign, held))
+            rows.append(row)
+            log(f"  {name} {src} -> {dst}: cosine {row['cosine']:.3f} (shuffled {row['cosine_shuffled']:.3f}), "
+                f"KL {row['kl_codec']:.3f} nats (none {row['kl_none']:.3f}), top-1 {row['top1']:.1%}")
+    return rows
+
+
+def format_rows(rows: list) -> str:
+    head = f"{'codec':<9} {'sender -> receiver':<44} {'wire d':>6} {'cosine':>7} {'shuffled':>8} " \
+           f"{'KL codec':>9} {'KL none':>8} {'top-1':>6}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        pair = f"{r['src']} -> {r['dst']}"
+        lines.append(f"{r['codec']:<9} {pair:<44} {r['wire_dim']:>6} {r['cosine']:>7.3f} {r['cosine_shuffled']:>8.3f} "
+                     f"{r['kl_codec']:>9.3f} {r['kl_none']:>8.3f} {r['top1']:>6.1%}")
+    return "\n".join(lines)

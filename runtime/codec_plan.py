@@ -1,0 +1,96 @@
+"""Which codec half runs where, and the pre-flight check that every fitted part exists.
+
+For each hidden edge the sender encodes (if its codec has an encoder part) and the
+receiver decodes; an aggregation step (the hub) does neither: it combines messages in
+the wire space they arrive in, and its receivers decode the result. Part names come
+from the models' refs, so the check runs on metadata alone, before any actor starts.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from agents.step_call import CodecUse
+from channels.codecs import make_codec, part_role
+from channels.codecs.storage import read_meta
+from channels.errors import CodecError
+
+
+@dataclass(frozen=True)
+class EdgeCodec:
+    encode: CodecUse | None
+    decode: CodecUse | None
+
+
+def edge_refs(spec, plan, edge) -> tuple:
+    ref = lambda step_id: spec.models[spec.agents[plan.step(step_id).agent].model].ref  # noqa: E731
+    return ref(edge.src), ref(edge.dst)
+
+
+def edge_codec(spec, plan, edge) -> EdgeCodec:
+    if edge.kind not in ("hidden", "embeds"):
+        return EdgeCodec(None, None)
+    codec = make_codec(edge.codec)
+    src, dst = edge_refs(spec, plan, edge)
+    encode = None
+    if edge.kind == "hidden" and plan.step(edge.src).action != "aggregate":
+        part = codec.encode_part(src, dst)
+        encode = CodecUse(edge.codec, part) if part else None
+    decode = None
+    if plan.step(edge.dst).action != "aggregate":
+        decode = CodecUse(edge.codec, codec.decode_part(src, dst) or "")
+    return EdgeCodec(encode, decode)
+
+
+def codec_dir(spec) -> str:
+    return str(Path(spec.channels.codecs).expanduser()) if spec.channels.codecs else ""
+
+
+def required_fits(spec, plan, codecs: list | None = None) -> dict:
+    """{codec name: [(src ref, dst ref), ...]} the plan's hidden edges need fitted; with
+    `codecs`, those codecs for every hidden edge instead of each edge's own."""
+    out: dict = {}
+    for edge in plan.edges:
+        if edge.kind != "hidden":
+            continue
+        for name in (codecs or [edge.codec]):
+            if make_codec(name).needs_fit:
+                pair = edge_refs(spec, plan, edge)
+                out.setdefault(name, [])
+                if pair not in out[name]:
+                    out[name].append(pair)
+    return out
+
+
+def check_codec_parts(spec, plan) -> None:
+    """CodecError naming channels.codecs and the fix unless every part the plan needs
+    exists, belongs to the spec's models, and shared-space parts come from one fit."""
+    fits = required_fits(spec, plan)
+    if not fits:
+        return
+    directory = codec_dir(spec)
+    if not directory:
+        raise CodecError(f"channels.codecs: edges use codec {', '.join(sorted(fits))}, which must be fitted first; "
+                         "set channels.codecs to a directory and run `latentray fit-codec SPEC` to fill it")
+    for name, pairs in fits.items():
+        codec = make_codec(name)
+        spaces = set()
+        for src, dst in pairs:
+            for side, part, ref in (("encode", codec.encode_part(src, dst), src),
+                                    ("decode", codec.decode_part(src, dst), dst)):
+                if not part:
+                    continue
+                try:
+                    meta = read_meta(directory, part)
+                except CodecError as exc:
+                    raise CodecError(f"channels.codecs: {exc}") from None
+                fitted = (meta.get("models") or {}).get(part_role(codec, side), {}).get("ref")
+                if meta.get("codec") != name or fitted != ref:
+                    raise CodecError(f"channels.codecs: part {part!r} in {directory} was fitted as codec "
+                                     f"{meta.get('codec')!r} for {fitted!r}, not {name!r} for {ref!r}; "
+                                     "rerun latentray fit-codec for this spec")
+                if codec.shared_space:
+                    spaces.add(meta.get("space"))
+        if len(spaces) > 1:
+            raise CodecError(f"channels.codecs: the {name} parts in {directory} come from different fits "
+                             f"({len(spaces)} spaces); rerun latentray fit-codec to fit them together")
