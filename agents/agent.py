@@ -5,7 +5,8 @@ Steps, LatentMAS style:
   think(state, m)            m latent steps: final hidden state -> W_a -> fed back as an embedding
   emit(state, kind, scope)   a kv / hidden / embeds / text message from the working state:
                              kv the cache; hidden the last-layer states behind each latent
-                             step (scope "prompt": the prompt's states before them), which
+                             step (scope "prompt": before them, the prompt's states at its
+                             content tokens, special tokens left out), which
                              the receiver's codec maps into its input space; embeds the
                              latent vectors themselves, already in this model's input space
   decode(state, ...)         text, greedy or sampled, stopping at EOS per row
@@ -71,7 +72,7 @@ class WorkingState:
     prompt_tokens: list = None  # per row, the prompt tokens this agent added (soft tokens not counted)
     thoughts: list = None  # [B, D] per latent step, the last-layer state that step realigned
     prompt_hidden: torch.Tensor = None  # [B, S, D] last-layer states of this agent's new prompt slots
-    prompt_mask: torch.Tensor = None  # [B, S]
+    prompt_mask: torch.Tensor = None  # [B, S] 1 at content slots (not pads, not special tokens)
 
 
 class Agent:
@@ -90,6 +91,17 @@ class Agent:
         if team_text:
             content = f"Messages from the team:\n{team_text}\n\n{content}"
         return self.layout.render(content, continuing=continuing, soft_slot=soft_slot)
+
+    def _content_mask(self, rows: list, soft_mask=None, width: int = 0) -> torch.Tensor:
+        """[B, width] 1 at the slots of each left-padded row that hold content: its tokens
+        other than special ones (BOS, turn markers) and the soft tokens it received."""
+        special = set(self.tokenizer.all_special_ids)
+        out = torch.zeros((len(rows), width), dtype=torch.long, device=self.model.device)
+        for b, (before, after) in enumerate(rows):
+            n_soft = int(soft_mask[b].sum()) if soft_mask is not None else 0
+            flags = [t not in special for t in before] + [True] * n_soft + [t not in special for t in after]
+            out[b, width - len(flags):] = torch.tensor(flags, dtype=torch.long)
+        return out
 
     def _embed_rows(self, rows: list, soft=None, soft_mask=None) -> tuple:
         """Left-padded input embeddings [B, S, D] and mask [B, S] of each row's prompt, its
@@ -135,7 +147,7 @@ class Agent:
         return WorkingState(list(questions), out.cache, torch.cat([past_mask, new_mask], 1),
                             torch.cat([past_pos, positions], 1), past_mask.shape[1],
                             out.last_hidden, out.logits, [], [len(a) + len(b) for a, b in rows],
-                            [], out.hidden, new_mask)
+                            [], out.hidden, self._content_mask(rows, box.embeds_mask, new_mask.shape[1]))
 
     def think(self, state: WorkingState, steps: int | None = None) -> WorkingState:
         steps = self.config.latent_steps if steps is None else steps

@@ -5,7 +5,8 @@ that every tokenizer ends a token at, so states of models with different tokeniz
 line up by character spans. A model contributes a point only where one of its tokens
 ends exactly there; its state is that token's final-norm last-layer hidden state (the
 state a latent step would realign), with the text read as plain text after the
-tokenizer's own special tokens.
+tokenizer's own special tokens. Beside it, what the embedding module outputs for that
+token (what the model read there).
 """
 from __future__ import annotations
 
@@ -49,7 +50,7 @@ def anchor_states(model, tokenizer, texts: list, *, ref: str, fingerprint: dict,
     """States at every anchor point of `texts` ([(text index, text)])."""
     embed = model.get_input_embeddings()
     device = model.device
-    keys, rows = [], []
+    keys, rows, embeds = [], [], []
     for start in range(0, len(texts), batch_size):
         chunk = texts[start:start + batch_size]
         encoded = [token_spans(tokenizer, t) for _, t in chunk]
@@ -60,7 +61,8 @@ def anchor_states(model, tokenizer, texts: list, *, ref: str, fingerprint: dict,
             ids[b, width - len(tok):] = torch.tensor(tok, device=device)
             mask[b, width - len(tok):] = 1
         empty = torch.zeros((len(chunk), 0), dtype=torch.long, device=device)
-        out = forward_slots(model, cache=None, past_mask=empty, past_positions=empty, inputs_embeds=embed(ids),
+        inputs = embed(ids)
+        out = forward_slots(model, cache=None, past_mask=empty, past_positions=empty, inputs_embeds=inputs,
                             new_mask=mask, positions=new_positions(torch.zeros(len(chunk), dtype=torch.long,
                                                                                device=device), mask))
         for b, ((index, text), (tok, spans)) in enumerate(zip(chunk, encoded)):
@@ -68,10 +70,11 @@ def anchor_states(model, tokenizer, texts: list, *, ref: str, fingerprint: dict,
             for char, t in points_of(text, spans):
                 keys.append((index, char))
                 rows.append(out.hidden[b, offset + t].float().cpu())
+                embeds.append(inputs[b, offset + t].float().cpu())
         if progress:
             progress(len(chunk))
     if not rows:
         raise CodecError("no anchor point found in the anchor texts; use plain prose with spaces between words")
     order = sorted(range(len(keys)), key=keys.__getitem__)
     return AnchorStates(ref, dict(fingerprint), tuple(keys[i] for i in order), torch.stack([rows[i] for i in order]),
-                        anchor_hash)
+                        anchor_hash, torch.stack([embeds[i] for i in order]))

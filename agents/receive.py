@@ -24,6 +24,7 @@ def receive_messages(call, inbox: tuple, *, receiver_fingerprint: dict, model_dt
         wire, kind = msg.nbytes, msg.kind
         msg = decompress_message(msg, model_dtype)
         if decoder is not None:
-            msg = decode_message(msg, decoder, realign, receiver=call.agent, out_dtype=model_dtype)
+            msg = decode_message(msg, decoder, realign, receiver=call.agent, out_dtype=model_dtype,
+                                 latent_decode=edge.decode.latent_decode)
         out.append(msg.replace(extra={**msg.header.extra, "wire_bytes": wire, "wire_kind": kind}))
     return out

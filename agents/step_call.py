@@ -9,6 +9,7 @@ class CodecUse:
     """A codec half an actor applies: the codec's name and its fitted part ("" if none)."""
     codec: str
     part: str = ""
+    latent_decode: str = "read"  # latent-step states: "read" (token embeddings) or "think" (hidden + W_a)
 
 
 @dataclass(frozen=True)

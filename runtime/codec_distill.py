@@ -1,15 +1,16 @@
-"""Train the hub's maps further by distillation, every model frozen.
+"""Train the hub's read heads further by distillation, every model frozen.
 
 For a sender s, a receiver r and an anchor text cut at a word end:
   teacher  r reads the text itself
-  student  r reads s's last-layer states for that text, encoded by s's hub encoder,
-           decoded by r's hub decoder and realigned into r's input space as soft tokens
+  student  r reads s's last-layer states for that text (prompt states), encoded by s's hub
+           encoder and decoded by r's read head into soft tokens in r's input space
   loss     MSE of the student's final last-layer state against the teacher's (scaled by
            the teacher state's mean square) + KL(teacher || student) of the next token.
-Only the encoders and decoders learn (Adam); gradients pass through the frozen receiver.
-Every pair of different models in the fit takes turns. The parts are rewritten with the
-trained maps and a new wire space, so parts from before the training are refused beside
-them.
+Only the read heads learn (Adam); gradients pass through the frozen receiver. Encoders
+and the think heads stay as fitted, so the hub space itself does not move and latent-step
+states decode as before. Every pair of different models in the fit takes turns. The
+parts are rewritten with the trained heads and a new wire space, so parts from before
+the training are refused beside them.
 """
 from __future__ import annotations
 
@@ -20,9 +21,7 @@ import time
 import torch
 
 from agents.anchor_states import token_spans
-from agents.fingerprint import model_fingerprint
 from agents.models import load_model
-from agents.realign import Realigner
 from channels.codecs import make_codec
 from channels.codecs.anchors import load_anchor_texts, split_anchors
 from channels.codecs.storage import load_part, save_part
@@ -46,29 +45,30 @@ def _final_grad(model, embeds: torch.Tensor) -> tuple:
     return captured["h"][0, -1].float(), torch.log_softmax(out.logits[0, -1].float(), -1)
 
 
+TRAINED = ("decoder_read_weight", "decoder_read_bias")
+
+
 class _Maps(torch.nn.Module):
-    """Every model's encoder and decoder as trainable parameters."""
+    """Every model's hub tensors; the read heads as trainable parameters, the rest fixed."""
 
     def __init__(self, parts: dict):
         super().__init__()
         self.names = {ref: f"m{i}" for i, ref in enumerate(parts)}
         for ref, part in parts.items():
             for key, t in part.tensors.items():
-                self.register_parameter(f"{self.names[ref]}_{key}", torch.nn.Parameter(t.clone().float()))
+                name = f"{self.names[ref]}_{key}"
+                if key in TRAINED:
+                    self.register_parameter(name, torch.nn.Parameter(t.clone().float()))
+                else:
+                    self.register_buffer(name, t.clone().float())
 
     def get(self, ref: str, key: str) -> torch.Tensor:
         return getattr(self, f"{self.names[ref]}_{key}")
 
-    def carry(self, x: torch.Tensor, src: str, dst: str) -> torch.Tensor:
+    def read(self, x: torch.Tensor, src: str, dst: str) -> torch.Tensor:
         u = x @ self.get(src, "encoder_weight") + self.get(src, "encoder_bias")
-        return u @ self.get(dst, "decoder_weight") + self.get(dst, "decoder_bias")
-
-
-def _realign(realigner: Realigner, h: torch.Tensor) -> torch.Tensor:
-    """The receiver's W_a and norm matching, differentiable (its buffers copied out of inference mode)."""
-    matrix = realigner.matrix.clone() if realigner.matrix is not None else None
-    aligned = h @ matrix if matrix is not None else h
-    return aligned * (realigner.target_norm.clone() / aligned.norm(dim=-1, keepdim=True).clamp_min(1e-6))
+        e = u @ self.get(dst, "decoder_read_weight") + self.get(dst, "decoder_read_bias")
+        return e * (self.get(dst, "read_norm") / e.norm(dim=-1, keepdim=True).clamp_min(1e-6))
 
 
 def distill_hub(spec, plan, directory: str, anchors: str | None, steps: int, *, quiet: bool = False, log=print,
@@ -87,7 +87,6 @@ def distill_hub(spec, plan, directory: str, anchors: str | None, steps: int, *, 
     loaded = {ref: load_model(**model_kwargs(spec, ref)) for ref in refs}
     for m in loaded.values():
         m.model.requires_grad_(False)
-    realigners = {ref: Realigner.for_model(m.model) for ref, m in loaded.items()}
     maps = _Maps(parts)
     opt = torch.optim.Adam(maps.parameters(), lr=LEARNING_RATE)
     fit_texts, _ = split_anchors(load_anchor_texts(anchors))
@@ -97,7 +96,7 @@ def distill_hub(spec, plan, directory: str, anchors: str | None, steps: int, *, 
         for step in range(steps):
             src, dst = pairs[step % len(pairs)]
             prefix = prefix_of(rng.choice(fit_texts)[1])
-            loss = _pair_loss(maps, loaded[src], loaded[dst], realigners[dst], src, dst, prefix)
+            loss = _pair_loss(maps, loaded[src], loaded[dst], src, dst, prefix)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -109,7 +108,7 @@ def distill_hub(spec, plan, directory: str, anchors: str | None, steps: int, *, 
     space = "hub:" + hashlib.sha1(f"{parts[refs[0]].meta['space']}|distill|{steps}|{seed}|{tail}"
                                   .encode()).hexdigest()[:16]
     for ref, part in parts.items():
-        tensors = {k: maps.get(ref, k).detach() for k in part.tensors}
+        tensors = {k: maps.get(ref, k).detach().clone() for k in part.tensors}
         fit = {**part.meta.get("fit", {}), "distill_steps": steps, "distill_loss_first": head, "distill_loss_last": tail}
         part.meta.update(space=space, fit=fit)
         part.tensors = tensors
@@ -117,7 +116,7 @@ def distill_hub(spec, plan, directory: str, anchors: str | None, steps: int, *, 
     return {"steps": steps, "loss_first": head, "loss_last": tail}
 
 
-def _pair_loss(maps: _Maps, src, dst, realigner, src_ref: str, dst_ref: str, prefix: str) -> torch.Tensor:
+def _pair_loss(maps: _Maps, src, dst, src_ref: str, dst_ref: str, prefix: str) -> torch.Tensor:
     (sm, stok, _), (dm, dtok, _) = src, dst
     embed = dm.get_input_embeddings()
     with torch.no_grad():
@@ -128,7 +127,7 @@ def _pair_loss(maps: _Maps, src, dst, realigner, src_ref: str, dst_ref: str, pre
         real = [i for i, (a, b) in enumerate(spans) if b > a]
         states = states[real]
         start = embed(torch.tensor(_start_ids(dtok), device=dm.device))
-    soft = _realign(realigner, maps.carry(states.float().cpu(), src_ref, dst_ref)).to(dm.device, start.dtype)
+    soft = maps.read(states.float().cpu(), src_ref, dst_ref).to(dm.device, start.dtype)
     s_h, s_log = _final_grad(dm, torch.cat([start, soft], 0))
     mse = ((s_h - t_h) ** 2).mean() / (t_h ** 2).mean().clamp_min(1e-6)
     kl = (t_log.exp() * (t_log - s_log)).sum()
@@ -147,7 +146,3 @@ def _src_states(model, ids: list) -> tuple:
 
 def _mean(xs: list) -> float:
     return sum(xs) / max(len(xs), 1)
-
-
-def fingerprints(loaded: dict) -> dict:
-    return {ref: model_fingerprint(m.model, m.tokenizer) for ref, m in loaded.items()}

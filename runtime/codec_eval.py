@@ -2,13 +2,15 @@
 states into another, on held-out anchor texts (never seen by the fit).
 
 Per codec and (sender, receiver) pair:
-  cosine           decode(encode(sender states)) against the receiver's own states at
-                   the same anchor points (its last-layer space)
-  cosine_shuffled  the same with the sender's points shuffled: the floor that the
+  cosine           the think path: decode(encode(sender states)) against the receiver's
+                   own last-layer states at the same anchor points
+  cosine_read      the read path (prompt states): against the receiver's input
+                   embeddings of the tokens at those points
+  *_shuffled       the same with the sender's points shuffled: the floor that the
                    anisotropy of LLM spaces alone gives
   kl_codec         next-token KL(teacher || student) in nats: the teacher is the receiver
                    reading a held-out prefix as text; the student reads, instead, the
-                   sender's states for that prefix, decoded and realigned into soft tokens
+                   sender's states for that prefix, decoded as prompt states into soft tokens
   kl_none          KL(teacher || the receiver reading nothing): the no-message floor
   top1             how often the student's most likely next token is the teacher's
 """
@@ -40,8 +42,14 @@ def _halves(name: str, src: str, dst: str, directory: str, fps: dict) -> tuple:
             parts[side] = part
     enc = codec.encoder(parts.get("encode"), fps[src])
     dec = codec.decoder(parts.get("decode"), Receiver(fps[dst], int(fps[dst]["hidden_size"])))
-    wire_dim = enc.weight.shape[1] if hasattr(enc, "weight") else (enc.anchors.shape[0] if enc else fps[src]["hidden_size"])
-    return (lambda x: dec(enc(x) if enc is not None else x)), wire_dim
+    return (lambda x: enc(x) if enc is not None else x.float()), dec
+
+
+def read_path(dec, realign):
+    """How a prompt state reaches the receiver's input space (as decode_message does)."""
+    if dec.read is not None:
+        return dec.read
+    return (lambda u: realign(dec(u))) if dec.realign_after else dec
 
 
 @torch.inference_mode()
@@ -71,7 +79,7 @@ def kl(p_log: torch.Tensor, q_log: torch.Tensor) -> float:
     return float((p_log.exp() * (p_log - q_log)).sum())
 
 
-def next_token_fidelity(codec_fn, src, dst, realign, texts: list) -> dict:
+def next_token_fidelity(read_fn, src, dst, texts: list) -> dict:
     """src/dst: (model, tokenizer). Mean KL(teacher || student), KL(teacher || none), top-1."""
     (sm, stok), (dm, dtok) = src, dst
     embed = dm.get_input_embeddings()
@@ -85,7 +93,7 @@ def next_token_fidelity(codec_fn, src, dst, realign, texts: list) -> dict:
         sids, spans = token_spans(stok, prefix)
         states, _ = _final(sm, sm.get_input_embeddings()(torch.tensor(sids, device=sm.device)))
         real = [i for i, (a, b) in enumerate(spans) if b > a]
-        soft = realign(codec_fn(states[real].float().cpu()).to(dm.device)).to(start.dtype)
+        soft = read_fn(states[real].float().cpu()).to(dm.device, start.dtype)
         _, student = _final(dm, torch.cat([start, soft], 0))
         kls.append(kl(teacher, student))
         floors.append(kl(teacher, none_log))
@@ -108,27 +116,30 @@ def evaluate_codecs(spec, plan, anchors: str | None = None, codecs: list | None 
     rows = []
     for name, pairs in fits.items():
         for src, dst in pairs:
-            codec_fn, wire_dim = _halves(name, src, dst, directory, fps)
+            encode, dec = _halves(name, src, dst, directory, fps)
+            read = read_path(dec, Realigner.for_model(loaded[dst].model))
             keys = common_keys([states[src], states[dst]])
-            hs, hd = states[src].rows(keys), states[dst].rows(keys)
-            out = codec_fn(hs)
-            shuffled = codec_fn(hs[torch.randperm(len(keys), generator=torch.Generator().manual_seed(0))])
-            realign = Realigner.for_model(loaded[dst].model)
-            row = {"codec": name, "src": src, "dst": dst, "points": len(keys), "cosine": mean_cosine(out, hd),
-                   "cosine_shuffled": mean_cosine(shuffled, hd), "wire_dim": int(wire_dim)}
-            row.update(next_token_fidelity(codec_fn, loaded[src][:2], loaded[dst][:2], realign, held))
+            hs, hd, ed = states[src].rows(keys), states[dst].rows(keys), states[dst].rows(keys, "embeds")
+            wire = encode(hs)
+            shuffled = wire[torch.randperm(len(keys), generator=torch.Generator().manual_seed(0))]
+            row = {"codec": name, "src": src, "dst": dst, "points": len(keys), "wire_dim": int(wire.shape[1]),
+                   "cosine": mean_cosine(dec(wire), hd), "cosine_shuffled": mean_cosine(dec(shuffled), hd),
+                   "cosine_read": mean_cosine(read(wire), ed), "cosine_read_shuffled": mean_cosine(read(shuffled), ed)}
+            row.update(next_token_fidelity(lambda x: read(encode(x)), loaded[src][:2], loaded[dst][:2], held))
             rows.append(row)
             log(f"  {name} {src} -> {dst}: cosine {row['cosine']:.3f} (shuffled {row['cosine_shuffled']:.3f}), "
+                f"read {row['cosine_read']:.3f} (shuffled {row['cosine_read_shuffled']:.3f}), "
                 f"KL {row['kl_codec']:.3f} nats (none {row['kl_none']:.3f}), top-1 {row['top1']:.1%}")
     return rows
 
 
 def format_rows(rows: list) -> str:
-    head = f"{'codec':<9} {'sender -> receiver':<44} {'wire d':>6} {'cosine':>7} {'shuffled':>8} " \
-           f"{'KL codec':>9} {'KL none':>8} {'top-1':>6}"
+    head = (f"{'codec':<9} {'sender -> receiver':<44} {'wire d':>6} {'cos think':>9} {'shuffled':>8} "
+            f"{'cos read':>8} {'shuffled':>8} {'KL codec':>9} {'KL none':>8} {'top-1':>6}")
     lines = [head, "-" * len(head)]
     for r in rows:
         pair = f"{r['src']} -> {r['dst']}"
-        lines.append(f"{r['codec']:<9} {pair:<44} {r['wire_dim']:>6} {r['cosine']:>7.3f} {r['cosine_shuffled']:>8.3f} "
+        lines.append(f"{r['codec']:<9} {pair:<44} {r['wire_dim']:>6} {r['cosine']:>9.3f} {r['cosine_shuffled']:>8.3f} "
+                     f"{r['cosine_read']:>8.3f} {r['cosine_read_shuffled']:>8.3f} "
                      f"{r['kl_codec']:>9.3f} {r['kl_none']:>8.3f} {r['top1']:>6.1%}")
     return "\n".join(lines)

@@ -38,7 +38,7 @@ def edge_codec(spec, plan, edge) -> EdgeCodec:
         encode = CodecUse(edge.codec, part) if part else None
     decode = None
     if plan.step(edge.dst).action != "aggregate":
-        decode = CodecUse(edge.codec, codec.decode_part(src, dst) or "")
+        decode = CodecUse(edge.codec, codec.decode_part(src, dst) or "", spec.channels.latent_decode)
     return EdgeCodec(encode, decode)
 
 

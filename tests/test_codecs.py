@@ -20,9 +20,10 @@ def fp(name: str, hidden: int) -> dict:
             "tokenizer_hash": "t", "weights_hash": f"w-{name}"}
 
 
-def states(ref: str, hidden: torch.Tensor, keys=None) -> AnchorStates:
-    keys = keys or tuple((i // 10, i % 10 + 1) for i in range(hidden.shape[0]))
-    return AnchorStates(ref, fp(ref, hidden.shape[1]), tuple(keys), hidden.float(), "anchors-1")
+def states(ref: str, hidden: torch.Tensor, embeds: torch.Tensor | None = None) -> AnchorStates:
+    keys = tuple((i // 10, i % 10 + 1) for i in range(hidden.shape[0]))
+    embeds = hidden if embeds is None else embeds
+    return AnchorStates(ref, fp(ref, hidden.shape[1]), keys, hidden.float(), "anchors-1", embeds.float())
 
 
 def test_ridge_fit_recovers_a_known_affine_map():
@@ -36,13 +37,18 @@ def test_ridge_fit_recovers_a_known_affine_map():
 def test_ridge_codec_fits_the_map_between_two_models_and_decodes_through_it():
     g = torch.Generator().manual_seed(1)
     x = torch.randn(500, 12, generator=g)
-    a = torch.randn(12, 20, generator=g)
-    part, = make_codec("ridge", ridge_lambda=1e-9).fit({"s": states("s", x), "r": states("r", x @ a)}, [("s", "r")])
+    a, reads = torch.randn(12, 20, generator=g), torch.randn(12, 20, generator=g)
+    part, = make_codec("ridge", ridge_lambda=1e-9).fit({"s": states("s", x), "r": states("r", x @ a, x @ reads)},
+                                                       [("s", "r")])
     assert part.meta["models"]["src"]["ref"] == "s" and part.meta["models"]["dst"]["ref"] == "r"
     dec = make_codec("ridge").decoder(part, Receiver(fp("r", 20), 20))
     probe = torch.randn(7, 12, generator=g)
     assert torch.allclose(dec(probe), probe @ a, atol=1e-3)
     assert dec.space == raw_space(fp("s", 12)) and dec.in_dim == 12
+    # prompt states take the read map: the receiver's embeddings, at their mean norm
+    read = dec.read(probe)
+    assert torch.allclose(torch.nn.functional.cosine_similarity(read, probe @ reads, dim=-1), torch.ones(7), atol=1e-4)
+    assert torch.allclose(read.norm(dim=-1), (x @ reads).norm(dim=-1).mean().expand(7), rtol=1e-4)
 
 
 def test_relative_representation_is_invariant_to_rotation_and_scale():
@@ -74,9 +80,11 @@ def test_hub_has_two_maps_per_model_and_carries_linearly_related_models_exactly(
               "c": base @ torch.randn(12, 16, generator=g) + 2.0}
     codec = make_codec("hub", hub_dim=16, hub_lambda=1e-9)
     parts = codec.fit({k: states(k, v) for k, v in models.items()}, [("a", "c"), ("b", "c"), ("c", "a")])
-    assert len(parts) == 3
-    maps = [k for p in parts for k in p.tensors if k.endswith("_weight")]
-    assert len(maps) == 2 * len(parts)
+    assert len(parts) == 3  # one part per model, none per pair
+    for p in parts:  # each: one encoder into the hub, one decoder out of it (two heads: think, read)
+        assert {k.split("_")[0] for k in p.tensors} - {"read"} == {"encoder", "decoder"}
+        assert [k for k in p.tensors if k.endswith("_weight")] == ["encoder_weight", "decoder_weight",
+                                                                   "decoder_read_weight"]
     by = {p.meta["models"]["model"]["ref"]: p for p in parts}
     assert {p.meta["space"] for p in parts} == {by["a"].meta["space"]}
     assert by["b"].tensors["encoder_weight"].shape == (40, 16) and by["b"].tensors["decoder_weight"].shape == (16, 40)
@@ -100,7 +108,9 @@ def test_part_files_round_trip_exactly_and_hold_no_pickle(tmp_path):
     assert meta["codec"] == "ridge" and meta["version"] == 1 and meta["anchors"]["hash"] == "anchors-1"
     assert meta["layers"] == "last" and meta["models"]["src"]["fingerprint"]["weights_hash"] == "w-s"
     raw = (tmp_path / f"{part.name}.safetensors").read_bytes()
-    assert not raw.startswith(b"\x80") and set(load_file(str(tmp_path / f"{part.name}.safetensors"))) == {"weight", "bias"}
+    assert not raw.startswith(b"\x80")
+    assert set(load_file(str(tmp_path / f"{part.name}.safetensors"))) == {"weight", "bias", "read_weight", "read_bias",
+                                                                        "read_norm"}
     assert not list(tmp_path.glob(".*.tmp"))
 
 
@@ -150,7 +160,7 @@ def test_encoded_message_notes_its_space_and_decodes_to_receiver_embeds():
     assert sent.tensors["hidden"].shape == (2, 3, 6) and sent.header.extra["space"] == by["a"].meta["space"]
     dec = codec.decoder(by["b"], Receiver(fp("b", 12), 12))
     scale = lambda h: 2.0 * h / h.norm(dim=-1, keepdim=True)  # noqa: E731  (a stand-in realignment)
-    got = decode_message(sent, dec, scale, receiver="r", out_dtype=torch.float32)
+    got = decode_message(sent, dec, scale, receiver="r", out_dtype=torch.float32, latent_decode="think")
     assert got.kind == "embeds" and got.tensors["embeds"].shape == (2, 3, 12)
     expect = scale(x.reshape(6, 8) @ by["a"].tensors["encoder_weight"] + by["a"].tensors["encoder_bias"])
     assert expect.shape == (6, 6)
@@ -176,3 +186,19 @@ def test_codecs_by_key_or_module_class():
         codec_class("channels.codecs.base:Part")
     with pytest.raises(CodecError, match="cannot be imported"):
         codec_class("no_such_module_x:Codec")
+
+
+def test_prompt_states_are_read_and_latent_states_read_or_thought():
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(400, 8, generator=g)
+    part, = make_codec("ridge").fit({"s": states("s", x), "r": states("r", x @ torch.randn(8, 10, generator=g),
+                                                                   x @ torch.randn(8, 10, generator=g))}, [("s", "r")])
+    dec = make_codec("ridge").decoder(part, Receiver(fp("r", 10), 10))
+    msg = hidden_msg(torch.randn(1, 5, 8, generator=g), fp("s", 8)).replace(latent_slots=2)
+    wire = msg.tensors["hidden"][0]
+    think = lambda h: 3.0 * h / h.norm(dim=-1, keepdim=True)  # noqa: E731  (a stand-in W_a)
+    read = decode_message(msg, dec, think, receiver="r", out_dtype=torch.float32)
+    assert torch.allclose(read.tensors["embeds"][0], dec.read(wire), atol=1e-6)
+    mixed = decode_message(msg, dec, think, receiver="r", out_dtype=torch.float32, latent_decode="think")
+    assert torch.allclose(mixed.tensors["embeds"][0, :3], dec.read(wire[:3]), atol=1e-6)
+    assert torch.allclose(mixed.tensors["embeds"][0, 3:], think(dec(wire[3:])), atol=1e-6)

@@ -87,7 +87,8 @@ def _soft(vecs: torch.Tensor) -> LatentMessage:
 
 def reference_hub_answers(spec, directory: str) -> list:
     """Two rounds of the hub by hand: encode each spoke's latent-step states with its own
-    encoder tensors, average, decode with each receiver's decoder tensors, realign."""
+    encoder tensors, average, decode with each receiver's read head (the default
+    latent_decode: read) at its mean embedding norm."""
     agents = _agents(spec)
     hub = make_codec("hub")
     raw = {name: load_file(str(Path(directory) / f"{hub.encode_part(spec.models[spec.agents[name].model].ref, '')}"
@@ -98,8 +99,8 @@ def reference_hub_answers(spec, directory: str) -> list:
         return h @ raw[name]["encoder_weight"] + raw[name]["encoder_bias"]
 
     def decode(name, u):
-        h = u @ raw[name]["decoder_weight"] + raw[name]["decoder_bias"]
-        return agents[name].realigner(h)
+        e = u @ raw[name]["decoder_read_weight"] + raw[name]["decoder_read_bias"]
+        return e * raw[name]["read_norm"] / e.norm(dim=-1, keepdim=True)
 
     spokes = ["s_qwen", "s_llama"]
     u = torch.stack([encode(s, agents[s].think(agents[s].prefill(QUESTIONS))) for s in spokes]).mean(0)

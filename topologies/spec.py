@@ -87,6 +87,10 @@ class ChannelSpec(Strict):
     codec: str = Field("auto", description="auto: realign within one model, hub between different models; "
                                             "or identity, realign, ridge, relative, hub, module:Class")
     codecs: Optional[str] = Field(None, description="directory of fitted codec parts (latentray fit-codec --out)")
+    latent_decode: Literal["read", "think"] = Field(
+        "read", description="how a fitted codec (ridge, relative, hub) decodes latent-step states: read = as the "
+                            "receiver's token embeddings, like prompt states; think = into the receiver's last-layer "
+                            "space, then its realignment W_a, as its own latent steps")
     hidden_states: Literal["latent", "prompt"] = Field(
         "latent", description="what a hidden message carries: the latent steps' states, or the prompt's states "
                               "followed by them")

@@ -33,18 +33,27 @@ def encode_message(msg: LatentMessage, encoder: Encoder, codec: str) -> LatentMe
                        extra={**msg.header.extra, "codec": codec, "space": encoder.space})
 
 
-def decode_message(msg: LatentMessage, decoder: Decoder, realign, *, receiver: str, out_dtype) -> LatentMessage:
-    """hidden (wire space) -> embeds (receiver's input space). `realign` maps [N, D] hidden
-    states of the receiver's model into its input space (the receiving agent's W_a)."""
+def decode_message(msg: LatentMessage, decoder: Decoder, realign, *, receiver: str, out_dtype,
+                   latent_decode: str = "read") -> LatentMessage:
+    """hidden (wire space) -> embeds (receiver's input space). Where the decoder has a
+    `read` map (fitted codecs), prompt states take it; so do the trailing
+    header.latent_slots latent-step states unless latent_decode is "think": then they are
+    decoded into the receiver's last-layer space and realigned by `realign` (the receiving
+    agent's W_a, [N, D] -> [N, D]), as are all states of a decoder without a read map."""
     if msg.kind != "hidden":
         return msg
     try:
         decoder.check_space(message_space(msg), msg.sender)
     except ValueError as exc:
         raise MessageError(str(exc), sender=msg.sender, receiver=receiver, field="extra.space") from None
-    vecs = _map_rows(msg.tensors["hidden"].float(), decoder)
-    if decoder.realign_after:
-        vecs = _map_rows(vecs, realign)
+    wire = msg.tensors["hidden"].float()
+    read_upto = 0 if decoder.read is None else (wire.shape[1] if latent_decode == "read"
+                                                else wire.shape[1] - msg.header.latent_slots)
+    parts = [_map_rows(wire[:, :read_upto], decoder.read)] if read_upto else []
+    if read_upto < wire.shape[1]:
+        thought = _map_rows(wire[:, read_upto:], decoder)
+        parts.append(_map_rows(thought, realign) if decoder.realign_after else thought)
+    vecs = torch.cat(parts, dim=1)
     if not bool(torch.isfinite(vecs).all()):
         raise MessageError("decoding produced NaN/Inf; the codec part is damaged or does not fit these models",
                            sender=msg.sender, receiver=receiver, field="hidden")

@@ -2,9 +2,14 @@
 
 A codec works in two halves so that what travels can be smaller and shared:
   encode  on the sender's actor: last-layer hidden states [N, D_s] -> wire vectors [N, d]
-  decode  on the receiver's actor: wire vectors [N, d] -> the receiver's last-layer hidden
-          space [N, D_r]; the receiving agent's realignment (agents/realign.py) then puts
-          them in its input-embedding space, as its own latent steps are.
+  decode  on the receiver's actor, by what each state is:
+          a latent step's state (what the sender is about to think) -> the receiver's
+            last-layer space [N, D_r]; the receiving agent's realignment
+            (agents/realign.py) then puts it in its input space, as its own latent steps
+            are (`__call__`);
+          a prompt state (what the sender has read there) -> the receiver's input
+            embedding of the token at the same place (`read`): a last-layer state mostly
+            predicts the next token, so realigning it would lose what was read.
 Fitted state lives in *parts* (one safetensors file plus JSON metadata each, see
 storage.py). A pairwise codec has one part per (sender model, receiver model); a
 shared-space codec (`shared_space = True`: relative, hub) has one part per model, so N
@@ -44,10 +49,11 @@ class AnchorStates:
     keys: tuple  # (anchor text index, character offset) per point, sorted
     hidden: torch.Tensor  # [P, D] float32
     anchor_hash: str  # of the anchor texts used
+    embeds: torch.Tensor = None  # [P, D] what the embedding module outputs for the token there
 
-    def rows(self, keys) -> torch.Tensor:
+    def rows(self, keys, which: str = "hidden") -> torch.Tensor:
         index = {k: i for i, k in enumerate(self.keys)}
-        return self.hidden[[index[k] for k in keys]]
+        return getattr(self, which)[[index[k] for k in keys]]
 
 
 def common_keys(states) -> tuple:
@@ -84,10 +90,13 @@ class Encoder:
 
 
 class Decoder:
-    """Receiver side: [N, d] float32 in `space` -> [N, D_r] in the receiver's hidden space."""
+    """Receiver side: [N, d] float32 in `space` -> [N, D_r] in the receiver's hidden space
+    (`__call__`, for latent-step states) or in its input space (`read`, for prompt states;
+    None: prompt states take the `__call__` path too)."""
     space = ""
     in_dim: int | None = None  # wire vector size it reads (None: any)
-    realign_after = True  # the receiving agent realigns the output into its input space
+    realign_after = True  # the receiving agent realigns the `__call__` output into its input space
+    read = None
 
     def check_space(self, space: str, sender: str = "?") -> None:
         if self.space and space != self.space:
@@ -99,16 +108,29 @@ class Decoder:
         raise NotImplementedError
 
 
-class Linear(Encoder, Decoder):
-    """x -> x @ weight + bias, in float32, optionally on the message's device."""
+def affine(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    return x.float() @ weight.to(x.device) + bias.to(x.device)
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, space: str, in_dim: int | None = None):
+
+def to_norm(x: torch.Tensor, norm: torch.Tensor) -> torch.Tensor:
+    """Rows rescaled to `norm` (a regression shrinks toward the mean; real embeddings do not)."""
+    return x * (norm.to(x.device) / x.norm(dim=-1, keepdim=True).clamp_min(1e-6))
+
+
+class Linear(Encoder, Decoder):
+    """x -> x @ weight + bias, in float32 on the message's device. With read maps, prompt
+    states take x -> (x @ read_weight + read_bias) at the receiver's mean embedding norm."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, space: str, in_dim: int | None = None,
+                 read: tuple | None = None):
         self.weight, self.bias, self.space = weight.float(), bias.float(), space
         self.in_dim = weight.shape[0] if in_dim is None else in_dim
+        if read is not None:
+            rw, rb, norm = read
+            self.read = lambda x: to_norm(affine(x, rw, rb), norm)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        w, b = self.weight.to(x.device), self.bias.to(x.device)
-        return x.float() @ w + b
+        return affine(x, self.weight, self.bias)
 
 
 class Codec:
@@ -154,6 +176,14 @@ def ridge_fit(x: torch.Tensor, y: torch.Tensor, lam: float) -> tuple:
     penalty = lam * gram.diagonal().mean().clamp_min(1e-12)
     w = torch.linalg.solve(gram + penalty * torch.eye(gram.shape[0], dtype=gram.dtype), xc.T @ yc)
     return w.float(), (my - mx @ w).float()
+
+
+def read_targets(states: AnchorStates, keys) -> tuple:
+    """(embeddings at the points [P, D], their mean norm [1]): what a prompt state decodes to."""
+    if states.embeds is None:
+        raise CodecError(f"anchor states of {states.ref} carry no embeddings; recompute them")
+    e = states.rows(keys, "embeds")
+    return e, e.norm(dim=-1).mean().reshape(1)
 
 
 def mean_cosine(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -4,7 +4,9 @@ centred on that model's anchor mean (LLM spaces are anisotropic). The cosines do
 change when a space is rotated or scaled, so any model that computed the same anchors
 can read them: no map between models is fitted. The receiver reconstructs a vector in
 its own space by a ridge least-squares solve against its anchors (lossy: rank <= K),
-scaled to its anchors' mean centred norm.
+scaled to its anchors' mean centred norm (latent-step states), or maps the cosines to
+its input embedding of the token at that place by a ridge map fitted on its own anchor
+points alone (prompt states). Neither needs the other model.
 
 One part per model; all parts of one fit share the anchor points (the wire space).
 """
@@ -14,7 +16,8 @@ import hashlib
 
 import torch
 
-from .base import Codec, Decoder, Encoder, Part, Receiver, common_keys, model_slug
+from .base import Codec, Decoder, Encoder, Part, Receiver, affine, common_keys, model_slug, read_targets, \
+    ridge_fit, to_norm
 from .storage import model_entry
 
 DEFAULT_K = 1024
@@ -38,6 +41,8 @@ class RelativeDecoder(Decoder):
     def __init__(self, part: Part):
         self.mean, self.recon, self.scale = part.tensors["mean"], part.tensors["recon"], part.tensors["scale"]
         self.space, self.in_dim = part.meta["space"], self.recon.shape[0]
+        t = part.tensors
+        self.read = lambda rel: to_norm(affine(rel, t["read_weight"], t["read_bias"]), t["read_norm"])
 
     def __call__(self, rel: torch.Tensor) -> torch.Tensor:
         direction = unit_rows(rel.float() @ self.recon.to(rel.device))
@@ -74,11 +79,15 @@ class Relative(Codec):
         penalty = lam * gram.diagonal().mean().clamp_min(1e-12)
         recon = anchors @ torch.linalg.inv(gram + penalty * torch.eye(gram.shape[0], dtype=gram.dtype))
         scale = centred.norm(dim=-1).mean()
+        all_keys = st.keys  # the read map learns from every point of this model, through its own cosines
+        rel = unit_rows(st.hidden.double() - mean) @ anchors.T
+        e, norm = read_targets(st, all_keys)
+        read_w, read_b = ridge_fit(rel.float(), e, lam)
         meta = {"codec": self.key, "models": {"model": model_entry(ref, st.fingerprint)},
                 "anchors": {"hash": st.anchor_hash, "points": len(keys)}, "layers": "last", "space": space,
                 "options": {"relative_k": len(keys), "relative_lambda": lam}}
         tensors = {"mean": mean.float(), "anchors": anchors.float(), "recon": recon.float(),
-                   "scale": scale.float().reshape(1)}
+                   "scale": scale.float().reshape(1), "read_weight": read_w, "read_bias": read_b, "read_norm": norm}
         return Part(f"relative--{model_slug(ref)}", tensors, meta)
 
     def encoder(self, part: Part, fingerprint: dict) -> Encoder:
