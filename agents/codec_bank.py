@@ -25,16 +25,17 @@ class CodecBank:
         check_fingerprint(part.meta, part_role(codec, side), self.fingerprint, use.part)
         return part
 
-    def encoder(self, use, directory: str):
-        key = ("encode", use, directory)
+    def _half(self, side: str, use, directory: str):
+        key = (side, use, directory)
         if key not in self._halves:
             codec = make_codec(use.codec)
-            self._halves[key] = codec.encoder(self._part(codec, use, directory, "encode"), self.fingerprint)
+            part = self._part(codec, use, directory, side)
+            self._halves[key] = (codec.encoder(part, self.fingerprint) if side == "encode"
+                                 else codec.decoder(part, self.receiver))
         return self._halves[key]
 
+    def encoder(self, use, directory: str):
+        return self._half("encode", use, directory)
+
     def decoder(self, use, directory: str):
-        key = ("decode", use, directory)
-        if key not in self._halves:
-            codec = make_codec(use.codec)
-            self._halves[key] = codec.decoder(self._part(codec, use, directory, "decode"), self.receiver)
-        return self._halves[key]
+        return self._half("decode", use, directory)

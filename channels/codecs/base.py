@@ -166,6 +166,17 @@ class Codec:
         raise NotImplementedError
 
 
+class SharedSpaceCodec(Codec):
+    """A codec whose wire space all models share: one part per model, named after it."""
+    shared_space = True
+
+    def encode_part(self, src: str, dst: str) -> str:
+        return f"{self.key}--{model_slug(src)}"
+
+    def decode_part(self, src: str, dst: str) -> str:
+        return f"{self.key}--{model_slug(dst)}"
+
+
 def ridge_fit(x: torch.Tensor, y: torch.Tensor, lam: float) -> tuple:
     """Affine ridge regression y ~ x @ W + b in closed form (float64), with the penalty
     relative to the mean eigenvalue of the centred x, so lam does not depend on scale."""

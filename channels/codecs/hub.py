@@ -22,7 +22,7 @@ import torch
 
 from channels.errors import CodecError
 
-from .base import Codec, Decoder, Encoder, Linear, Part, Receiver, common_keys, mean_cosine, model_slug, \
+from .base import Decoder, Encoder, Linear, Part, Receiver, SharedSpaceCodec, common_keys, mean_cosine, \
     read_targets, ridge_fit
 from .storage import model_entry
 
@@ -37,15 +37,8 @@ def hub_basis(h: torch.Tensor, dim: int) -> tuple:
     return mean.float(), vh[:dim].T.float()
 
 
-class Hub(Codec):
+class Hub(SharedSpaceCodec):
     key = "hub"
-    shared_space = True
-
-    def encode_part(self, src: str, dst: str) -> str:
-        return f"hub--{model_slug(src)}"
-
-    def decode_part(self, src: str, dst: str) -> str:
-        return f"hub--{model_slug(dst)}"
 
     def fit(self, states: dict, edges: list) -> list:
         models = list(dict.fromkeys(m for e in edges for m in e))  # edge order: the first sender leads
@@ -81,7 +74,7 @@ class Hub(Codec):
                             "read_cosine": mean_cosine((h @ enc_w + enc_b) @ read_w + read_b, e), "distill_steps": 0}}
             tensors = {"encoder_weight": enc_w, "encoder_bias": enc_b, "decoder_weight": dec_w, "decoder_bias": dec_b,
                        "decoder_read_weight": read_w, "decoder_read_bias": read_b, "read_norm": norm}
-            parts.append(Part(f"hub--{model_slug(m)}", tensors, meta))
+            parts.append(Part(self.encode_part(m, m), tensors, meta))
         return parts
 
     def encoder(self, part: Part, fingerprint: dict) -> Encoder:

@@ -16,7 +16,7 @@ import hashlib
 
 import torch
 
-from .base import Codec, Decoder, Encoder, Part, Receiver, affine, common_keys, model_slug, read_targets, \
+from .base import Decoder, Encoder, Part, Receiver, SharedSpaceCodec, affine, common_keys, read_targets, \
     ridge_fit, to_norm
 from .storage import model_entry
 
@@ -49,15 +49,8 @@ class RelativeDecoder(Decoder):
         return self.mean.to(rel.device) + self.scale.to(rel.device) * direction
 
 
-class Relative(Codec):
+class Relative(SharedSpaceCodec):
     key = "relative"
-    shared_space = True
-
-    def encode_part(self, src: str, dst: str) -> str:
-        return f"relative--{model_slug(src)}"
-
-    def decode_part(self, src: str, dst: str) -> str:
-        return f"relative--{model_slug(dst)}"
 
     def fit(self, states: dict, edges: list) -> list:
         k = int(self.options.get("relative_k", DEFAULT_K))
@@ -88,7 +81,7 @@ class Relative(Codec):
                 "options": {"relative_k": len(keys), "relative_lambda": lam}}
         tensors = {"mean": mean.float(), "anchors": anchors.float(), "recon": recon.float(),
                    "scale": scale.float().reshape(1), "read_weight": read_w, "read_bias": read_b, "read_norm": norm}
-        return Part(f"relative--{model_slug(ref)}", tensors, meta)
+        return Part(self.encode_part(ref, ref), tensors, meta)
 
     def encoder(self, part: Part, fingerprint: dict) -> Encoder:
         return RelativeEncoder(part)
