@@ -20,6 +20,9 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from channels.codecs import make_codec
+from channels.codecs.apply import decode_message
+from channels.codecs.base import Receiver
 from channels.message import LatentMessage
 
 from .decoding import DecodeResult, SamplingConfig, pick_tokens, row_generators, stop_ids
@@ -125,10 +128,20 @@ class Agent:
         return out, mask
 
     # ---- steps ---------------------------------------------------------------------
+    def _as_received(self, messages: list) -> list:
+        """A raw hidden message handed straight to the agent (no actor, so no edge codec)
+        is read as the realign codec reads it: this model's states, realigned into its
+        input space; another model's states are refused (they need a fitted codec)."""
+        if not any(m.kind == "hidden" for m in messages):
+            return messages
+        decoder = make_codec("realign").decoder(None, Receiver(self.fingerprint, int(self.fingerprint["hidden_size"])))
+        return [decode_message(m, decoder, self.realigner, receiver=self.config.name, out_dtype=self.model.dtype)
+                if m.kind == "hidden" else m for m in messages]
+
     def prefill(self, questions: list, inbox=()) -> WorkingState:
         name = self.config.name
         box = inbox if isinstance(inbox, Inbox) else merge_inbox(
-            list(inbox), receiver=name, rope_join=lambda msgs: join_kv(msgs, self.model, name))
+            self._as_received(list(inbox)), receiver=name, rope_join=lambda msgs: join_kv(msgs, self.model, name))
         device = self.model.device
         rows = [self.render(q, box.texts[b] if box.texts else None, continuing=box.kv is not None,
                             soft_slot=box.embeds is not None) for b, q in enumerate(questions)]

@@ -6,8 +6,8 @@ Order is the plan's inbox order (the step's `inputs`). Per kind:
                  (agents/kv_join.join_kv: later caches' keys re-rotated to continue after
                  the earlier ones, per row; nothing recomputed)
   hidden/embeds: concatenated along the sequence, in inbox order, and placed as soft
-                 tokens before the prompt (a same-model `hidden` message already
-                 holds realigned input-space vectors)
+                 tokens before the prompt (a `hidden` message arrives here already
+                 decoded by its edge codec into this model's input space)
   text:          joined per row, in inbox order, into the prompt
 """
 from __future__ import annotations

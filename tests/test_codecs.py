@@ -202,3 +202,17 @@ def test_prompt_states_are_read_and_latent_states_read_or_thought():
     mixed = decode_message(msg, dec, think, receiver="r", out_dtype=torch.float32, latent_decode="think")
     assert torch.allclose(mixed.tensors["embeds"][0, :3], dec.read(wire[:3]), atol=1e-6)
     assert torch.allclose(mixed.tensors["embeds"][0, 3:], think(dec(wire[3:])), atol=1e-6)
+
+
+def test_an_agent_reads_raw_hidden_states_of_its_own_model_realigned_and_refuses_others():
+    from helpers import make_agents
+
+    _, _, (a, b) = make_agents("qwen3-64", roles=("a", "b"), latent_steps=2)
+    _, _, (other,) = make_agents("llama-64", roles=("o",), latent_steps=2)
+    questions = ["What is 2 + 3?"]
+    state = a.think(a.prefill(questions))
+    raw = a.emit(state, "hidden")
+    realigned = a.emit(state, "embeds")  # the latents a fed itself: realign(thoughts)
+    assert torch.allclose(b.prefill(questions, [raw]).logits, b.prefill(questions, [realigned]).logits, atol=1e-5)
+    with pytest.raises(MessageError, match="arrives in space"):
+        other.prefill(questions, [raw])
