@@ -1,5 +1,5 @@
-"""`latentray validate SPEC`: check a spec (and the codec parts it needs) before anything
-runs and print its plan as a table.
+"""`latentray validate SPEC`: check a spec before anything runs, print its plan as a
+table, and say whether the codec parts it needs are fitted.
 
 Exit 0 with the table on stdout, or exit 2 with the one-line error (file, field, fix) on stderr.
 """
@@ -38,16 +38,31 @@ def plan_summary(spec, plan) -> str:
             f"messages per problem batch: {len(plan.edges)} ({per_round}); answer: {answer}")
 
 
-def validate_command(spec_path: str) -> int:
+def codec_status(spec, plan) -> str | None:
+    """One line on the fitted codecs the plan needs (None if it needs none). A spec whose
+    codecs are not fitted yet is still valid; `latentray run` refuses to start it."""
     from channels.errors import CodecError
-    from runtime.codec_plan import check_codec_parts
+    from runtime.codec_plan import check_codec_parts, required_fits
 
+    fits = required_fits(spec, plan)
+    if not fits:
+        return None
+    try:
+        check_codec_parts(spec, plan)
+    except CodecError as exc:
+        return f"codecs: NOT READY, a run would stop before starting: {exc}"
+    return f"codecs: fitted ({', '.join(sorted(fits))} in {spec.channels.codecs})"
+
+
+def validate_command(spec_path: str) -> int:
     try:
         spec, plan = load_plan(spec_path)
-        check_codec_parts(spec, plan)
-    except (SpecError, CodecError) as exc:
+    except SpecError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(plan_summary(spec, plan))
     print(format_table(plan_rows(plan)))
+    status = codec_status(spec, plan)
+    if status:
+        print(status)
     return 0

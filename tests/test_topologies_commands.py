@@ -64,3 +64,21 @@ def test_graph_refuses_unknown_extension_and_bad_spec(tmp_path, capsys):
     assert "cannot draw '.pdf' (fix: name the output FILE.png or FILE.svg)" in capsys.readouterr().err
     assert graph_command(str(BAD), str(tmp_path / "g.png")) == 2
     assert not (tmp_path / "g.png").exists()
+
+
+def test_validate_says_whether_the_codecs_are_fitted(tmp_path, capsys):
+    import yaml
+
+    from runtime.codec_fit import fit_codecs
+    from topologies import build_plan, load_spec
+
+    data = yaml.safe_load((ROOT / "topologies/examples/hub_mixed_tiny.yaml").read_text())
+    data["channels"]["codecs"] = str(tmp_path / "parts")
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(yaml.safe_dump(data))
+    assert validate_command(str(spec_path)) == 0
+    assert "codecs: NOT READY, a run would stop before starting: channels.codecs: codec part" in capsys.readouterr().out
+    spec = load_spec(spec_path)
+    fit_codecs(spec, build_plan(spec), spec.channels.codecs, quiet=True, log=lambda _: None)
+    assert validate_command(str(spec_path)) == 0
+    assert f"codecs: fitted (hub in {tmp_path / 'parts'})" in capsys.readouterr().out
