@@ -216,3 +216,33 @@ def test_an_agent_reads_raw_hidden_states_of_its_own_model_realigned_and_refuses
     assert torch.allclose(b.prefill(questions, [raw]).logits, b.prefill(questions, [realigned]).logits, atol=1e-5)
     with pytest.raises(MessageError, match="arrives in space"):
         other.prefill(questions, [raw])
+
+
+def test_anchor_files_are_checked_and_split_the_same_way_every_time(tmp_path):
+    from channels.codecs.anchors import SHIPPED, anchor_hash, load_anchor_texts, split_anchors
+
+    shipped = load_anchor_texts()
+    assert len(shipped) == 400 and load_anchor_texts(SHIPPED) == shipped
+    fit, held = split_anchors(shipped)
+    assert (len(fit), len(held)) == (320, 80) and {i for i, _ in held} == set(range(4, 400, 5))
+    assert anchor_hash(shipped) == anchor_hash(list(shipped)) != anchor_hash(shipped[:-1])
+    bad = tmp_path / "latin1.txt"
+    bad.write_bytes("caf\xe9 au lait\n".encode("latin-1") * 30)
+    with pytest.raises(CodecError, match="not UTF-8 text"):
+        load_anchor_texts(bad)
+    few = tmp_path / "few.txt"
+    few.write_text("one line\n\n  \ntwo lines\n")
+    with pytest.raises(CodecError, match="2 anchor lines; a fit needs at least 20"):
+        load_anchor_texts(few)
+    with pytest.raises(CodecError, match="cannot read it"):
+        load_anchor_texts(tmp_path / "missing.txt")
+
+
+def test_anchor_points_line_up_across_tokenizers():
+    from agents.anchor_states import points_of, token_spans, word_ends
+    from agents.models.byte_tokenizer import byte_level_tokenizer
+
+    text = "The cat sat on the mat. It cost 12 dollars."
+    assert word_ends(text) == [3, 7, 11, 14, 18, 23, 26, 31, 34, 43]
+    ids, spans = token_spans(byte_level_tokenizer(), text)
+    assert [c for c, _ in points_of(text, spans)] == word_ends(text)  # one byte per token: every word end
