@@ -18,7 +18,12 @@ def receive_messages(call, inbox: tuple, *, receiver_fingerprint: dict, model_dt
         options = {"backend": edge.backend} if edge.transport == "rdt" else {}
         msg = get_transport(edge.transport, **options).unpack(obj)
         decoder = codecs.decoder(edge.decode, call.codec_dir) if (codecs and edge.decode) else None
-        soft_dim = decoder.in_dim if decoder is not None else (None if edge.decode is None and codecs else "receiver")
+        if decoder is not None:
+            soft_dim = decoder.in_dim  # the codec's wire size
+        elif codecs is not None:
+            soft_dim = None  # no decode on this edge (an aggregation step): any wire size
+        else:
+            soft_dim = "receiver"
         validate_message(msg, receiver=call.agent, receiver_fingerprint=receiver_fingerprint,
                          edge_kind=edge.kind, model_dtype=model_dtype, soft_dim=soft_dim)
         wire, kind = msg.nbytes, msg.kind

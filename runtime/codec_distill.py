@@ -24,6 +24,7 @@ from agents.anchor_states import token_spans
 from agents.models import load_model
 from channels.codecs import make_codec
 from channels.codecs.anchors import load_anchor_texts, split_anchors
+from channels.codecs.base import affine, to_norm
 from channels.codecs.storage import load_part, save_part
 from channels.errors import CodecError
 
@@ -35,14 +36,14 @@ LEARNING_RATE = 1e-4
 
 
 def _final_grad(model, embeds: torch.Tensor) -> tuple:
-    """(final last-layer state [D], next-token log-probs [V]) of one sequence, with autograd."""
+    """(last-layer states [S, D], next-token log-probs [V]) of one sequence, with autograd."""
     captured = {}
     hook = model.base_model.register_forward_hook(lambda _m, _a, out: captured.__setitem__("h", out.last_hidden_state))
     try:
         out = model(inputs_embeds=embeds[None], use_cache=False)
     finally:
         hook.remove()
-    return captured["h"][0, -1].float(), torch.log_softmax(out.logits[0, -1].float(), -1)
+    return captured["h"][0].float(), torch.log_softmax(out.logits[0, -1].float(), -1)
 
 
 TRAINED = ("decoder_read_weight", "decoder_read_bias")
@@ -66,9 +67,10 @@ class _Maps(torch.nn.Module):
         return getattr(self, f"{self.names[ref]}_{key}")
 
     def read(self, x: torch.Tensor, src: str, dst: str) -> torch.Tensor:
-        u = x @ self.get(src, "encoder_weight") + self.get(src, "encoder_bias")
-        e = u @ self.get(dst, "decoder_read_weight") + self.get(dst, "decoder_read_bias")
-        return e * (self.get(dst, "read_norm") / e.norm(dim=-1, keepdim=True).clamp_min(1e-6))
+        """What the hub codec's Linear encoder and read head compute, differentiably."""
+        u = affine(x, self.get(src, "encoder_weight"), self.get(src, "encoder_bias"))
+        return to_norm(affine(u, self.get(dst, "decoder_read_weight"), self.get(dst, "decoder_read_bias")),
+                       self.get(dst, "read_norm"))
 
 
 def distill_hub(spec, plan, directory: str, anchors: str | None, steps: int, *, quiet: bool = False, log=print,
@@ -121,27 +123,19 @@ def _pair_loss(maps: _Maps, src, dst, src_ref: str, dst_ref: str, prefix: str) -
     embed = dm.get_input_embeddings()
     with torch.no_grad():
         ids, _ = token_spans(dtok, prefix)
-        t_h, t_log = _final_grad(dm, embed(torch.tensor(ids, device=dm.device)))
+        teacher, t_log = _final_grad(dm, embed(torch.tensor(ids, device=dm.device)))
+        t_h = teacher[-1]
         sids, spans = token_spans(stok, prefix)
-        states, _ = _src_states(sm, sids)
+        states, _ = _final_grad(sm, sm.get_input_embeddings()(torch.tensor(sids, device=sm.device)))
         real = [i for i, (a, b) in enumerate(spans) if b > a]
         states = states[real]
         start = embed(torch.tensor(_start_ids(dtok), device=dm.device))
     soft = maps.read(states.float().cpu(), src_ref, dst_ref).to(dm.device, start.dtype)
-    s_h, s_log = _final_grad(dm, torch.cat([start, soft], 0))
+    student, s_log = _final_grad(dm, torch.cat([start, soft], 0))
+    s_h = student[-1]
     mse = ((s_h - t_h) ** 2).mean() / (t_h ** 2).mean().clamp_min(1e-6)
     kl = (t_log.exp() * (t_log - s_log)).sum()
     return mse + kl
-
-
-def _src_states(model, ids: list) -> tuple:
-    captured = {}
-    hook = model.base_model.register_forward_hook(lambda _m, _a, out: captured.__setitem__("h", out.last_hidden_state))
-    try:
-        model(input_ids=torch.tensor([ids], device=model.device), use_cache=False)
-    finally:
-        hook.remove()
-    return captured["h"][0], None
 
 
 def _mean(xs: list) -> float:

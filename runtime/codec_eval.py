@@ -23,25 +23,22 @@ from agents.fingerprint import model_fingerprint
 from agents.forward import forward_slots, new_positions
 from agents.models import load_model
 from agents.realign import Realigner
-from channels.codecs import make_codec, part_role
+from agents.codec_bank import CodecBank
+from agents.step_call import CodecUse
+from channels.codecs import make_codec
 from channels.codecs.anchors import anchor_hash, load_anchor_texts, split_anchors
-from channels.codecs.base import Receiver, common_keys, mean_cosine
-from channels.codecs.storage import check_fingerprint, load_part
+from channels.codecs.base import common_keys, mean_cosine
 
 from .codec_fit import model_kwargs, states_for
 from .codec_plan import codec_dir, required_fits
 
 
 def _halves(name: str, src: str, dst: str, directory: str, fps: dict) -> tuple:
+    """(encode, decoder) of one edge, loaded and checked as the actors load them."""
     codec = make_codec(name)
-    parts = {}
-    for side, part_name, ref in (("encode", codec.encode_part(src, dst), src), ("decode", codec.decode_part(src, dst), dst)):
-        if part_name:
-            part = load_part(directory, part_name)
-            check_fingerprint(part.meta, part_role(codec, side), fps[ref], part_name)
-            parts[side] = part
-    enc = codec.encoder(parts.get("encode"), fps[src])
-    dec = codec.decoder(parts.get("decode"), Receiver(fps[dst], int(fps[dst]["hidden_size"])))
+    enc_part, dec_part = codec.encode_part(src, dst), codec.decode_part(src, dst)
+    enc = CodecBank(fps[src]).encoder(CodecUse(name, enc_part), directory) if enc_part else None
+    dec = CodecBank(fps[dst]).decoder(CodecUse(name, dec_part or ""), directory)
     return (lambda x: enc(x) if enc is not None else x.float()), dec
 
 

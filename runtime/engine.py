@@ -46,12 +46,17 @@ class RunResult:
         }
 
 
-def output_variants(plan, step, codec_for=None) -> tuple:
+def _variant_key(edge, codecs: dict) -> tuple:
+    """What a receiver needs the sender to have returned: its compression and encoding."""
+    return tuple(edge.compression), codecs[edge].encode if edge in codecs else None
+
+
+def output_variants(plan, step, codecs: dict | None = None) -> tuple:
     """Distinct (compression list, encoding) pairs over a step's outgoing edges: the
-    objects the step returns, one each."""
+    objects the step returns, one each. codecs: {edge: EdgeCodec}."""
     variants = []
     for edge in plan.outgoing(step.id):
-        key = (tuple(edge.compression), codec_for(edge).encode if codec_for else None)
+        key = _variant_key(edge, codecs or {})
         if key not in variants:
             variants.append(key)
     return tuple(variants) or (((), None),)
@@ -69,18 +74,18 @@ def compile_steps(plan, backend: str = "nccl", checksum: bool = False, codec_for
                   hidden_scope: str = "latent", codec_dir: str = "") -> list:
     """Everything about each step's actor call that depends on the plan alone, once per run.
     codec_for(edge) -> EdgeCodec (runtime/codec_plan.py); None: no codec is applied."""
-    variants = {s.id: output_variants(plan, s, codec_for) for s in plan.steps}
+    codecs = {e: codec_for(e) for e in plan.edges} if codec_for else {}
+    variants = {s.id: output_variants(plan, s, codecs) for s in plan.steps}
     out = []
     for step in plan.steps:
         inputs = tuple(InputEdge(e.src, e.kind, e.codec, tuple(e.compression), e.transport,
                                  backend if e.transport == "rdt" else "",
-                                 codec_for(e).decode if codec_for else None) for e in step.inputs)
+                                 codecs[e].decode if e in codecs else None) for e in step.inputs)
         mine = variants[step.id]
         call = StepCall(step.id, step.agent, step.action, step.emit, step.kv_scope, inputs,
                         tuple(c for c, _ in mine), step.round, 0, step.aggregate, checksum,
                         encodes=tuple(enc for _, enc in mine), hidden_scope=hidden_scope, codec_dir=codec_dir)
-        inbox = tuple((e.src, variants[e.src].index((tuple(e.compression), codec_for(e).encode if codec_for else None)))
-                      for e in step.inputs)
+        inbox = tuple((e.src, variants[e.src].index(_variant_key(e, codecs))) for e in step.inputs)
         out.append(StepSubmission(call, step_transport(plan, step), inbox))
     return out
 

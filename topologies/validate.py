@@ -1,13 +1,13 @@
 """Checks run once, before any actor starts: references, codecs, edges, kinds, reachability.
 
-Hidden sizes are known statically only for built-in models: `tiny:<family>-<hidden>[-...]`
-(tiny:qwen3-128 -> 128). For hf: refs and local directories the size check is left to
-the codec at run time, so loading no weights is ever needed to validate a spec.
+Two agents share a model when their model entries name the same ref, dtype and seed
+(topologies/edges.same_model), so no weights are loaded to validate a spec; whether a
+codec's fitted parts exist is checked by the runtime (runtime/codec_plan.py) and their
+fingerprints by the actors that load them.
 """
 from __future__ import annotations
 
 import re
-from typing import Optional
 
 from .errors import SpecError
 from .plan import Plan
@@ -17,11 +17,6 @@ from .spec import AGGREGATES, CODECS, GraphSpec
 _TINY = re.compile(r"^tiny:([a-z0-9]+)-(\d+)(-[a-z0-9-]+)?$")
 SAME_SPACE_CODECS = ("identity", "realign")  # map nothing between models
 PAIRWISE_CODECS = ("ridge",)  # need the receiver's model to decode: no shared space to aggregate in
-
-
-def hidden_size(ref: str) -> Optional[int]:
-    m = _TINY.match(ref)
-    return int(m.group(2)) if m else None
 
 
 def has_no_rope(ref: str) -> bool:

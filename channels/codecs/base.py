@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
 import torch
@@ -81,15 +82,16 @@ class Receiver:
     hidden_size: int
 
 
-class Encoder:
+class Encoder(ABC):
     """Sender side: [N, D_s] float32 -> [N, d]. `space` names what the output lives in."""
     space = ""
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
-        raise NotImplementedError
+    @abstractmethod
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """The wire vectors of x."""
 
 
-class Decoder:
+class Decoder(ABC):
     """Receiver side: [N, d] float32 in `space` -> [N, D_r] in the receiver's hidden space
     (`__call__`, for latent-step states) or in its input space (`read`, for prompt states;
     None: prompt states take the `__call__` path too)."""
@@ -104,8 +106,9 @@ class Decoder:
                 f"a message from {sender} arrives in space {space!r} but this decoder reads {self.space!r}; "
                 "both ends must use codec parts of one fit (rerun latentray fit-codec for the spec)")
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
-        raise NotImplementedError
+    @abstractmethod
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """x in the receiver's last-layer space."""
 
 
 def affine(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -133,9 +136,9 @@ class Linear(Encoder, Decoder):
         return affine(x, self.weight, self.bias)
 
 
-class Codec:
+class Codec(ABC):
     """Base class. Subclasses set `key`, say whether they need fitted parts, and build
-    their encoder and decoder from those parts."""
+    their encoder (optional) and decoder (required) from those parts."""
     key = ""
     shared_space = False  # encodes into a space several models share
     needs_fit = True
@@ -162,8 +165,9 @@ class Codec:
         """None: the message travels as the sender's raw hidden states."""
         return None
 
+    @abstractmethod
     def decoder(self, part: Part | None, receiver: Receiver) -> Decoder:
-        raise NotImplementedError
+        """The receiver's half for this part."""
 
 
 class SharedSpaceCodec(Codec):
