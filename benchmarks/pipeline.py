@@ -1,7 +1,7 @@
 """Problems in flight vs one batch at a time: the same spec and problems through the engine,
 once with every batch submitted at once (agents work on different batches concurrently:
 the planner on batch 3 while the judger finishes batch 1) and once with one batch in
-flight (run.max_inflight: 1). Prints throughput (problems per second) of each and the
+flight (run.max_in_flight: 1). Prints throughput (problems per second) of each and the
 ratio; answers must be identical.
 
   python benchmarks/pipeline.py [--spec SPEC] [--input Q.jsonl] [--batch-size 1] [--json PATH]
@@ -22,8 +22,8 @@ from topologies import build_plan, load_spec  # noqa: E402
 
 
 def timed(spec, questions: list, inflight) -> tuple:
-    spec = spec.model_copy(update={"run": spec.run.model_copy(update={"max_inflight": inflight})})
-    result = run_spec(spec, build_plan(spec), questions, run_name=f"pipeline-{inflight or 'all'}")
+    spec = spec.model_copy(update={"run": spec.run.model_copy(update={"max_in_flight": inflight})})
+    result = run_spec(spec, build_plan(spec), questions, run_name=f"pipeline-{inflight}")
     return result.answers, result.run_s
 
 
@@ -38,7 +38,7 @@ def main(argv=None) -> None:
     spec = spec.model_copy(update={"run": spec.run.model_copy(update={"batch_size": args.batch_size})})
     questions, _ = read_jsonl_questions(args.input)
     one_answers, one_s = timed(spec, questions, 1)
-    all_answers, all_s = timed(spec, questions, None)
+    all_answers, all_s = timed(spec, questions, "all")
     n = len(questions)
     print(f"{n} questions, batch {args.batch_size}, {spec.models[next(iter(spec.models))].ref}; "
           f"answers identical: {one_answers == all_answers}")

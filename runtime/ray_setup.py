@@ -24,11 +24,13 @@ def runtime_env() -> dict:
     return {"env_vars": {**ZERO_COPY_ENV, "PYTHONPATH": path}}
 
 
-def ensure_ray(address: str | None = None, num_cpus: float | None = None, dashboard: bool = False):
+def ensure_ray(address: str | None = None, num_cpus: float | None = None, dashboard: bool = False,
+               metrics_export_port: int | None = None):
     """Initialise Ray once per process: join `address` (or RAY_ADDRESS), else start a local one.
 
     A local Ray gets at least `num_cpus` logical CPUs, so every agent's actor can be
-    placed even on a small machine (agents mostly wait on each other).
+    placed even on a small machine (agents mostly wait on each other). With
+    `metrics_export_port` it serves Prometheus metrics on that port, reported every second.
     """
     import ray
 
@@ -42,6 +44,10 @@ def ensure_ray(address: str | None = None, num_cpus: float | None = None, dashbo
     else:
         STARTED_LOCALLY = True
         cpus = max(os.cpu_count() or 1, int(-(-(num_cpus or 0) // 1)))
-        ray.init(num_cpus=cpus, runtime_env=runtime_env(), include_dashboard=dashboard,
-                 configure_logging=False)
+        metrics = {} if metrics_export_port is None else {
+            "_metrics_export_port": metrics_export_port, "_system_config": {"metrics_report_interval_ms": 1000}}
+        # "local": a cluster someone started on this machine with `ray start` is not joined
+        # by accident; joining one takes --address or RAY_ADDRESS (a job's driver has it set)
+        ray.init(address="local", num_cpus=cpus, runtime_env=runtime_env(), include_dashboard=dashboard,
+                 configure_logging=False, **metrics)
     return ray

@@ -29,11 +29,22 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+METRICS_PORT = free_port()  # the session Ray's Prometheus export (tests/test_metrics_export.py)
+
+
 @pytest.fixture(scope="session")
 def ray_session():
     from runtime.ray_setup import ensure_ray
 
-    ray = ensure_ray(num_cpus=8)
+    ray = ensure_ray(num_cpus=8, metrics_export_port=METRICS_PORT)
     yield ray
     ray.shutdown()
 

@@ -32,7 +32,7 @@ def test_example_runs_and_names_actors(ray_session, example):
     spec, plan = example
     seen = []
 
-    def on_batch(first, answers, tokens):
+    def on_batch(done):
         for agent in plan.agents:  # named actors are alive while the run goes on
             seen.append(ray_session.get_actor(f"e2e/{agent}")._actor_id.hex())
 
@@ -161,11 +161,11 @@ def test_run_survives_an_actor_dying(ray_session, example):
     one_per_batch = spec.model_copy(update={"run": spec.run.model_copy(update={"batch_size": 1})})
     killed = []
 
-    def kill_critic(first, answers, tokens):
+    def kill_critic(done):
         if not killed:
             critic = ray_session.get_actor("crash/critic")
             ray_session.kill(critic, no_restart=False)
-            killed.append(first)
+            killed.append(done.first)
 
     questions = QUESTIONS * 4  # enough batches that the critic still has work at the kill
     clean = run_spec(one_per_batch, plan, questions, run_name="clean")

@@ -117,8 +117,16 @@ class RunSpec(Strict):
     seed: int = 0
     output: Optional[str] = None
     method: Literal["latent", "text", "single"] = "latent"
-    max_inflight: Optional[int] = Field(None, ge=1, description="batches submitted and unfinished at once; "
-                                        "None = all (agents pipeline across batches)")
+    max_in_flight: Union[int, Literal["auto", "all"]] = Field(
+        "auto", description="batches submitted and unfinished at once (backpressure): an int >= 1; "
+        "auto = one per actor plus one, so every agent can work on a different batch; all = no limit")
+
+    @field_validator("max_in_flight")
+    @classmethod
+    def _positive_in_flight(cls, v):
+        if isinstance(v, int) and v < 1:
+            raise ValueError("max_in_flight must be >= 1, 'auto' or 'all'")
+        return v
 
 
 class GraphSpec(Strict):
