@@ -1,45 +1,185 @@
-"""Write a run's outputs: answers.jsonl (one line per question), summary.json, trace.parquet.
+"""A run's output directory, written as the run goes, so a killed run keeps what it finished.
 
-Files are written to a temporary name and renamed, so a crash never leaves half a file.
+    DIR/run.json          what run this is: the spec (as validated) and the question set
+    DIR/answers/part-*.parquet   one row per finished problem, one part per batch
+    DIR/trace/part-*.parquet     one row per message delivered, the same part names
+    DIR/answers.jsonl, DIR/summary.json   written when the run completes
+
+Each part is written under a dot-name and renamed, so a reader (pyarrow.dataset, which
+skips dot-files) never sees half a file; the answers part is renamed last, so a problem
+is finished exactly when its answers row exists. A rerun with the same directory reads
+which problems are finished, removes what a killed run left half-done (temporary files,
+a trace part without its answers part), and runs only the rest; a rerun with another spec
+or question set is refused with what changed. A lock file keeps two runs out of one
+directory at once.
 """
 from __future__ import annotations
 
 import json
 import os
+import uuid
 from pathlib import Path
 
+from .errors import RunError
+from .run_identity import digest, question_changes, questions_identity, spec_changes, spec_identity
 
-def _atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
-def write_answers(out_dir: Path, questions: list, answers: list, tokens: list, ids=None) -> Path:
-    path = out_dir / "answers.jsonl"
-
-    def write(tmp):
-        with open(tmp, "w") as f:
-            for i, (q, a, t) in enumerate(zip(questions, answers, tokens)):
-                row = {"id": ids[i] if ids else i, "question": q, "answer": a, "tokens": t}
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-
-    _atomic_write(path, write)
-    return path
+MANIFEST = "run.json"
+TRACE_COLUMNS = ["run", "batch", "problems", "src", "dst", "round", "kind", "bytes", "latency_s"]
 
 
-def write_summary(out_dir: Path, summary: dict) -> Path:
-    path = out_dir / "summary.json"
-    _atomic_write(path, lambda tmp: tmp.write_text(json.dumps(summary, indent=2) + "\n"))
-    return path
+class ResumeError(RunError):
+    """The output directory holds another run."""
 
 
-def write_trace(out_dir: Path, rows: list) -> Path:
+def _atomic(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _answers_schema():
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    path = out_dir / "trace.parquet"
-    columns = ["run", "batch", "first_problem", "src", "dst", "round", "kind", "bytes", "latency_s"]
-    table = pa.table({c: [r.get(c) for r in rows] for c in columns})
-    _atomic_write(path, lambda tmp: pq.write_table(table, tmp))
-    return path
+    return pa.schema([("index", pa.int64()), ("id", pa.string()), ("question", pa.string()), ("answer", pa.string()),
+                      ("tokens", pa.int64()), ("run", pa.string()), ("batch", pa.int64()), ("retries", pa.int64())])
+
+
+def _trace_schema():
+    import pyarrow as pa
+
+    s, i = pa.string(), pa.int64()
+    return pa.schema([("run", s), ("batch", i), ("problems", pa.list_(i)), ("src", s), ("dst", s), ("round", i),
+                      ("kind", s), ("bytes", i), ("latency_s", pa.float64())])
+
+
+def _question_text(q) -> str:
+    return q if isinstance(q, str) else json.dumps(q, ensure_ascii=False)
+
+
+class RunOutput:
+    def __init__(self, out_dir, spec, questions: list, ids: list | None = None):
+        self.dir = Path(out_dir)
+        self.questions = list(questions)
+        self.ids = list(ids) if ids is not None else list(range(len(self.questions)))
+        self.manifest = {"spec": spec_identity(spec), "spec_name": spec.name,
+                         "questions": questions_identity([_question_text(q) for q in self.questions], self.ids)}
+        self.manifest["digest"] = digest([self.manifest["spec"], self.manifest["questions"]])
+        self.done: set = set()
+        self._lock = None
+        self._seq = 0
+        self._session = uuid.uuid4().hex[:8]
+
+    # -- opening: identity, lock, clean-up, what is finished --------------------------------
+    def open(self) -> "RunOutput":
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._take_lock()
+        path = self.dir / MANIFEST
+        if path.exists():
+            self._check_same_run(json.loads(path.read_text()))
+        else:
+            _atomic(path, lambda tmp: tmp.write_text(json.dumps(self.manifest, ensure_ascii=False, indent=1)))
+        for sub in ("answers", "trace"):
+            (self.dir / sub).mkdir(exist_ok=True)
+            for tmp in (self.dir / sub).glob(".*.tmp"):
+                tmp.unlink()
+        answered = {p.name for p in (self.dir / "answers").glob("part-*.parquet")}
+        for part in (self.dir / "trace").glob("part-*.parquet"):
+            if part.name not in answered:  # its batch died between the two renames
+                part.unlink()
+        self.done = {r["index"] for r in self._read("answers", ["index"])}
+        return self
+
+    def _take_lock(self) -> None:
+        import fcntl
+
+        self._lock = open(self.dir / ".lock", "w")
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock.close()
+            raise ResumeError(f"{self.dir}: another latentray run is writing this directory; wait for it "
+                              "or give another --output") from None
+
+    def _check_same_run(self, old: dict) -> None:
+        if old.get("digest") == self.manifest["digest"]:
+            return
+        fix = f"run the same spec and questions to resume, or give another --output than {self.dir}"
+        if old.get("spec") != self.manifest["spec"]:
+            changes = "; ".join(spec_changes(old.get("spec", {}), self.manifest["spec"]))
+            raise ResumeError(f"{self.dir} holds a run of another spec ({changes}); {fix}")
+        changed = question_changes(old.get("questions", []), self.manifest["questions"])
+        raise ResumeError(f"{self.dir} holds a run of other questions ({changed}); {fix}")
+
+    def close(self) -> None:
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+    def __enter__(self) -> "RunOutput":
+        return self.open()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- writing ------------------------------------------------------------------------------
+    def todo(self) -> list:
+        """Indices of the problems not finished yet, in order."""
+        return [i for i in range(len(self.questions)) if i not in self.done]
+
+    def write_batch(self, indices: list, answers: list, tokens: list, trace: list, run: str, batch: int,
+                    retries: int = 0) -> None:
+        """One finished batch: its trace rows, then (the commit) its answers rows."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        self._seq += 1
+        name = f"part-{self._session}-{self._seq:06d}.parquet"
+        rows = {c: [r.get(c) for r in trace] for c in TRACE_COLUMNS}
+        rows["problems"] = [list(indices)] * len(trace)
+        trace_table = pa.table(rows, schema=_trace_schema())
+        _atomic(self.dir / "trace" / name, lambda tmp: pq.write_table(trace_table, tmp))
+        answers_table = pa.table({
+            "index": list(indices), "id": [str(self.ids[i]) for i in indices],
+            "question": [_question_text(self.questions[i]) for i in indices], "answer": list(answers),
+            "tokens": list(tokens), "run": [run] * len(indices), "batch": [batch] * len(indices),
+            "retries": [retries] * len(indices)}, schema=_answers_schema())
+        _atomic(self.dir / "answers" / name, lambda tmp: pq.write_table(answers_table, tmp))
+        self.done.update(indices)
+
+    # -- reading and finishing ----------------------------------------------------------------
+    def _read(self, sub: str, columns=None) -> list:
+        import pyarrow.dataset as ds
+
+        folder = self.dir / sub
+        if not folder.is_dir() or not any(folder.glob("part-*.parquet")):
+            return []
+        schema = _answers_schema() if sub == "answers" else _trace_schema()
+        return ds.dataset(folder, format="parquet", schema=schema).to_table(columns=columns).to_pylist()
+
+    def answers(self) -> list:
+        """Every finished problem's row, in question order."""
+        return sorted(self._read("answers"), key=lambda r: r["index"])
+
+    def trace(self) -> list:
+        return self._read("trace")
+
+    def finish(self, summary: dict | None) -> None:
+        """answers.jsonl (every problem, with its original id) and summary.json, atomically;
+        summary None (nothing ran this time) keeps a summary.json already there."""
+        rows = self.answers()
+
+        def write(tmp):
+            with open(tmp, "w") as f:
+                for r in rows:
+                    line = {"id": self.ids[r["index"]], "question": self.questions[r["index"]],
+                            "answer": r["answer"], "tokens": r["tokens"], "retries": r["retries"]}
+                    f.write(json.dumps(line, ensure_ascii=False) + "\n")
+
+        _atomic(self.dir / "answers.jsonl", write)
+        if summary is not None or not (self.dir / "summary.json").exists():
+            _atomic(self.dir / "summary.json",
+                    lambda tmp: tmp.write_text(json.dumps(summary or {}, indent=2) + "\n"))

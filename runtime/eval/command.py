@@ -29,6 +29,7 @@ def add_eval_parser(sub) -> None:
     p.add_argument("--batch-size", type=int, help="override run.batch_size")
     p.add_argument("--max-new-tokens", type=int, help="override every agent's max_new_tokens")
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS or a local Ray)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or progress lines")
 
 
 def parse_methods(text: str) -> list:
@@ -52,12 +53,15 @@ def cmd_eval(args) -> int:
     problems = load_problems(args.dataset, limit=args.limit, mapping=mapping, task=args.task, split=args.split)
     out = Path(args.output)
     print(f"[eval] {len(problems)} problems from {args.dataset}; methods {', '.join(methods)}", file=sys.stderr)
-    for method in methods:
-        def progress(batch, total, m=method):
-            print(f"[eval] {m}: batch {batch + 1}/{total}", file=sys.stderr, flush=True)
+    from runtime.progress import Progress
 
-        rows, summary = run_method(spec, problems, method, dataset=args.dataset, batch_size=args.batch_size,
-                                   max_new_tokens=args.max_new_tokens, address=args.address, progress=progress)
+    for method in methods:
+        progress = Progress(len(problems), desc=f"eval {method}", quiet=args.quiet)
+        try:
+            rows, summary = run_method(spec, problems, method, dataset=args.dataset, batch_size=args.batch_size,
+                                       max_new_tokens=args.max_new_tokens, address=args.address, progress=progress)
+        finally:
+            progress.close()
         summary.update(dataset=args.dataset, spec=str(args.spec), limit=args.limit)
         path = write_method(out, method, rows, summary)
         right = sum(r["correct"] for r in rows)
