@@ -25,6 +25,13 @@ class Progress:
             self._bar = tqdm(total=total, initial=done, desc=desc, unit="problem", file=self.stream,
                              dynamic_ncols=True, smoothing=0.1)
 
+    def resume_from(self, done: int) -> None:
+        """Problems an earlier run finished: counted as done, not in the rates."""
+        self.done = self._start_done = done
+        if self._bar is not None:
+            self._bar.reset(total=self.total)
+            self._bar.update(done)
+
     def start(self) -> None:
         """Restart the clock: rates count from the first step submitted, not from model loading."""
         self._t0 = self._last_log = time.perf_counter()

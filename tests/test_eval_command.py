@@ -135,3 +135,36 @@ def test_split_info_problems_hide_the_fact_from_the_question():
         assert p.context and p.gold in p.context and p.gold not in p.question
     spec_roles = load_spec("topologies/examples/split_info.yaml").agents
     assert "{context}" in spec_roles["reader"].role and "{context}" not in spec_roles["answerer"].role
+
+
+@pytest.mark.ray
+def test_eval_streams_each_method_and_a_rerun_resumes_it(ray_session, tiny_spec, qa_file, tmp_path, capsys):
+    """A method cut short keeps its finished problems in runs/<method>/; the rerun runs
+    only the rest and scores every problem once, as an uninterrupted evaluation does."""
+    import pyarrow.dataset as ds
+
+    from runtime.eval.runner import with_method
+    from runtime.eval.runner import problem_inputs
+    from runtime.results import RunOutput
+
+    args = ["eval", str(tiny_spec), "--dataset", str(qa_file), "--field", "question=prompt", "--field",
+            "answer=target", "--field", "id=qid", "--methods", "latent", "--quiet"]
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    assert main(args + ["-o", str(full)]) == 0
+    problems = load_problems(str(qa_file), mapping={"question": "prompt", "answer": "target", "id": "qid"})
+    # what an interrupted evaluation leaves: the first problem's batch, in the same store
+    spec = with_method(load_spec(tiny_spec), "latent")
+    first = ds.dataset(full / "runs" / "latent" / "answers").to_table().to_pylist()
+    with RunOutput(cut / "runs" / "latent", spec, problem_inputs(problems), [p.id for p in problems]) as out:
+        row = next(r for r in first if r["index"] == 0)
+        out.write_batch([0], [row["answer"]], [row["tokens"]], [], "earlier", 0)
+    capsys.readouterr()
+    assert main(args + ["-o", str(cut)]) == 0
+    assert "resuming" in capsys.readouterr().err
+    rows_full, _ = read_results(full)
+    rows_cut, summaries = read_results(cut)
+    assert [r["id"] for r in rows_cut] == ["q0", "q1", "q2"]
+    assert [r["answer"] for r in rows_cut] == [r["answer"] for r in rows_full]
+    assert summaries["latent"]["problems_run"] == 2 and summaries["latent"]["resumed_finished"] == 1
+    answered = ds.dataset(cut / "runs" / "latent" / "answers").to_table().column("index").to_pylist()
+    assert sorted(answered) == [0, 1, 2]

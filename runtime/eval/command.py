@@ -19,7 +19,8 @@ def add_eval_parser(sub) -> None:
     p.add_argument("--dataset", "-d", required=True,
                    help="built-in set (gsm8k, arc-easy, arc-challenge, basic-arithmetic, humaneval, split-info), "
                         "a .jsonl/.csv/.parquet/.arrow file, or hf:<id>[:config]")
-    p.add_argument("--output", "-o", required=True, help="directory for results/<method>.parquet")
+    p.add_argument("--output", "-o", required=True, help="directory for results/<method>.parquet; answers "
+                   "stream into runs/<method>/ as batches finish, and a rerun resumes there")
     p.add_argument("--limit", "-n", type=int, help="the first N problems")
     p.add_argument("--methods", default=",".join(METHODS), help="comma-separated: latent,text,single")
     p.add_argument("--field", action="append", default=[], metavar="KEY=COLUMN",
@@ -59,11 +60,17 @@ def cmd_eval(args) -> int:
         progress = Progress(len(problems), desc=f"eval {method}", quiet=args.quiet)
         try:
             rows, summary = run_method(spec, problems, method, dataset=args.dataset, batch_size=args.batch_size,
-                                       max_new_tokens=args.max_new_tokens, address=args.address, progress=progress)
+                                       max_new_tokens=args.max_new_tokens, address=args.address, progress=progress,
+                                       output_dir=out / "runs" / method)
         finally:
             progress.close()
         summary.update(dataset=args.dataset, spec=str(args.spec), limit=args.limit)
-        path = write_method(out, method, rows, summary)
+        if not summary["problems_run"]:
+            print(f"[eval] {method}: all {len(problems)} problems were already finished in {out}", file=sys.stderr)
+        elif summary["resumed_finished"]:
+            print(f"[eval] {method}: resuming {out}: {summary['resumed_finished']} of {len(problems)} problems "
+                  f"were already finished; ran the other {summary['problems_run']}", file=sys.stderr)
+        path = write_method(out, method, rows, summary, keep_summary=not summary["problems_run"])
         right = sum(r["correct"] for r in rows)
         print(f"[eval] {method}: {right}/{len(rows)} correct, {summary['run_s']:.1f} s; wrote {path}",
               file=sys.stderr)

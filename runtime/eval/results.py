@@ -1,7 +1,9 @@
-"""An evaluation directory: results/<method>.parquet (one row per problem) and
+"""An evaluation directory: results/<method>.parquet (one scored row per problem) and
 results/<method>.json (the method's run summary), each written to a temporary name and
-renamed, so a method that finished is kept whatever happens to the next one. Re-running a
-method replaces its part; all parts read together as one table."""
+renamed, so a method that finished is kept whatever happens to the next one. While a
+method runs, its answers stream into runs/<method>/ (runtime/results.py), so a rerun of
+the same command resumes an interrupted method where it stopped. Re-running a method
+replaces its part; all parts read together as one table."""
 from __future__ import annotations
 
 import json
@@ -24,7 +26,9 @@ def _schema():
     return pa.schema([(c, types.get(c, s)) for c in COLUMNS])
 
 
-def write_method(out_dir: Path, method: str, rows: list, summary: dict) -> Path:
+def write_method(out_dir: Path, method: str, rows: list, summary: dict, keep_summary: bool = False) -> Path:
+    """keep_summary: leave an existing <method>.json (a rerun that ran nothing keeps the
+    timings of the run that did)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -36,6 +40,8 @@ def write_method(out_dir: Path, method: str, rows: list, summary: dict) -> Path:
     pq.write_table(table, path.with_suffix(".parquet.tmp"))
     os.replace(path.with_suffix(".parquet.tmp"), path)
     meta = parts / f"{method}.json"
+    if keep_summary and meta.is_file():
+        return path
     meta.with_suffix(".json.tmp").write_text(json.dumps(summary, indent=2) + "\n")
     os.replace(meta.with_suffix(".json.tmp"), meta)
     return path

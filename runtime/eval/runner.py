@@ -29,65 +29,107 @@ def problem_inputs(problems: list) -> list:
             for p in problems]
 
 
-def batch_costs(result) -> dict:
-    """{batch: {"seconds": {agent: s}, "latent_steps": n, "bytes": b, "rows": r}} from a run."""
+def result_rows(result, indices: list, batch_size: int) -> tuple:
+    """(answers, steps, trace) rows of an in-memory run, in the shape runtime/results.py
+    stores them; `indices` are the problems the run's questions were."""
+    def problems(batch):
+        return indices[batch * batch_size:(batch + 1) * batch_size]
+
+    answers = [{"index": i, "answer": a, "run": result.run_name, "batch": n // batch_size}
+               for n, (i, a) in enumerate(zip(indices, result.answers))]
+    steps = [{**s, "run": result.run_name, "problems": problems(s["batch"])} for s in result.steps]
+    trace = [{**r, "run": result.run_name, "problems": problems(r["batch"])} for r in result.trace]
+    return answers, steps, trace
+
+
+def _batch_costs(steps: list, trace: list) -> dict:
+    """{(run, batch): {"seconds": {agent: s}, "latent_steps": n, "bytes": b, "rows": r}}."""
     out: dict = defaultdict(lambda: {"seconds": defaultdict(float), "latent_steps": 0, "bytes": 0, "rows": 0})
-    for s in result.steps:
-        c = out[s["batch"]]
-        c["seconds"][s["agent"]] += s.get("compute_s", 0.0)
-        c["latent_steps"] += s.get("latent_steps", 0)
-        c["rows"] = s["rows"]
-    for r in result.trace:
-        out[r["batch"]]["bytes"] += r["bytes"]
+    for s in steps:
+        c = out[(s["run"], s["batch"])]
+        c["seconds"][s["agent"]] += s.get("compute_s") or 0.0
+        c["latent_steps"] += s.get("latent_steps") or 0
+        c["rows"] = len(s["problems"])
+    for r in trace:
+        out[(r["run"], r["batch"])]["bytes"] += r["bytes"]
     return out
 
 
-def per_problem_tokens(result, batch_size: int) -> tuple:
+def _per_problem_tokens(steps: list) -> tuple:
     """({problem index: {agent: decoded tokens}}, {problem index: prompt tokens})."""
     decoded: dict = defaultdict(lambda: defaultdict(int))
     prompt: dict = defaultdict(int)
-    for s in result.steps:
-        first = s["batch"] * batch_size
-        for r in range(s["rows"]):
-            decoded[first + r][s["agent"]] += s["tokens"][r]
-            prompt[first + r] += s.get("prompt_tokens", [0] * s["rows"])[r]
+    for s in steps:
+        prompts = s.get("prompt_tokens") or [0] * len(s["problems"])
+        for r, i in enumerate(s["problems"]):
+            decoded[i][s["agent"]] += s["tokens"][r]
+            prompt[i] += prompts[r]
     return decoded, prompt
 
 
-def method_rows(result, problems: list, method: str, batch_size: int, dataset: str, spec_name: str) -> list:
-    costs = batch_costs(result)
-    decoded, prompt = per_problem_tokens(result, batch_size)
+def method_rows(answers: list, steps: list, trace: list, problems: list, method: str, dataset: str,
+                spec_name: str) -> list:
+    """One scored row per answered problem. answers/steps/trace: rows as runtime/results.py
+    stores them (or result_rows makes them): answers carry the problem index, steps and
+    trace the batch's problem indices."""
+    costs = _batch_costs(steps, trace)
+    decoded, prompt = _per_problem_tokens(steps)
     rows = []
-    for i, (p, answer) in enumerate(zip(problems, result.answers)):
-        c = costs[i // batch_size]
+    for a in sorted(answers, key=lambda r: r["index"]):
+        i, p = a["index"], problems[a["index"]]
+        c = costs[(a["run"], a["batch"])]
         share = 1.0 / max(c["rows"], 1)
-        check = checker_for(p.task, p.meta.get("checker")).check(answer, p)
-        seconds = {a: s * share for a, s in c["seconds"].items()}
+        check = checker_for(p.task, p.meta.get("checker")).check(a["answer"], p)
+        seconds = {ag: sec * share for ag, sec in c["seconds"].items()}
         rows.append({
             "dataset": dataset, "spec": spec_name, "method": method, "id": p.id, "task": p.task,
-            "question": p.question, "context": p.context, "gold": p.gold, "answer": answer,
+            "question": p.question, "context": p.context, "gold": p.gold, "answer": a["answer"],
             "extracted": check.extracted, "correct": bool(check.correct), "detail": check.detail,
             "prompt_tokens": int(prompt[i]), "decoded_tokens": int(sum(decoded[i].values())),
-            "tokens_by_agent": {a: int(n) for a, n in decoded[i].items()},
+            "tokens_by_agent": {ag: int(n) for ag, n in decoded[i].items()},
             "latent_steps": int(c["latent_steps"]), "seconds": float(sum(seconds.values())),
             "seconds_by_agent": seconds, "message_bytes": int(round(c["bytes"] * share)),
-            "batch": i // batch_size,
+            "batch": int(a["batch"]),
         })
     return rows
 
 
 def run_method(spec, problems: list, method: str, *, dataset: str, batch_size: int | None = None,
-               max_new_tokens: int | None = None, address: str | None = None, progress=None) -> tuple:
-    """(rows, run summary) of one method over the problems."""
+               max_new_tokens: int | None = None, address: str | None = None, progress=None,
+               output_dir=None) -> tuple:
+    """(rows, run summary) of one method over the problems. With output_dir, answers stream
+    into output_dir (runtime/results.py) as batches finish, and a rerun resumes there."""
     from runtime.engine import run_spec
+    from runtime.results import RunOutput
     from topologies import build_plan
 
     spec_m = with_method(spec, method, batch_size, max_new_tokens)
     plan = build_plan(spec_m)
-    result = run_spec(spec_m, plan, problem_inputs(problems), run_name=f"{spec.name}-eval-{method}",
-                      progress=progress, address=address)
-    rows = method_rows(result, problems, method, spec_m.run.batch_size, dataset, spec.name)
-    summary = {"method": method, "problems": len(problems), "run_s": result.run_s, "wall_s": result.wall_s,
-               "batch_size": spec_m.run.batch_size, "agents": list(plan.agents),
-               "model_loads": result.summary(spec_m, plan)["model_loads"]}
-    return rows, summary
+    inputs = problem_inputs(problems)
+    output = RunOutput(output_dir, spec_m, inputs, [p.id for p in problems]).open() if output_dir else None
+    try:
+        todo = output.todo() if output else list(range(len(problems)))
+        run_name = f"{spec.name}-eval-{method}"
+        summary = {"method": method, "problems": len(problems), "problems_run": len(todo), "run_s": 0.0,
+                   "wall_s": 0.0, "batch_size": spec_m.run.batch_size, "agents": list(plan.agents),
+                   "model_loads": [], "resumed_finished": len(problems) - len(todo)}
+        if progress is not None:
+            progress.resume_from(len(problems) - len(todo))
+        result = None
+        if todo:
+            def on_batch(done):
+                if output:
+                    output.write_done(done, todo[done.first:done.first + len(done.answers)], run_name)
+
+            result = run_spec(spec_m, plan, [inputs[i] for i in todo], run_name=run_name, progress=progress,
+                              on_batch=on_batch, address=address)
+            summary.update(run_s=result.run_s, wall_s=result.wall_s,
+                           model_loads=result.summary(spec_m, plan)["model_loads"])
+        if output:
+            stored = output.answers(), output.steps(), output.trace()
+        else:
+            stored = result_rows(result, todo, spec_m.run.batch_size)
+    finally:
+        if output:
+            output.close()
+    return method_rows(*stored, problems, method, dataset, spec.name), summary

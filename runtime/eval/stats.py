@@ -25,12 +25,15 @@ def method_figures(rows: list, summaries: dict) -> list:
         mine = [r for r in rows if r["method"] == m]
         n, correct = len(mine), sum(r["correct"] for r in mine)
         lo, hi = wilson(correct, n)
-        run_s = summaries.get(m, {}).get("run_s") or sum(r["seconds"] for r in mine)
+        # a resumed method's run time covers the problems run in its last session only
+        summary = summaries.get(m, {})
+        timed = summary.get("problems_run", n) if summary.get("run_s") else n
+        run_s = summary.get("run_s") or sum(r["seconds"] for r in mine)
         out.append({"method": m, "problems": n, "correct": correct, "accuracy": correct / n if n else 0.0,
                     "ci_low": lo, "ci_high": hi,
                     "tokens_per_problem": sum(r["decoded_tokens"] for r in mine) / max(n, 1),
                     "prompt_tokens_per_problem": sum(r["prompt_tokens"] for r in mine) / max(n, 1),
-                    "seconds_per_problem": run_s / max(n, 1),
+                    "seconds_per_problem": run_s / max(timed, 1),
                     "message_bytes_per_problem": sum(r["message_bytes"] for r in mine) / max(n, 1)})
     text = next((f for f in out if f["method"] == "text"), None)
     for f in out:
