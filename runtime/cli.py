@@ -1,4 +1,5 @@
-"""The `latentray` command: run, validate and draw graph specs; evaluate; fit and measure codecs.
+"""The `latentray` command: run, validate and draw graph specs; evaluate; fit and measure codecs;
+submit runs as jobs to a Ray cluster and follow them.
 
 Errors a user can cause print one line on stderr and exit 2; no traceback.
 """
@@ -32,6 +33,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--max-in-flight", type=_in_flight, help="batches submitted ahead: N, auto or all "
                      "(overrides run.max_in_flight)")
     run.add_argument("--quiet", action="store_true", help="no progress bar or progress lines")
+    run.add_argument("--restart", action="store_true", help="discard the results already in --output and "
+                     "run every question again (default: resume)")
     val = sub.add_parser("validate", help="check a spec and print its plan")
     val.add_argument("spec")
     graph = sub.add_parser("graph", help="draw a spec's topology")
@@ -40,8 +43,11 @@ def _parser() -> argparse.ArgumentParser:
     from runtime.codec_command import add_codec_parsers
     from runtime.eval.command import add_eval_parser
 
+    from runtime.job_command import add_job_parsers
+
     add_eval_parser(sub)
     add_codec_parsers(sub)
+    add_job_parsers(sub)
     report = sub.add_parser("report", help="redraw an evaluation's table and plots")
     report.add_argument("dir", help="the --output directory of `latentray eval`")
     report.add_argument("--no-plots", action="store_true", help="print the table only")
@@ -97,9 +103,11 @@ def cmd_report(args) -> int:
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     from runtime.codec_command import cmd_codec_eval, cmd_fit_codec
+    from runtime.job_command import cmd_logs, cmd_status, cmd_stop, cmd_submit
 
     handler = {"run": cmd_run, "validate": cmd_validate, "graph": cmd_graph, "eval": cmd_eval,
-               "report": cmd_report, "fit-codec": cmd_fit_codec, "codec-eval": cmd_codec_eval}[args.command]
+               "report": cmd_report, "fit-codec": cmd_fit_codec, "codec-eval": cmd_codec_eval,
+               "submit": cmd_submit, "status": cmd_status, "logs": cmd_logs, "stop": cmd_stop}[args.command]
     try:
         return handler(args)
     except USER_ERRORS as exc:

@@ -3,13 +3,15 @@
     DIR/run.json          what run this is: the spec (as validated) and the question set
     DIR/answers/part-*.parquet   one row per finished problem, one part per batch
     DIR/trace/part-*.parquet     one row per message delivered, the same part names
+    DIR/steps/part-*.parquet     one row per step call: agent, compute seconds, latent steps,
+                                 tokens and prompt tokens per problem
     DIR/answers.jsonl, DIR/summary.json   written when the run completes
 
 Each part is written under a dot-name and renamed, so a reader (pyarrow.dataset, which
 skips dot-files) never sees half a file; the answers part is renamed last, so a problem
 is finished exactly when its answers row exists. A rerun with the same directory reads
 which problems are finished, removes what a killed run left half-done (temporary files,
-a trace part without its answers part), and runs only the rest; a rerun with another spec
+trace and steps parts without their answers part), and runs only the rest; a rerun with another spec
 or question set is refused with what changed. A lock file keeps two runs out of one
 directory at once.
 """
@@ -25,6 +27,9 @@ from .run_identity import digest, question_changes, questions_identity, spec_cha
 
 MANIFEST = "run.json"
 TRACE_COLUMNS = ["run", "batch", "problems", "src", "dst", "round", "kind", "bytes", "latency_s"]
+STEP_COLUMNS = ["run", "batch", "problems", "step", "agent", "round", "pid", "compute_s", "latent_steps", "tokens",
+                "prompt_tokens"]
+DATASETS = ("answers", "trace", "steps")
 
 
 class ResumeError(RunError):
@@ -56,6 +61,18 @@ def _trace_schema():
                       ("kind", s), ("bytes", i), ("latency_s", pa.float64())])
 
 
+def _steps_schema():
+    import pyarrow as pa
+
+    s, i = pa.string(), pa.int64()
+    return pa.schema([("run", s), ("batch", i), ("problems", pa.list_(i)), ("step", s), ("agent", s), ("round", i),
+                      ("pid", i), ("compute_s", pa.float64()), ("latent_steps", i), ("tokens", pa.list_(i)),
+                      ("prompt_tokens", pa.list_(i))])
+
+
+SCHEMAS = {"answers": _answers_schema, "trace": _trace_schema, "steps": _steps_schema}
+
+
 def _question_text(q) -> str:
     return q if isinstance(q, str) else json.dumps(q, ensure_ascii=False)
 
@@ -74,24 +91,37 @@ class RunOutput:
         self._session = uuid.uuid4().hex[:8]
 
     # -- opening: identity, lock, clean-up, what is finished --------------------------------
-    def open(self) -> "RunOutput":
+    def open(self, restart: bool = False) -> "RunOutput":
+        """restart: discard an earlier run's results in the directory (only the files this
+        class writes) and start over, whatever that run was."""
         self.dir.mkdir(parents=True, exist_ok=True)
         self._take_lock()
+        if restart:
+            self._discard()
         path = self.dir / MANIFEST
         if path.exists():
             self._check_same_run(json.loads(path.read_text()))
         else:
             _atomic(path, lambda tmp: tmp.write_text(json.dumps(self.manifest, ensure_ascii=False, indent=1)))
-        for sub in ("answers", "trace"):
+        for sub in DATASETS:
             (self.dir / sub).mkdir(exist_ok=True)
             for tmp in (self.dir / sub).glob(".*.tmp"):
                 tmp.unlink()
         answered = {p.name for p in (self.dir / "answers").glob("part-*.parquet")}
-        for part in (self.dir / "trace").glob("part-*.parquet"):
-            if part.name not in answered:  # its batch died between the two renames
-                part.unlink()
+        for sub in ("trace", "steps"):
+            for part in (self.dir / sub).glob("part-*.parquet"):
+                if part.name not in answered:  # its batch died before its answers part was renamed
+                    part.unlink()
         self.done = {r["index"] for r in self._read("answers", ["index"])}
         return self
+
+    def _discard(self) -> None:
+        import shutil
+
+        for sub in DATASETS:
+            shutil.rmtree(self.dir / sub, ignore_errors=True)
+        for name in (MANIFEST, "answers.jsonl", "summary.json"):
+            (self.dir / name).unlink(missing_ok=True)
 
     def _take_lock(self) -> None:
         import fcntl
@@ -107,7 +137,8 @@ class RunOutput:
     def _check_same_run(self, old: dict) -> None:
         if old.get("digest") == self.manifest["digest"]:
             return
-        fix = f"run the same spec and questions to resume, or give another --output than {self.dir}"
+        fix = (f"run the same spec and questions to resume, add --restart to discard its results, or give "
+               f"another --output than {self.dir}")
         if old.get("spec") != self.manifest["spec"]:
             changes = "; ".join(spec_changes(old.get("spec", {}), self.manifest["spec"]))
             raise ResumeError(f"{self.dir} holds a run of another spec ({changes}); {fix}")
@@ -120,7 +151,7 @@ class RunOutput:
             self._lock = None
 
     def __enter__(self) -> "RunOutput":
-        return self.open()
+        return self if self._lock is not None else self.open()
 
     def __exit__(self, *exc) -> None:
         self.close()
@@ -131,17 +162,21 @@ class RunOutput:
         return [i for i in range(len(self.questions)) if i not in self.done]
 
     def write_batch(self, indices: list, answers: list, tokens: list, trace: list, run: str, batch: int,
-                    retries: int = 0) -> None:
-        """One finished batch: its trace rows, then (the commit) its answers rows."""
+                    retries: int = 0, steps: list = ()) -> None:
+        """One finished batch: its trace and step rows, then (the commit) its answers rows.
+        trace: trace rows (runtime.engine.trace_rows); steps: the batch's step stats."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         self._seq += 1
         name = f"part-{self._session}-{self._seq:06d}.parquet"
-        rows = {c: [r.get(c) for r in trace] for c in TRACE_COLUMNS}
-        rows["problems"] = [list(indices)] * len(trace)
-        trace_table = pa.table(rows, schema=_trace_schema())
-        _atomic(self.dir / "trace" / name, lambda tmp: pq.write_table(trace_table, tmp))
+        for sub, rows, columns in (("trace", trace, TRACE_COLUMNS), ("steps", steps, STEP_COLUMNS)):
+            data = {c: [r.get(c) for r in rows] for c in columns}
+            data["run"], data["problems"] = [run] * len(rows), [list(indices)] * len(rows)
+            if sub == "steps":
+                data["step"] = [r["step"] for r in rows]
+            table = pa.table(data, schema=SCHEMAS[sub]())
+            _atomic(self.dir / sub / name, lambda tmp, t=table: pq.write_table(t, tmp))
         answers_table = pa.table({
             "index": list(indices), "id": [str(self.ids[i]) for i in indices],
             "question": [_question_text(self.questions[i]) for i in indices], "answer": list(answers),
@@ -150,6 +185,13 @@ class RunOutput:
         _atomic(self.dir / "answers" / name, lambda tmp: pq.write_table(answers_table, tmp))
         self.done.update(indices)
 
+    def write_done(self, done, indices: list, run: str) -> None:
+        """A runtime.engine.BatchDone whose rows are the problems `indices`."""
+        from .engine import trace_rows
+
+        trace = [row for s in done.step_stats for row in trace_rows(run, s, indices[0])]
+        self.write_batch(indices, done.answers, done.tokens, trace, run, done.batch, done.retries, done.step_stats)
+
     # -- reading and finishing ----------------------------------------------------------------
     def _read(self, sub: str, columns=None) -> list:
         import pyarrow.dataset as ds
@@ -157,8 +199,7 @@ class RunOutput:
         folder = self.dir / sub
         if not folder.is_dir() or not any(folder.glob("part-*.parquet")):
             return []
-        schema = _answers_schema() if sub == "answers" else _trace_schema()
-        return ds.dataset(folder, format="parquet", schema=schema).to_table(columns=columns).to_pylist()
+        return ds.dataset(folder, format="parquet", schema=SCHEMAS[sub]()).to_table(columns=columns).to_pylist()
 
     def answers(self) -> list:
         """Every finished problem's row, in question order."""
@@ -166,6 +207,9 @@ class RunOutput:
 
     def trace(self) -> list:
         return self._read("trace")
+
+    def steps(self) -> list:
+        return self._read("steps")
 
     def finish(self, summary: dict | None) -> None:
         """answers.jsonl (every problem, with its original id) and summary.json, atomically;

@@ -41,7 +41,7 @@ def _summary(result, spec, plan, questions: list, answers: dict, resumed: int) -
 def _execute(args, spec, plan, questions: list, output) -> tuple:
     """Run the problems the output does not hold yet; (result or None, {index: (answer, tokens)},
     how many problems were finished before)."""
-    from runtime.engine import run_spec, trace_rows
+    from runtime.engine import run_spec
     from runtime.progress import Progress
 
     todo = output.todo() if output else list(range(len(questions)))
@@ -52,9 +52,7 @@ def _execute(args, spec, plan, questions: list, output) -> tuple:
 
     def on_batch(done):
         if output:
-            indices = [todo[done.first + r] for r in range(len(done.answers))]
-            rows = [row for s in done.step_stats for row in trace_rows(run_name, s, indices[0])]
-            output.write_batch(indices, done.answers, done.tokens, rows, run_name, done.batch, done.retries)
+            output.write_done(done, todo[done.first:done.first + len(done.answers)], run_name)
 
     result = None
     if todo:
@@ -100,7 +98,9 @@ def run_command(args, with_overrides) -> int:
     if not questions:
         raise RunError("no questions to run; give --question, --input FILE.jsonl, or run.inputs in the spec")
     out_dir = args.output or spec.run.output
-    output = RunOutput(out_dir, spec, questions, ids).open() if out_dir else None
+    if args.restart and not out_dir:
+        raise SpecError("needs an output directory", file="--restart", fix="give --output DIR (or run.output)")
+    output = RunOutput(out_dir, spec, questions, ids).open(restart=args.restart) if out_dir else None
     try:
         result, answers, resumed = _execute(args, spec, plan, questions, output)
         for i, q in enumerate(questions):

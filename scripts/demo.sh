@@ -4,4 +4,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 exec .venv/bin/latentray run topologies/examples/latent_chain.yaml \
-  --input topologies/examples/questions.jsonl --output out/latent_chain "$@"
+  --input topologies/examples/questions.jsonl --output out/latent_chain --restart "$@"

@@ -93,3 +93,15 @@ def test_two_runs_cannot_write_one_directory(tmp_path):
         with pytest.raises(ResumeError, match="another latentray run is writing"):
             RunOutput(tmp_path, spec(), QUESTIONS, IDS).open()
     RunOutput(tmp_path, spec(), QUESTIONS, IDS).open().close()  # free again once closed
+
+
+def test_restart_discards_only_the_run_files_and_accepts_another_spec(tmp_path):
+    with RunOutput(tmp_path, spec(), QUESTIONS, IDS) as out:
+        out.write_batch([0], ["A1"], [1], trace(1), "r", 0)
+        out.finish({"ok": True})
+    (tmp_path / "notes.txt").write_text("mine")
+    with RunOutput(tmp_path, spec(agents__a__latent_steps=5), QUESTIONS, IDS).open(restart=True) as again:
+        assert again.done == set() and again.todo() == [0, 1, 2, 3, 4]
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+    assert not (tmp_path / "answers.jsonl").exists() and not (tmp_path / "summary.json").exists()
+    assert json.loads((tmp_path / "run.json").read_text())["spec"]["agents"]["a"]["latent_steps"] == 5
