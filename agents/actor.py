@@ -70,7 +70,7 @@ class AgentActor(RdtMethods):
                  "rows": len(questions), "inbox": [_edge_stats(m) for m in messages],
                  "tokens": [0] * len(questions), "prompt_tokens": [0] * len(questions), "latent_steps": 0}
         if call.action == "text":
-            result = agent.step(questions, messages, action="text")
+            result = agent.step(questions, messages, action="text", kv_merge=call.kv_merge)
             stats.update(compute_s=time.perf_counter() - t0, tokens=result.tokens,
                          prompt_tokens=list(result.prompt_tokens))
             return [{"texts": result.texts, "tokens": result.tokens}], stats
@@ -80,7 +80,8 @@ class AgentActor(RdtMethods):
             msg = aggregate_messages(messages, call.aggregate, call.agent, self.fingerprint)
         else:
             scope = call.hidden_scope if call.emit == "hidden" else call.kv_scope
-            msg = agent.step(questions, messages, action="latent", emit=call.emit, scope=scope)
+            msg = agent.step(questions, messages, action="latent", emit=call.emit, scope=scope,
+                             kv_merge=call.kv_merge)
             stats.update(latent_steps=msg.header.latent_steps,
                          tokens=list(msg.header.extra.get("tokens", stats["tokens"])),
                          prompt_tokens=list(msg.header.extra.get("prompt_tokens", [])))

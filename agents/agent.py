@@ -28,10 +28,12 @@ from channels.message import LatentMessage
 from .decoding import DecodeResult, SamplingConfig, pick_tokens, row_generators, stop_ids
 from .forward import forward_slots, new_positions, next_positions
 from .inbox import Inbox, merge_inbox
-from .kv_cache import cache_from_tensors, stack_cache
+from .kv_cache import stack_cache
+from .model_config import text_config
 from .kv_join import join_kv
 from .prompt import PromptLayout
 from .realign import Realigner
+from .slot_cache import SlotCache
 
 
 def question_fields(question) -> tuple:
@@ -138,20 +140,26 @@ class Agent:
         return [decode_message(m, decoder, self.realigner, receiver=self.config.name, out_dtype=self.model.dtype)
                 if m.kind == "hidden" else m for m in messages]
 
-    def prefill(self, questions: list, inbox=()) -> WorkingState:
+    def prefill(self, questions: list, inbox=(), reserve: int = 0, kv_merge: str = "join") -> WorkingState:
+        """reserve: slots to keep room for after the prompt (latent steps, decoded tokens),
+        so the working memory grows in place (slot_cache.py); kv_merge: how several kv
+        messages combine (inbox.py)."""
         name = self.config.name
         box = inbox if isinstance(inbox, Inbox) else merge_inbox(
-            self._as_received(list(inbox)), receiver=name, rope_join=lambda msgs: join_kv(msgs, self.model, name))
+            self._as_received(list(inbox)), receiver=name, rope_join=lambda msgs: join_kv(msgs, self.model, name),
+            kv_merge=kv_merge)
         device = self.model.device
         rows = [self.render(q, box.texts[b] if box.texts else None, continuing=box.kv is not None,
                             soft_slot=box.embeds is not None) for b, q in enumerate(questions)]
         embeds, new_mask = self._embed_rows(rows, box.embeds, box.embeds_mask)
+        room = embeds.shape[1] + reserve
         if box.kv is not None:
-            t = box.kv.tensors
-            cache = cache_from_tensors(t["keys"].to(device), t["values"].to(device))
-            past_mask, past_pos = t["mask"].to(device).long(), t["positions"].to(device).long()
+            parts = box.kv_parts or [box.kv]
+            cache = SlotCache.from_parts([(m.tensors["keys"], m.tensors["values"]) for m in parts], room, device)
+            past_mask = torch.cat([m.tensors["mask"] for m in parts], 1).to(device).long()
+            past_pos = torch.cat([m.tensors["positions"] for m in parts], 1).to(device).long()
         else:
-            cache = None
+            cache = SlotCache(int(text_config(self.model).num_hidden_layers), room)
             past_mask = torch.zeros((len(questions), 0), dtype=torch.long, device=device)
             past_pos = past_mask.clone()
         positions = new_positions(next_positions(past_mask, past_pos), new_mask)
@@ -189,13 +197,16 @@ class Agent:
                       latent_slots=latent, seq_lens=tuple(int(n) for n in state.mask[:, start:].sum(-1)),
                       extra={"prompt_tokens": list(state.prompt_tokens or [])})
         if kind == "kv":
-            keys, values = stack_cache(state.cache, start)
             mask = state.mask[:, start:]
-            # Pad slots hold whatever padding produced; zero them so a message depends only
-            # on its real content.
-            keep = mask[None, :, None, :, None].to(keys.dtype)
-            keys.mul_(keep)
-            values.mul_(keep)
+            # Pad slots hold whatever padding produced; zero them (while gathering, one pass)
+            # so a message depends only on its real content.
+            if isinstance(state.cache, SlotCache):
+                keys, values = state.cache.stacked(start, keep=mask)
+            else:
+                keys, values = stack_cache(state.cache, start)
+                keep = mask[None, :, None, :, None].to(keys.dtype)
+                keys.mul_(keep)
+                values.mul_(keep)
             tensors = {"keys": keys, "values": values, "mask": mask.clone(),
                        "positions": state.positions[:, start:].clone()}
             return LatentMessage.build("kv", tensors=tensors, layers=tuple(range(keys.shape[0])), **common)
@@ -252,9 +263,10 @@ class Agent:
         return DecodeResult(texts, generated, first_logits, prompt_tokens)
 
     def step(self, questions: list, inbox=(), *, action: str = "latent", emit: str = "kv",
-             scope: str = "all"):
+             scope: str = "all", kv_merge: str = "join"):
         """prefill + think, then emit a message (action "latent") or decode (action "text")."""
-        state = self.think(self.prefill(questions, inbox))
+        reserve = self.config.latent_steps + (self.config.max_new_tokens if action == "text" or emit == "text" else 0)
+        state = self.think(self.prefill(questions, inbox, reserve=reserve, kv_merge=kv_merge))
         if action == "text":
             return self.decode(state)
         return self.emit(state, emit, scope)

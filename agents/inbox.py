@@ -4,7 +4,9 @@ Order is the plan's inbox order (the step's `inputs`). Per kind:
   kv:            becomes the working-memory prefix (past_key_values); several kv messages
                  (one model) are laid side by side in inbox order by `rope_join`
                  (agents/kv_join.join_kv: later caches' keys re-rotated to continue after
-                 the earlier ones, per row; nothing recomputed)
+                 the earlier ones, per row; nothing recomputed), or, with merge "concat",
+                 are the parts of one working memory (a chain's delta memory: each agent
+                 sent only the slots it added), kept as parts for the cache to assemble
   hidden/embeds: concatenated along the sequence, in inbox order, and placed as soft
                  tokens before the prompt (a `hidden` message arrives here already
                  decoded by its edge codec into this model's input space)
@@ -24,19 +26,35 @@ from channels.message import LatentMessage
 @dataclass
 class Inbox:
     kv: Optional[LatentMessage] = None
+    kv_parts: Optional[list] = None  # delta working memory: the parts of one memory, in slot order
     embeds: Optional[torch.Tensor] = None  # [B, S, D]
     embeds_mask: Optional[torch.Tensor] = None  # [B, S]
     texts: Optional[list] = None  # one string per row
 
 
-def merge_inbox(messages, receiver: str = "?", rope_join=None) -> Inbox:
-    """Group messages by kind. Several kv messages need `rope_join(list) -> message`."""
+def check_parts(parts: list, receiver: str) -> None:
+    """Parts of one memory must agree on everything but their slot count."""
+    first = parts[0].tensors["keys"]
+    for m in parts[1:]:
+        k = m.tensors["keys"]
+        if (k.shape[:3], k.shape[4], k.dtype) != (first.shape[:3], first.shape[4], first.dtype):
+            raise MessageError(f"part of the working memory has keys {tuple(k.shape)} {k.dtype}, the first part "
+                               f"{tuple(first.shape)} {first.dtype}: parts must match but for their slots",
+                               sender=m.sender, receiver=receiver, field="keys")
+
+
+def merge_inbox(messages, receiver: str = "?", rope_join=None, kv_merge: str = "join") -> Inbox:
+    """Group messages by kind. Several kv messages need `rope_join(list) -> message`, or are
+    the parts of one memory (kv_merge "concat")."""
     kv = [m for m in messages if m.kind == "kv"]
     soft = [m for m in messages if m.kind in ("hidden", "embeds")]
     texts = [m for m in messages if m.kind == "text"]
     inbox = Inbox()
     if len(kv) == 1:
         inbox.kv = kv[0]
+    elif kv and kv_merge == "concat":
+        check_parts(kv, receiver)
+        inbox.kv, inbox.kv_parts = kv[-1], kv
     elif kv:
         if rope_join is None:
             raise MessageError("several kv messages but no way to join them", sender=kv[1].sender,

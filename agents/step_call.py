@@ -39,3 +39,4 @@ class StepCall:
     encodes: tuple = (None,)  # per output variant, the CodecUse the sender encodes with (or None)
     hidden_scope: str = "latent"  # hidden messages: "latent" states, or "prompt" states then latent ones
     codec_dir: str = ""  # where fitted codec parts are read from
+    kv_merge: str = "join"  # several kv inputs: "join" (side by side) or "concat" (parts of one memory)

@@ -51,11 +51,12 @@ def in_process(spec, plan, questions: list) -> tuple:
                 inbox = [out[e.src] for e in step.inputs]
                 agent = agents.get(step.agent)
                 if step.action == "text":
-                    out[step.id] = agent.step(batch, inbox, action="text")
+                    out[step.id] = agent.step(batch, inbox, action="text", kv_merge=step.kv_merge)
                 elif step.action == "aggregate":
                     out[step.id] = aggregate_messages(inbox, step.aggregate, step.agent, {})
                 else:
-                    out[step.id] = agent.step(batch, inbox, action="latent", emit=step.emit, scope=step.kv_scope)
+                    out[step.id] = agent.step(batch, inbox, action="latent", emit=step.emit, scope=step.kv_scope,
+                                              kv_merge=step.kv_merge)
             answers += out[plan.answer_steps[0]].texts
     return answers, time.perf_counter() - t0
 

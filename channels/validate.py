@@ -105,9 +105,21 @@ def _check_dtypes(msg, steps, model_dtype, fail) -> None:
                                 "a kv cache is used as is, so run both agents in one dtype")
 
 
+def all_finite(t: torch.Tensor) -> bool:
+    """Whether every element is finite, exactly, in one read of the tensor with no
+    tensor-sized temporary in the common case: a NaN anywhere makes the sum NaN and an
+    infinity makes it infinite or NaN, so a finite sum proves every element finite. A
+    non-finite sum is either a real NaN/Inf or finite values whose sum overflowed: the
+    full element-wise check (only then) tells which."""
+    if t.numel() == 0:
+        return True
+    total = torch.sum(t, dtype=torch.float64 if t.dtype == torch.float64 else torch.float32)
+    return bool(torch.isfinite(total)) or bool(torch.isfinite(t).all())
+
+
 def _check_finite(msg, fail) -> None:
     for name, t in msg.tensors.items():
-        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+        if t.is_floating_point() and not all_finite(t):
             bad = int((~torch.isfinite(t)).sum())
             fail(name, f"{bad} NaN/Inf values; the sender's computation diverged")
 

@@ -94,7 +94,8 @@ def compile_steps(plan, backend: str = "nccl", checksum: bool = False, codec_for
         mine = variants[step.id]
         call = StepCall(step.id, step.agent, step.action, step.emit, step.kv_scope, inputs,
                         tuple(c for c, _ in mine), step.round, 0, step.aggregate, checksum,
-                        encodes=tuple(enc for _, enc in mine), hidden_scope=hidden_scope, codec_dir=codec_dir)
+                        encodes=tuple(enc for _, enc in mine), hidden_scope=hidden_scope, codec_dir=codec_dir,
+                        kv_merge=step.kv_merge)
         inbox = tuple((e.src, variants[e.src].index(_variant_key(e, codecs))) for e in step.inputs)
         out.append(StepSubmission(call, step_transport(plan, step), inbox))
     return out

@@ -43,9 +43,12 @@ def test_example_runs_and_names_actors(ray_session, example):
     assert len(result.answers) == len(QUESTIONS) and all(isinstance(a, str) for a in result.answers)
     assert result.actor_names == sorted(f"e2e/{a}" for a in ("planner", "critic", "refiner", "judger"))
     assert len(set(seen)) == 4 and len(seen) == 4 * 2  # 2 batches, the same 4 actors
-    # 3 kv messages per batch, each read by the next agent
-    assert [(r["src"], r["dst"]) for r in result.trace[:3]] == [
-        ("planner", "critic"), ("critic", "refiner"), ("refiner", "judger")]
+    # delta working memory: each agent's own part, read by every later agent (6 reads per
+    # batch of 3 parts written once each)
+    assert [(r["src"], r["dst"]) for r in result.trace[:6]] == [
+        ("planner", "critic"), ("planner", "refiner"), ("critic", "refiner"),
+        ("planner", "judger"), ("critic", "judger"), ("refiner", "judger")]
+    assert all(len(s["out_bytes"]) == 1 for s in result.steps if s["agent"] != "judger")  # one object per part
     assert all(r["kind"] == "kv" and r["bytes"] > 0 for r in result.trace)
     assert all(0 <= t <= spec.agents["judger"].max_new_tokens for t in result.tokens)
     assert sum(result.tokens) > 0
@@ -196,6 +199,26 @@ def test_example_as_shipped_answers_with_its_real_model(ray_session):
     print(result.answers)
     assert "Paris" in result.answers[0]
     assert all(0 < t < spec.agents["judger"].max_new_tokens for t in result.tokens)  # stopped at EOS
-    assert [r["kind"] for r in result.trace] == ["kv"] * 3
+    assert [r["kind"] for r in result.trace] == ["kv"] * 6  # three parts, read by every later agent
     loads = [s["load"] for s in result.actor_info]
     assert {x["how"] for x in loads} <= {"cache", "converted"} and len(loads) == 4
+
+
+def test_delta_memory_writes_each_part_once_and_answers_like_full_resend(ray_session, example):
+    """transfer delta (the default) against re-sending the whole memory at every hop: the
+    same answers and tokens through the actors, each agent's part written to the store once."""
+    spec, plan = example
+    full_spec = spec.model_copy(update={"topology": spec.topology.model_copy(update={"transfer": "full"})})
+    delta = run_spec(spec, plan, QUESTIONS, run_name="delta")
+    full = run_spec(full_spec, build_plan(full_spec), QUESTIONS, run_name="full")
+    assert delta.answers == full.answers and delta.tokens == full.tokens
+
+    def written(result):
+        return sum(sum(s.get("out_bytes", [])) for s in result.steps)
+
+    assert written(full) > 1.5 * written(delta)
+    # the judger's memory is the same size either way: all three parts
+    judger_in = {r["src"]: r["bytes"] for r in delta.trace if r["dst"] == "judger" and r["batch"] == 0}
+    assert set(judger_in) == {"planner", "critic", "refiner"}
+    full_in = [r["bytes"] for r in full.trace if r["dst"] == "judger" and r["batch"] == 0]
+    assert sum(judger_in.values()) == pytest.approx(full_in[0], rel=0.02)

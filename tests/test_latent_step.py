@@ -45,3 +45,13 @@ def test_tied_embeddings_give_identity_map():
         assert model.get_input_embeddings().weight is model.get_output_embeddings().weight
         matrix = Realigner.for_model(model).matrix
         assert (matrix - torch.eye(matrix.shape[0])).abs().max() < 1e-4, preset
+
+
+def test_agents_of_one_model_share_one_realignment_matrix():
+    from helpers import make_agents
+
+    model, _, agents = make_agents("qwen3-64", latent_steps=1)
+    assert len({id(a.realigner) for a in agents}) == 1
+    assert len({a.realigner.matrix.data_ptr() for a in agents}) == 1
+    other, _, more = make_agents("qwen3-64", roles=("x",), latent_steps=1)
+    assert more[0].realigner is not agents[0].realigner  # another model (copy) solves its own

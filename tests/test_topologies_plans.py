@@ -31,9 +31,19 @@ def inbox(plan) -> dict:
 
 
 def test_chain_keeps_its_meaning():
+    """accumulate over kv: each agent sends its own part once; later agents read every
+    earlier part (delta working memory); transfer full re-sends the memory at each hop."""
     spec, plan = load_plan(EXAMPLES / "latent_chain.yaml")
+    assert inbox(plan) == {"planner": [], "critic": ["planner"], "refiner": ["planner", "critic"],
+                           "judger": ["planner", "critic", "refiner"]}
+    assert [s.kv_scope for s in plan.steps] == ["own", "own", "own", "all"] and plan.answer_steps == ("judger",)
+    assert [s.kv_merge for s in plan.steps] == ["join", "concat", "concat", "concat"]
+    full = spec.model_copy(update={"topology": spec.topology.model_copy(update={"transfer": "full"})})
+    plan = build_plan(full)
     assert inbox(plan) == {"planner": [], "critic": ["planner"], "refiner": ["critic"], "judger": ["refiner"]}
-    assert [s.kv_scope for s in plan.steps] == ["all"] * 4 and plan.answer_steps == ("judger",)
+    assert [s.kv_scope for s in plan.steps] == ["all"] * 4
+    previous = spec.model_copy(update={"topology": spec.topology.model_copy(update={"memory": "previous"})})
+    assert inbox(build_plan(previous))["judger"] == ["refiner"]
 
 
 def test_hierarchical_experts_are_independent_and_fan_in():

@@ -18,6 +18,10 @@ class Edge:
     transport: str = "object_store"
     codec: str = "identity"
     compression: tuple = ()
+    # the producing agent whose channels.edges override set this edge, where it is not the
+    # producer itself: a chain's delta memory reads each earlier part with the settings of
+    # the reader's own incoming hop
+    settings_from: str = ""
 
 
 @dataclass(frozen=True)
@@ -29,6 +33,8 @@ class Step:
     round: int = 0
     emit: str = "kv"  # message kind a latent step emits
     kv_scope: str = "all"  # kv messages: "all" slots of the working memory, or "own" slots only
+    kv_merge: str = "join"  # several kv inputs: "join" side by side (RoPE re-rotation), or "concat":
+    #                         the parts of one working memory, in slot order (a chain's delta memory)
     aggregate: str = ""  # action "aggregate": "concat" | "mean" | "weighted"
 
 

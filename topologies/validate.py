@@ -194,7 +194,7 @@ def _check_outputs(spec: GraphSpec, plan: Plan, file: str) -> None:
 
 def _check_overrides_used(spec: GraphSpec, plan: Plan, file: str) -> None:
     """A per-edge override that matches no edge of the plan is a dangling edge."""
-    used = {(plan.step(e.src).agent, plan.step(e.dst).agent) for e in plan.edges}
+    used = {(e.settings_from or plan.step(e.src).agent, plan.step(e.dst).agent) for e in plan.edges}
     for i, edge in enumerate(spec.channels.edges):
         if (edge.src, edge.dst) not in used:
             raise SpecError(f"dangling edge {edge.src} -> {edge.dst}: the {plan.topology} topology sends nothing "
