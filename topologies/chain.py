@@ -4,7 +4,7 @@ Parameters:
   order:  agent ids in chain order (default: the agents in spec order)
   memory: "accumulate": each agent reads the whole working memory built so far (LatentMAS);
           "previous": only the slots the previous agent added.
-  transfer (accumulate over kv on the object store): "delta" (default): each agent sends
+  transfer (accumulate over uncompressed kv on the object store): "delta" (default): each agent sends
           only the slots it added, once, and every later agent reads all earlier parts by
           reference and assembles the memory itself, so a chain of N writes N parts
           instead of N growing memories (O(N) bytes, not O(N^2)); "full": each agent
@@ -33,8 +33,10 @@ class ChainParams(BaseModel):
 
 
 def _delta(edge, params: ChainParams) -> bool:
+    """Delta parts give exactly the full memory's result only without compression (int8
+    scales and latent_only's slot choice would apply per part instead of per memory)."""
     return (params.memory == "accumulate" and params.transfer == "delta" and edge.kind == "kv"
-            and edge.transport == "object_store")
+            and edge.transport == "object_store" and not edge.compression)
 
 
 def chain(spec: GraphSpec, params: ChainParams) -> Plan:
