@@ -28,7 +28,6 @@ from channels.message import LatentMessage
 from .decoding import DecodeResult, SamplingConfig, pick_tokens, row_generators, stop_ids
 from .forward import forward_slots, new_positions, next_positions
 from .inbox import Inbox, merge_inbox
-from .kv_cache import stack_cache
 from .model_config import text_config
 from .kv_join import join_kv
 from .prompt import PromptLayout
@@ -200,13 +199,7 @@ class Agent:
             mask = state.mask[:, start:]
             # Pad slots hold whatever padding produced; zero them (while gathering, one pass)
             # so a message depends only on its real content.
-            if isinstance(state.cache, SlotCache):
-                keys, values = state.cache.stacked(start, keep=mask)
-            else:
-                keys, values = stack_cache(state.cache, start)
-                keep = mask[None, :, None, :, None].to(keys.dtype)
-                keys.mul_(keep)
-                values.mul_(keep)
+            keys, values = state.cache.stacked(start, keep=mask)
             tensors = {"keys": keys, "values": values, "mask": mask.clone(),
                        "positions": state.positions[:, start:].clone()}
             return LatentMessage.build("kv", tensors=tensors, layers=tuple(range(keys.shape[0])), **common)

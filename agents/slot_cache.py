@@ -68,10 +68,18 @@ class SlotLayer(DynamicLayer):
             self._refresh()
 
     def crop(self, tokens_to_remove: int) -> None:
-        raise NotImplementedError("latentray's slot cache never drops slots")
+        """Forget the last -tokens_to_remove slots (transformers' convention: a negative count)."""
+        if tokens_to_remove > 0:
+            raise ValueError(f"crop takes a negative count of slots to remove, got {tokens_to_remove}")
+        if self.is_initialized and tokens_to_remove:
+            self.length = max(self.length + tokens_to_remove, 0)
+            self._refresh()
 
     def batch_repeat_interleave(self, repeats: int) -> None:
-        raise NotImplementedError("latentray's slot cache is not used for beam search")
+        if self.is_initialized:
+            self._k = self._k.repeat_interleave(repeats, dim=0)
+            self._v = self._v.repeat_interleave(repeats, dim=0)
+            self._refresh()
 
 
 class SlotCache(Cache):
@@ -91,11 +99,7 @@ class SlotCache(Cache):
         for i, layer in enumerate(cache.layers):
             layer.lazy_initialization(keys0[i][:, :, :0].to(device), values0[i][:, :, :0].to(device))
             for keys, values in parts:
-                n, s = layer.length, keys.shape[3]
-                layer._k[:, :, n:n + s].copy_(keys[i])
-                layer._v[:, :, n:n + s].copy_(values[i])
-                layer.length = n + s
-            layer._refresh()
+                layer.update(keys[i], values[i])
         return cache
 
     def stacked(self, start: int = 0, keep: torch.Tensor | None = None) -> tuple:

@@ -158,10 +158,11 @@ class BatchDone:
 BATCH_RETRIES = 2
 
 
-def _lost_to_a_fault(exc) -> bool:
+def fault_errors() -> tuple:
+    """Errors of an actor dying or an object lost with its node (not of a step's own code)."""
     import ray
 
-    return isinstance(exc, (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError))
+    return ray.exceptions.RayActorError, ray.exceptions.ObjectLostError
 
 
 def run_plan(plan, handles: dict, questions: list, batch_size: int, backend="nccl",
@@ -200,7 +201,7 @@ def run_plan(plan, handles: dict, questions: list, batch_size: int, backend="ncc
             step_stats = ray.get(stats_refs)
             per_step = [ray.get(refs[sid][0]) for sid in plan.answer_steps]
         except Exception as exc:
-            if _lost_to_a_fault(exc) and attempts.get(b, 0) < BATCH_RETRIES:
+            if isinstance(exc, fault_errors()) and attempts.get(b, 0) < BATCH_RETRIES:
                 attempts[b] = attempts.get(b, 0) + 1
                 if metrics:
                     metrics.problems_retried(len(batches[b]))
@@ -275,7 +276,7 @@ def run_spec(spec, plan, questions: list, run_name: str | None = None, progress=
         result.peak_store_bytes, result.spilled_bytes = store.peak_bytes, store.spilled_bytes
     except ray.exceptions.RayTaskError as exc:
         raise RunError(f"a step failed: {exc.cause if getattr(exc, 'cause', None) else exc}") from None
-    except (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError) as exc:
+    except fault_errors() as exc:
         raise RunError(f"an agent's actor died and the batch's {BATCH_RETRIES} retries ran out: "
                        f"{str(exc).strip().splitlines()[0]}") from None
     finally:

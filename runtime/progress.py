@@ -28,14 +28,15 @@ class Progress:
     def resume_from(self, done: int) -> None:
         """Problems an earlier run finished: counted as done, not in the rates."""
         self.done = self._start_done = done
-        if self._bar is not None:
-            self._bar.reset(total=self.total)
-            self._bar.update(done)
+        self._redraw()
 
     def start(self) -> None:
         """Restart the clock: rates count from the first step submitted, not from model loading."""
         self._t0 = self._last_log = time.perf_counter()
-        if self._bar is not None:
+        self._redraw()
+
+    def _redraw(self) -> None:
+        if self._bar is not None:  # tqdm's own clock and count restart with ours
             self._bar.reset(total=self.total)
             self._bar.update(self.done)
 

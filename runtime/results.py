@@ -36,7 +36,8 @@ class ResumeError(RunError):
     """The output directory holds another run."""
 
 
-def _atomic(path: Path, write) -> None:
+def atomic_write(path: Path, write) -> None:
+    """write(tmp) to a dot-named temporary beside `path`, then rename it into place."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         write(tmp)
@@ -102,7 +103,7 @@ class RunOutput:
         if path.exists():
             self._check_same_run(json.loads(path.read_text()))
         else:
-            _atomic(path, lambda tmp: tmp.write_text(json.dumps(self.manifest, ensure_ascii=False, indent=1)))
+            atomic_write(path, lambda tmp: tmp.write_text(json.dumps(self.manifest, ensure_ascii=False, indent=1)))
         for sub in DATASETS:
             (self.dir / sub).mkdir(exist_ok=True)
             for tmp in (self.dir / sub).glob(".*.tmp"):
@@ -173,16 +174,14 @@ class RunOutput:
         for sub, rows, columns in (("trace", trace, TRACE_COLUMNS), ("steps", steps, STEP_COLUMNS)):
             data = {c: [r.get(c) for r in rows] for c in columns}
             data["run"], data["problems"] = [run] * len(rows), [list(indices)] * len(rows)
-            if sub == "steps":
-                data["step"] = [r["step"] for r in rows]
             table = pa.table(data, schema=SCHEMAS[sub]())
-            _atomic(self.dir / sub / name, lambda tmp, t=table: pq.write_table(t, tmp))
+            atomic_write(self.dir / sub / name, lambda tmp, t=table: pq.write_table(t, tmp))
         answers_table = pa.table({
             "index": list(indices), "id": [str(self.ids[i]) for i in indices],
             "question": [_question_text(self.questions[i]) for i in indices], "answer": list(answers),
             "tokens": list(tokens), "run": [run] * len(indices), "batch": [batch] * len(indices),
             "retries": [retries] * len(indices)}, schema=_answers_schema())
-        _atomic(self.dir / "answers" / name, lambda tmp: pq.write_table(answers_table, tmp))
+        atomic_write(self.dir / "answers" / name, lambda tmp: pq.write_table(answers_table, tmp))
         self.done.update(indices)
 
     def write_done(self, done, indices: list, run: str) -> None:
@@ -223,7 +222,7 @@ class RunOutput:
                             "answer": r["answer"], "tokens": r["tokens"], "retries": r["retries"]}
                     f.write(json.dumps(line, ensure_ascii=False) + "\n")
 
-        _atomic(self.dir / "answers.jsonl", write)
+        atomic_write(self.dir / "answers.jsonl", write)
         if summary is not None or not (self.dir / "summary.json").exists():
-            _atomic(self.dir / "summary.json",
+            atomic_write(self.dir / "summary.json",
                     lambda tmp: tmp.write_text(json.dumps(summary or {}, indent=2) + "\n"))

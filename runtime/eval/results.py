@@ -7,8 +7,9 @@ replaces its part; all parts read together as one table."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
+
+from runtime.results import atomic_write
 
 from .problem import DataError
 
@@ -37,13 +38,11 @@ def write_method(out_dir: Path, method: str, rows: list, summary: dict, keep_sum
     data = {c: [(list(r[c].items()) if isinstance(r[c], dict) else r[c]) for r in rows] for c in COLUMNS}
     table = pa.table(data, schema=_schema())
     path = parts / f"{method}.parquet"
-    pq.write_table(table, path.with_suffix(".parquet.tmp"))
-    os.replace(path.with_suffix(".parquet.tmp"), path)
+    atomic_write(path, lambda tmp: pq.write_table(table, tmp))
     meta = parts / f"{method}.json"
     if keep_summary and meta.is_file():
         return path
-    meta.with_suffix(".json.tmp").write_text(json.dumps(summary, indent=2) + "\n")
-    os.replace(meta.with_suffix(".json.tmp"), meta)
+    atomic_write(meta, lambda tmp: tmp.write_text(json.dumps(summary, indent=2) + "\n"))
     return path
 
 
