@@ -26,9 +26,8 @@ from channels.codecs.base import Receiver
 from channels.message import LatentMessage
 
 from .decoding import DecodeResult, SamplingConfig, pick_tokens, row_generators, stop_ids
-from .forward import forward_slots, new_positions, next_positions
+from .forward import empty_cache, forward_slots, new_positions, next_positions
 from .inbox import Inbox, merge_inbox
-from .model_config import text_config
 from .kv_join import join_kv
 from .prompt import PromptLayout
 from .realign import Realigner
@@ -158,7 +157,7 @@ class Agent:
             past_mask = torch.cat([m.tensors["mask"] for m in parts], 1).to(device).long()
             past_pos = torch.cat([m.tensors["positions"] for m in parts], 1).to(device).long()
         else:
-            cache = SlotCache(int(text_config(self.model).num_hidden_layers), room)
+            cache = empty_cache(self.model, room)
             past_mask = torch.zeros((len(questions), 0), dtype=torch.long, device=device)
             past_pos = past_mask.clone()
         positions = new_positions(next_positions(past_mask, past_pos), new_mask)

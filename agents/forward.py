@@ -19,10 +19,9 @@ import inspect
 from dataclasses import dataclass
 
 import torch
-from transformers import DynamicCache
-
 from .errors import ModelRefError
 from .model_config import text_config
+from .slot_cache import SlotCache
 
 KNOWN_LAYER_TYPES = ("full_attention", "sliding_attention")
 
@@ -92,9 +91,10 @@ def attention_masks(model, mask, positions, n_new: int, dtype):
     return slot_mask(mask, positions, n_new, spec, dtype)
 
 
-def empty_cache() -> DynamicCache:
-    """A cache that keeps every slot of every layer (no config: no sliding-window layers)."""
-    return DynamicCache()
+def empty_cache(model, capacity: int = 0) -> SlotCache:
+    """An empty working memory for `model`: every slot of every layer kept (no sliding-window
+    layers), with room for `capacity` slots before its buffers grow."""
+    return SlotCache(int(text_config(model).num_hidden_layers), capacity)
 
 
 def _takes_logits_to_keep(model) -> bool:
@@ -117,7 +117,7 @@ def forward_slots(model, *, cache, past_mask, past_positions, inputs_embeds, new
     kwargs = {"logits_to_keep": 1} if _takes_logits_to_keep(model) else {}
     try:
         out = model(inputs_embeds=inputs_embeds, attention_mask=masks, position_ids=positions,
-                    past_key_values=cache if cache is not None else empty_cache(), use_cache=True, **kwargs)
+                    past_key_values=cache if cache is not None else empty_cache(model), use_cache=True, **kwargs)
     finally:
         hook.remove()
     hidden = captured["h"]
