@@ -129,6 +129,32 @@ class RunSpec(Strict):
         return v
 
 
+MiB = 2**20
+# Ray refuses a smaller object store than this (ray_constants.OBJECT_STORE_MINIMUM_MEMORY_BYTES)
+MIN_OBJECT_STORE_BYTES = 75 * MiB
+
+
+class LimitsSpec(Strict):
+    """Bounds on time, size and retries; each has a safe default and a clear error when hit."""
+    step_timeout_s: float = Field(900.0, gt=0, description="one step (one agent on one batch) that runs longer "
+                                  "is stopped; its problems fail with the reason")
+    run_timeout_s: float = Field(86400.0, gt=0, description="problems not finished this long after the run "
+                                 "started fail with the reason; the run ends with what finished")
+    max_prompt_tokens: int = Field(8192, ge=1, description="tokens one problem's prompt may have at one agent "
+                                   "(role, question, context and text received)")
+    max_question_chars: int = Field(65536, ge=1, description="characters one question (with its context) may have")
+    max_message_bytes: int = Field(2**31, ge=1024, description="bytes one latent message may have on the wire")
+    retries: int = Field(2, ge=0, le=10, description="times a batch is resubmitted after an actor died under it "
+                         "(actors restart as often)")
+    object_store_bytes: Optional[int] = Field(None, ge=MIN_OBJECT_STORE_BYTES, description="size of the object "
+                                              "store of a Ray latentray starts (None: Ray's default); objects "
+                                              "beyond it spill to disk")
+    max_questions_per_request: int = Field(64, ge=1, description="questions one gateway request may carry")
+    max_request_bytes: int = Field(MiB, ge=1024, description="bytes one gateway request may have")
+    max_concurrent_requests: int = Field(32, ge=1, description="gateway requests served at once; more are "
+                                         "refused with RESOURCE_EXHAUSTED")
+
+
 class GraphSpec(Strict):
     version: Literal[1]
     name: str = "run"
@@ -137,6 +163,7 @@ class GraphSpec(Strict):
     topology: TopologySpec
     channels: ChannelSpec = ChannelSpec()
     run: RunSpec = RunSpec()
+    limits: LimitsSpec = LimitsSpec()
 
     @field_validator("name")
     @classmethod
