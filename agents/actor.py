@@ -23,7 +23,8 @@ from channels.zero_copy_env import quiet_zero_copy_warnings
 
 from channels.codecs.apply import encode_message
 
-from .agent import Agent
+from .agent import Agent, StepLimits
+from .errors import MessageTooLargeError
 from .codec_bank import CodecBank
 from .fingerprint import model_fingerprint
 from .models import load_model
@@ -62,6 +63,7 @@ class AgentActor(RdtMethods):
 
     def _execute(self, call: StepCall, questions: list, inbox: tuple) -> tuple:
         t0 = time.perf_counter()
+        limits = StepLimits.starting_now(call.timeout_s, call.max_prompt_tokens)
         agent = self.agents[call.agent]
         messages = receive_messages(call, inbox, receiver_fingerprint=self.fingerprint, model_dtype=self.model.dtype,
                                     codecs=self.codecs, realign=agent.realigner)
@@ -70,7 +72,7 @@ class AgentActor(RdtMethods):
                  "rows": len(questions), "inbox": [_edge_stats(m) for m in messages],
                  "tokens": [0] * len(questions), "prompt_tokens": [0] * len(questions), "latent_steps": 0}
         if call.action == "text":
-            result = agent.step(questions, messages, action="text", kv_merge=call.kv_merge)
+            result = agent.step(questions, messages, action="text", kv_merge=call.kv_merge, limits=limits)
             stats.update(compute_s=time.perf_counter() - t0, tokens=result.tokens,
                          prompt_tokens=list(result.prompt_tokens))
             return [{"texts": result.texts, "tokens": result.tokens}], stats
@@ -81,12 +83,13 @@ class AgentActor(RdtMethods):
         else:
             scope = call.hidden_scope if call.emit == "hidden" else call.kv_scope
             msg = agent.step(questions, messages, action="latent", emit=call.emit, scope=scope,
-                             kv_merge=call.kv_merge)
+                             kv_merge=call.kv_merge, limits=limits)
             stats.update(latent_steps=msg.header.latent_steps,
                          tokens=list(msg.header.extra.get("tokens", stats["tokens"])),
                          prompt_tokens=list(msg.header.extra.get("prompt_tokens", [])))
         msg = msg.replace(extra={**msg.header.extra, "sent_at": time.time()})
         outputs = self._variants(msg, call)
+        _check_sizes(outputs, call)
         stats.update(compute_s=time.perf_counter() - t0, out_bytes=[o.nbytes for o in outputs])
         if call.checksum:
             stats["out_checksums"] = [message_checksum(o) for o in outputs]
@@ -103,6 +106,16 @@ class AgentActor(RdtMethods):
                 m = encode_message(msg, self.codecs.encoder(use, call.codec_dir), use.codec)
             out.append(compress_message(m, list(names)) if names else m)
         return out
+
+
+def _check_sizes(outputs: list, call: StepCall) -> None:
+    limit = call.max_message_bytes
+    for out in outputs:
+        if limit is not None and out.nbytes > limit:
+            raise MessageTooLargeError(
+                f"agent {call.agent!r} (step {call.step_id}) made a {out.kind} message of {out.nbytes} bytes for "
+                f"{len(out.header.seq_lens) or '?'} problem(s), more than limits.max_message_bytes = {limit}; lower "
+                "run.batch_size, compress the channel (channels.compression), or raise the limit")
 
 
 def _edge_stats(msg) -> dict:

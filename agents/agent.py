@@ -16,6 +16,7 @@ whose context (private information only some roles show) fills a role's {context
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, replace
 
 import torch
@@ -25,6 +26,7 @@ from channels.codecs.apply import decode_message
 from channels.codecs.base import Receiver
 from channels.message import LatentMessage
 
+from .errors import ProblemInputError, StepTimeoutError
 from .decoding import DecodeResult, SamplingConfig, pick_tokens, row_generators, stop_ids
 from .forward import empty_cache, forward_slots, new_positions, next_positions
 from .inbox import Inbox, merge_inbox
@@ -47,6 +49,18 @@ def _select_rows(state: "WorkingState", rows: list) -> "WorkingState":
     state.cache.batch_select_indices(idx)
     return replace(state, mask=state.mask[idx], positions=state.positions[idx], last_hidden=state.last_hidden[idx],
                    logits=state.logits[idx], questions=[state.questions[r] for r in rows])
+
+
+@dataclass(frozen=True)
+class StepLimits:
+    """Bounds one step call runs under (the spec's limits section)."""
+    deadline: float | None = None  # time.monotonic() after which the step stops
+    timeout_s: float | None = None  # what the deadline came from, for the message
+    max_prompt_tokens: int | None = None
+
+    @classmethod
+    def starting_now(cls, timeout_s=None, max_prompt_tokens=None) -> "StepLimits":
+        return cls(time.monotonic() + timeout_s if timeout_s else None, timeout_s, max_prompt_tokens)
 
 
 @dataclass(frozen=True)
@@ -84,6 +98,25 @@ class Agent:
         self.realigner = Realigner.for_model(model, realign=config.realign, ridge_lambda=config.ridge_lambda)
         self.layout = PromptLayout(tokenizer, config.system_prompt, dict(config.template_kwargs))
         self.stop_ids = stop_ids(model, tokenizer)
+        self.limits = StepLimits()  # set per step by step()
+
+    def _check_time(self) -> None:
+        """Called between forward passes: a step past its deadline stops here."""
+        if self.limits.deadline is not None and time.monotonic() > self.limits.deadline:
+            raise StepTimeoutError(f"agent {self.config.name!r}: the step ran longer than "
+                                   f"limits.step_timeout_s = {self.limits.timeout_s:g} s; raise it, or lower "
+                                   "run.batch_size, latent_steps or max_new_tokens")
+
+    def _check_prompt_lengths(self, rows: list) -> None:
+        limit = self.limits.max_prompt_tokens
+        if limit is None:
+            return
+        over = {b: len(a) + len(c) for b, (a, c) in enumerate(rows) if len(a) + len(c) > limit}
+        if over:
+            reasons = {b: f"its prompt at agent {self.config.name!r} has {n} tokens, more than "
+                          f"limits.max_prompt_tokens = {limit}; shorten the question or raise the limit"
+                       for b, n in over.items()}
+            raise ProblemInputError(next(iter(reasons.values())), reasons)
 
     # ---- prompts -------------------------------------------------------------------
     def render(self, question, team_text: str | None = None, *, continuing: bool = False,
@@ -149,6 +182,7 @@ class Agent:
         device = self.model.device
         rows = [self.render(q, box.texts[b] if box.texts else None, continuing=box.kv is not None,
                             soft_slot=box.embeds is not None) for b, q in enumerate(questions)]
+        self._check_prompt_lengths(rows)
         embeds, new_mask = self._embed_rows(rows, box.embeds, box.embeds_mask)
         room = embeds.shape[1] + reserve
         if box.kv is not None:
@@ -171,6 +205,7 @@ class Agent:
     def think(self, state: WorkingState, steps: int | None = None) -> WorkingState:
         steps = self.config.latent_steps if steps is None else steps
         for _ in range(steps):
+            self._check_time()
             thought = state.last_hidden
             latent = self.realigner(thought)  # [B, D]
             state = self._append_slot(state, latent)
@@ -239,6 +274,7 @@ class Agent:
         first_logits, prompt_tokens, embed = state.logits, state.prompt_tokens, self.model.get_input_embeddings()
         active = list(range(len(generated)))  # original row of each row still decoding
         for i in range(max_new):
+            self._check_time()
             tokens = pick_tokens(state.logits, cfg, [gens[b] for b in active])
             keep = []
             for j, (b, t) in enumerate(zip(active, tokens.tolist())):
@@ -255,8 +291,10 @@ class Agent:
         return DecodeResult(texts, generated, first_logits, prompt_tokens)
 
     def step(self, questions: list, inbox=(), *, action: str = "latent", emit: str = "kv",
-             scope: str = "all", kv_merge: str = "join"):
-        """prefill + think, then emit a message (action "latent") or decode (action "text")."""
+             scope: str = "all", kv_merge: str = "join", limits: StepLimits | None = None):
+        """prefill + think, then emit a message (action "latent") or decode (action "text"),
+        within `limits` (none by default)."""
+        self.limits = limits or StepLimits()
         reserve = self.config.latent_steps + (self.config.max_new_tokens if action == "text" or emit == "text" else 0)
         state = self.think(self.prefill(questions, inbox, reserve=reserve, kv_merge=kv_merge))
         if action == "text":

@@ -7,3 +7,23 @@ class LatentrayError(Exception):
 
 class ModelRefError(LatentrayError, ValueError):
     """A model reference that cannot be resolved (unknown preset, missing directory...)."""
+
+
+class StepTimeoutError(LatentrayError):
+    """A step ran past limits.step_timeout_s; checked between forward passes."""
+
+
+class MessageTooLargeError(LatentrayError):
+    """A message larger than limits.max_message_bytes."""
+
+
+class ProblemInputError(LatentrayError):
+    """Some problems of a batch cannot run (their prompt is too long...): `rows` maps each
+    row of the batch to its reason, so the others can run without them."""
+
+    def __init__(self, message: str, rows: dict):
+        super().__init__(message)
+        self.rows = dict(rows)
+
+    def __reduce__(self):  # Ray pickles it from the actor to the driver
+        return type(self), (str(self), self.rows)

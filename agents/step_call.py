@@ -40,3 +40,6 @@ class StepCall:
     hidden_scope: str = "latent"  # hidden messages: "latent" states, or "prompt" states then latent ones
     codec_dir: str = ""  # where fitted codec parts are read from
     kv_merge: str = "join"  # several kv inputs: "join" (side by side) or "concat" (parts of one memory)
+    timeout_s: float | None = None  # limits.step_timeout_s: checked between forward passes
+    max_prompt_tokens: int | None = None  # limits.max_prompt_tokens, per problem
+    max_message_bytes: int | None = None  # limits.max_message_bytes, per message sent

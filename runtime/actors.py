@@ -1,8 +1,9 @@
 """Start one actor per agent (or per shared actor group), named `<run>/<agent>`.
 
 Agents that name the same `actor` group in the spec share one actor, and so one copy of
-the model. Actors restart on failure and their steps are retried: a step is a pure
-function of its inputs, so a retry cannot count a problem twice.
+the model. Actors restart on failure; Ray does not retry their calls itself: the scheduler
+resubmits the batch whose actor died (runtime/scheduler.py), so every retry is counted, and
+a step is a pure function of its inputs, so a retry cannot count a problem twice.
 """
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ from agents.models import ModelRef
 from .agent_configs import agent_configs_for
 from .errors import RunError
 
-MAX_RESTARTS = 2
-MAX_TASK_RETRIES = 2
+# Each restart reloads the model; an actor that keeps dying stays dead after this many, and
+# the batches it would run fail with the reason instead of restarting it forever.
+MAX_RESTARTS = 16
+MAX_TASK_RETRIES = 0
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections import Counter
 from dataclasses import dataclass, field, replace
 
 from agents.step_call import InputEdge, StepCall
@@ -19,6 +18,7 @@ from agents.step_call import InputEdge, StepCall
 from .codec_plan import check_codec_parts, codec_dir, edge_codec
 from .actors import check_fits, check_model_refs, kill_actors, needed_resources, start_actors
 from .errors import RunError
+from .scheduler import BatchDone, run_plan
 from .transports import check_transports, open_groups, step_transport
 
 
@@ -39,6 +39,8 @@ class RunResult:
     peak_store_bytes: int | None = None  # sampled peak of the object stores' bytes in use
     spilled_bytes: int | None = None  # spilled to disk during the run
     retries: int = 0  # problems resubmitted after an actor died under them
+    failed: dict = field(default_factory=dict)  # question index -> why it failed (its answer stays None)
+    units: dict = field(default_factory=dict)  # unit (batch) number -> indices of the problems it answered
 
     def summary(self, spec, plan) -> dict:
         return {
@@ -51,7 +53,7 @@ class RunResult:
             "run_s": round(self.run_s, 3), "max_in_flight": self.max_in_flight,
             "peak_in_flight": self.peak_in_flight,
             "peak_object_store_bytes": self.peak_store_bytes, "spilled_bytes": self.spilled_bytes,
-            "problems_retried": self.retries,
+            "problems_retried": self.retries, "problems_failed": len(self.failed),
             "model_loads": [{"actor": a["actor"], **a["load"]} for a in self.actor_info],
         }
 
@@ -81,9 +83,12 @@ class StepSubmission:
 
 
 def compile_steps(plan, backend: str = "nccl", checksum: bool = False, codec_for=None,
-                  hidden_scope: str = "latent", codec_dir: str = "") -> list:
+                  hidden_scope: str = "latent", codec_dir: str = "", limits=None) -> list:
     """Everything about each step's actor call that depends on the plan alone, once per run.
-    codec_for(edge) -> EdgeCodec (runtime/codec_plan.py); None: no codec is applied."""
+    codec_for(edge) -> EdgeCodec (runtime/codec_plan.py); None: no codec is applied.
+    limits: the spec's LimitsSpec, whose per-step bounds every call carries (None: unbounded)."""
+    bounds = {} if limits is None else dict(timeout_s=limits.step_timeout_s, max_prompt_tokens=limits.max_prompt_tokens,
+                                             max_message_bytes=limits.max_message_bytes)
     codecs = {e: codec_for(e) for e in plan.edges} if codec_for else {}
     variants = {s.id: output_variants(plan, s, codecs) for s in plan.steps}
     out = []
@@ -95,7 +100,7 @@ def compile_steps(plan, backend: str = "nccl", checksum: bool = False, codec_for
         call = StepCall(step.id, step.agent, step.action, step.emit, step.kv_scope, inputs,
                         tuple(c for c, _ in mine), step.round, 0, step.aggregate, checksum,
                         encodes=tuple(enc for _, enc in mine), hidden_scope=hidden_scope, codec_dir=codec_dir,
-                        kv_merge=step.kv_merge)
+                        kv_merge=step.kv_merge, **bounds)
         inbox = tuple((e.src, variants[e.src].index(_variant_key(e, codecs))) for e in step.inputs)
         out.append(StepSubmission(call, step_transport(plan, step), inbox))
     return out
@@ -121,14 +126,6 @@ def submit_batch(steps: list, handles: dict, questions: list, batch: int, backen
     return refs
 
 
-def _answer(plan, texts: list) -> str:
-    if plan.answer_mode == "majority":
-        counts = Counter(t.strip() for t in texts)
-        best = max(counts.values())
-        return next(t for t in texts if counts[t.strip()] == best)
-    return texts[0]
-
-
 def in_flight_limit(spec, plan) -> int | None:
     """run.max_in_flight as a number of batches (None: no limit). `auto` gives every actor
     a batch to work on plus one queued behind them, so pipelining keeps everyone busy while
@@ -142,95 +139,33 @@ def in_flight_limit(spec, plan) -> int | None:
     return int(value)
 
 
-@dataclass
-class BatchDone:
-    batch: int
-    first: int  # index of its first question in the run's question list
-    answers: list
-    tokens: list  # decoded tokens per question
-    step_stats: list
-    retries: int = 0  # times the batch was resubmitted after an actor died under it
-    in_flight: int = 0  # batches submitted and unfinished when it finished, itself included
-
-
-# An actor that died (and restarted) or an object lost with its node: the batch's steps are
-# pure functions of their inputs, so resubmitting the whole batch is safe.
-BATCH_RETRIES = 2
-
-
-def fault_errors() -> tuple:
-    """Errors of an actor dying or an object lost with its node (not of a step's own code)."""
-    import ray
-
-    return ray.exceptions.RayActorError, ray.exceptions.ObjectLostError
-
-
-def run_plan(plan, handles: dict, questions: list, batch_size: int, backend="nccl",
-             max_in_flight: int | None = None, steps: list | None = None, on_wait=None, metrics=None):
-    """Run every batch; yields a BatchDone per batch as it finishes (in finishing order).
-    At most `max_in_flight` batches are submitted and unfinished at once (None: all), so
-    the object store holds the messages of that many batches whatever the problem count.
-    on_wait(): called each time the driver wakes from ray.wait (a sampler's hook)."""
-    import ray
-
-    batches = [questions[i:i + batch_size] for i in range(0, len(questions), batch_size)]
-    steps = steps if steps is not None else compile_steps(plan, backend)
-    pending: dict = {}
-    attempts: dict = {}
-    queue = iter(enumerate(batches))
-
-    def submit(b: int) -> None:
-        refs = submit_batch(steps, handles, batches[b], b, backend)
-        stats_refs = [r[-1] for r in refs.values()]
-        pending[stats_refs[-1]] = (b, refs, stats_refs)
-
-    def submit_next() -> None:
-        for b, _ in queue:
-            submit(b)
-            if max_in_flight is not None and len(pending) >= max_in_flight:
-                return
-
-    submit_next()
-    while pending:
-        done, _ = ray.wait(list(pending), num_returns=1)
-        if on_wait:
-            on_wait()
-        in_flight = len(pending)
-        b, refs, stats_refs = pending.pop(done[0])
-        try:
-            step_stats = ray.get(stats_refs)
-            per_step = [ray.get(refs[sid][0]) for sid in plan.answer_steps]
-        except Exception as exc:
-            if isinstance(exc, fault_errors()) and attempts.get(b, 0) < BATCH_RETRIES:
-                attempts[b] = attempts.get(b, 0) + 1
-                if metrics:
-                    metrics.problems_retried(len(batches[b]))
-                del refs
-                submit(b)
-                continue
-            if metrics:
-                metrics.problems_failed(len(batches[b]))
-            raise
-        answers = [_answer(plan, [p["texts"][r] for p in per_step]) for r in range(len(batches[b]))]
-        tokens = [sum(s["tokens"][r] for s in step_stats) for r in range(len(batches[b]))]
-        del refs  # drop every ObjectRef of this batch so its messages are freed
-        submit_next()
-        yield BatchDone(b, b * batch_size, answers, tokens, step_stats, attempts.get(b, 0), in_flight)
-
-
 def trace_rows(run_name: str, stats: dict, first_question: int) -> list:
     return [{"run": run_name, "batch": stats["batch"], "first_problem": first_question,
              "src": e["src"], "dst": stats["step"], "round": stats["round"], "kind": e["kind"],
              "bytes": e["bytes"], "latency_s": e["latency_s"]} for e in stats["inbox"]]
 
 
-def run_spec(spec, plan, questions: list, run_name: str | None = None, progress=None,
-             on_batch=None, address: str | None = None) -> RunResult:
-    """Start actors, run every question through the plan, stop the actors.
-    progress: a runtime.progress.Progress (or anything with update(problems, tokens));
-    on_batch(BatchDone): called as each batch finishes, before the next is reported."""
-    import ray
+def _checked(spec, questions: list, rejected: dict | None) -> dict:
+    """{index: reason} of the questions that cannot run: `rejected` (found while reading
+    them) and any that fail runtime/question_checks.py."""
+    from .question_checks import question_problem
 
+    bad = dict(rejected or {})
+    for i, q in enumerate(questions):
+        if i not in bad:
+            reason = question_problem(q, spec.limits.max_question_chars)
+            if reason:
+                bad[i] = reason
+    return bad
+
+
+def run_spec(spec, plan, questions: list, run_name: str | None = None, progress=None,
+             on_batch=None, address: str | None = None, rejected: dict | None = None) -> RunResult:
+    """Start actors, run every question through the plan, stop the actors. Every problem is
+    answered once or reported failed with its reason (result.failed); the run goes on.
+    progress: a runtime.progress.Progress (or anything with update(problems, tokens));
+    on_batch(BatchDone): called as each unit finishes (indices into `questions`), failures too;
+    rejected: {index: reason} of questions already known to be bad (they are not run)."""
     from .metrics import RunMetrics
     from .ray_setup import ensure_ray
     from .store_usage import StorePeak
@@ -240,45 +175,60 @@ def run_spec(spec, plan, questions: list, run_name: str | None = None, progress=
     check_model_refs(spec)
     check_transports(spec, plan)
     check_codec_parts(spec, plan)
-    ensure_ray(address=address, num_cpus=needed_resources(spec, plan)["CPU"])
+    ensure_ray(address=address, num_cpus=needed_resources(spec, plan)["CPU"],
+               object_store_bytes=spec.limits.object_store_bytes)
     check_fits(spec, plan)
     run_name = run_name or f"{spec.name}-{uuid.uuid4().hex[:6]}"
     t0 = time.perf_counter()
     result = RunResult(run_name, list(questions), [None] * len(questions), [0] * len(questions))
+    bad = _checked(spec, questions, rejected)
+    valid = [i for i in range(len(questions)) if i not in bad]
+    metrics = RunMetrics(run_name)
+
+    def report(done: BatchDone) -> None:
+        n = len(done.indices)
+        for i, answer, tokens in zip(done.indices, done.answers, done.tokens):
+            result.answers[i], result.tokens[i] = answer, tokens
+        result.failed.update(done.failed)
+        if n:
+            result.units[done.batch] = list(done.indices)
+        result.steps.extend(done.step_stats)
+        result.retries += done.retries * (n + len(done.failed))
+        result.peak_in_flight = max(result.peak_in_flight, done.in_flight)
+        for s in done.step_stats:
+            result.trace.extend(trace_rows(run_name, s, done.indices[0]))
+        if n:
+            metrics.batch_done(done.step_stats, n)
+        if on_batch:
+            on_batch(done)
+        if progress:
+            progress.update(n + len(done.failed), sum(done.tokens))
+
+    if bad:
+        metrics.problems_failed(len(bad))
+        report(BatchDone(-1, [], [], [], [], failed=bad))
+    if not valid:
+        result.wall_s = time.perf_counter() - t0
+        return result
     handles = start_actors(spec, plan, run_name, ready=result.actor_info)
     result.actor_names = sorted({f"{run_name}/{spec.agents[a].actor or a}" for a in plan.agents})
     backend = spec.channels.rdt_backend
-    metrics = RunMetrics(run_name)
     result.max_in_flight = in_flight_limit(spec, plan)
     try:
         with open_groups(spec, plan, handles), StorePeak() as store:
             t_run = time.perf_counter()
             steps = compile_steps(plan, backend, codec_for=lambda e: edge_codec(spec, plan, e),
-                                  hidden_scope=spec.channels.hidden_states, codec_dir=codec_dir(spec))
+                                  hidden_scope=spec.channels.hidden_states, codec_dir=codec_dir(spec),
+                                  limits=spec.limits)
             if hasattr(progress, "start"):
                 progress.start()
-            for done in run_plan(plan, handles, questions, spec.run.batch_size, backend, result.max_in_flight,
-                                 steps, on_wait=store.sample, metrics=metrics):
-                n = len(done.answers)
-                result.answers[done.first:done.first + n] = done.answers
-                result.tokens[done.first:done.first + n] = done.tokens
-                result.steps.extend(done.step_stats)
-                result.retries += done.retries * n
-                result.peak_in_flight = max(result.peak_in_flight, done.in_flight)
-                for s in done.step_stats:
-                    result.trace.extend(trace_rows(run_name, s, done.first))
-                metrics.batch_done(done.step_stats, n)
-                if on_batch:
-                    on_batch(done)
-                if progress:
-                    progress.update(n, sum(done.tokens))
+            for done in run_plan(plan, handles, [questions[i] for i in valid], spec.run.batch_size, backend,
+                                 result.max_in_flight, steps, on_wait=store.sample, metrics=metrics,
+                                 limits=spec.limits):
+                report(replace(done, indices=[valid[i] for i in done.indices],
+                               failed={valid[i]: why for i, why in done.failed.items()}))
             result.run_s = time.perf_counter() - t_run
         result.peak_store_bytes, result.spilled_bytes = store.peak_bytes, store.spilled_bytes
-    except ray.exceptions.RayTaskError as exc:
-        raise RunError(f"a step failed: {exc.cause if getattr(exc, 'cause', None) else exc}") from None
-    except fault_errors() as exc:
-        raise RunError(f"an agent's actor died and the batch's {BATCH_RETRIES} retries ran out: "
-                       f"{str(exc).strip().splitlines()[0]}") from None
     finally:
         kill_actors(handles.values())
     result.wall_s = time.perf_counter() - t0

@@ -25,7 +25,7 @@ def runtime_env() -> dict:
 
 
 def ensure_ray(address: str | None = None, num_cpus: float | None = None, dashboard: bool = False,
-               metrics_export_port: int | None = None):
+               metrics_export_port: int | None = None, object_store_bytes: int | None = None):
     """Initialise Ray once per process: join `address` (or RAY_ADDRESS), else start a local one.
 
     A local Ray gets at least `num_cpus` logical CPUs, so every agent's actor can be
@@ -48,6 +48,7 @@ def ensure_ray(address: str | None = None, num_cpus: float | None = None, dashbo
             "_metrics_export_port": metrics_export_port, "_system_config": {"metrics_report_interval_ms": 1000}}
         # "local": a cluster someone started on this machine with `ray start` is not joined
         # by accident; joining one takes --address or RAY_ADDRESS (a job's driver has it set)
+        store = {} if object_store_bytes is None else {"object_store_memory": object_store_bytes}
         ray.init(address="local", num_cpus=cpus, runtime_env=runtime_env(), include_dashboard=dashboard,
-                 configure_logging=False, **metrics)
+                 configure_logging=False, **metrics, **store)
     return ray

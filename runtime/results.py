@@ -5,13 +5,15 @@
     DIR/trace/part-*.parquet     one row per message delivered, the same part names
     DIR/steps/part-*.parquet     one row per step call: agent, compute seconds, latent steps,
                                  tokens and prompt tokens per problem
+    DIR/failed/part-*.parquet    one row per problem that failed: its reason and retries
     DIR/answers.jsonl, DIR/summary.json   written when the run completes
 
 Each part is written under a dot-name and renamed, so a reader (pyarrow.dataset, which
 skips dot-files) never sees half a file; the answers part is renamed last, so a problem
 is finished exactly when its answers row exists. A rerun with the same directory reads
 which problems are finished, removes what a killed run left half-done (temporary files,
-trace and steps parts without their answers part), and runs only the rest; a rerun with another spec
+trace and steps parts without their answers part), and runs only the rest, failed problems
+included (their old failure rows are dropped, so each problem is reported once); a rerun with another spec
 or question set is refused with what changed. A lock file keeps two runs out of one
 directory at once.
 """
@@ -29,7 +31,7 @@ MANIFEST = "run.json"
 TRACE_COLUMNS = ["run", "batch", "problems", "src", "dst", "round", "kind", "bytes", "latency_s"]
 STEP_COLUMNS = ["run", "batch", "problems", "step", "agent", "round", "pid", "compute_s", "latent_steps", "tokens",
                 "prompt_tokens"]
-DATASETS = ("answers", "trace", "steps")
+DATASETS = ("answers", "trace", "steps", "failed")
 
 
 class ResumeError(RunError):
@@ -71,7 +73,15 @@ def _steps_schema():
                       ("prompt_tokens", pa.list_(i))])
 
 
-SCHEMAS = {"answers": _answers_schema, "trace": _trace_schema, "steps": _steps_schema}
+def _failed_schema():
+    import pyarrow as pa
+
+    s, i = pa.string(), pa.int64()
+    return pa.schema([("index", i), ("id", s), ("question", s), ("reason", s), ("run", s), ("batch", i),
+                      ("retries", i)])
+
+
+SCHEMAS = {"answers": _answers_schema, "trace": _trace_schema, "steps": _steps_schema, "failed": _failed_schema}
 
 
 def _question_text(q) -> str:
@@ -113,6 +123,8 @@ class RunOutput:
             for part in (self.dir / sub).glob("part-*.parquet"):
                 if part.name not in answered:  # its batch died before its answers part was renamed
                     part.unlink()
+        for part in (self.dir / "failed").glob("part-*.parquet"):
+            part.unlink()  # failed problems run again
         self.done = {r["index"] for r in self._read("answers", ["index"])}
         return self
 
@@ -184,12 +196,33 @@ class RunOutput:
         atomic_write(self.dir / "answers" / name, lambda tmp: pq.write_table(answers_table, tmp))
         self.done.update(indices)
 
+    def write_failed(self, reasons: dict, run: str, batch: int, retries: int = 0) -> None:
+        """Problems that failed, {index: reason}: one part, so a resumed run knows to run them again."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        self._seq += 1
+        indices = sorted(reasons)
+        table = pa.table({
+            "index": indices, "id": [str(self.ids[i]) for i in indices],
+            "question": [_question_text(self.questions[i]) for i in indices],
+            "reason": [reasons[i] for i in indices], "run": [run] * len(indices), "batch": [batch] * len(indices),
+            "retries": [retries] * len(indices)}, schema=_failed_schema())
+        name = f"part-{self._session}-{self._seq:06d}.parquet"
+        atomic_write(self.dir / "failed" / name, lambda tmp: pq.write_table(table, tmp))
+
     def write_done(self, done, indices: list, run: str) -> None:
-        """A runtime.engine.BatchDone whose rows are the problems `indices`."""
+        """A runtime.engine.BatchDone whose problems (answered, then failed) are `indices` in
+        the output's question list, given in the order of done.indices then done.failed."""
         from .engine import trace_rows
 
-        trace = [row for s in done.step_stats for row in trace_rows(run, s, indices[0])]
-        self.write_batch(indices, done.answers, done.tokens, trace, run, done.batch, done.retries, done.step_stats)
+        answered, failed = indices[:len(done.indices)], indices[len(done.indices):]
+        if answered:
+            trace = [row for s in done.step_stats for row in trace_rows(run, s, answered[0])]
+            self.write_batch(answered, done.answers, done.tokens, trace, run, done.batch, done.retries,
+                             done.step_stats)
+        if failed:
+            self.write_failed(dict(zip(failed, done.failed.values())), run, done.batch, done.retries)
 
     # -- reading and finishing ----------------------------------------------------------------
     def _read(self, sub: str, columns=None) -> list:
@@ -207,6 +240,10 @@ class RunOutput:
     def trace(self) -> list:
         return self._read("trace")
 
+    def failures(self) -> dict:
+        """{index: reason} of the problems that failed in this run."""
+        return {r["index"]: r["reason"] for r in self._read("failed", ["index", "reason"])}
+
     def steps(self) -> list:
         return self._read("steps")
 
@@ -214,12 +251,16 @@ class RunOutput:
         """answers.jsonl (every problem, with its original id) and summary.json, atomically;
         summary None (nothing ran this time) keeps a summary.json already there."""
         rows = self.answers()
+        failed = self._read("failed")
+        lines = sorted([(r["index"], {"answer": r["answer"], "tokens": r["tokens"], "retries": r["retries"]})
+                        for r in rows] +
+                       [(r["index"], {"answer": None, "error": r["reason"], "retries": r["retries"]})
+                        for r in failed], key=lambda x: x[0])
 
         def write(tmp):
             with open(tmp, "w") as f:
-                for r in rows:
-                    line = {"id": self.ids[r["index"]], "question": self.questions[r["index"]],
-                            "answer": r["answer"], "tokens": r["tokens"], "retries": r["retries"]}
+                for i, fields in lines:
+                    line = {"id": self.ids[i], "question": self.questions[i], **fields}
                     f.write(json.dumps(line, ensure_ascii=False) + "\n")
 
         atomic_write(self.dir / "answers.jsonl", write)

@@ -15,32 +15,38 @@ from .errors import RunError
 
 
 def _questions(args, spec) -> tuple:
-    """(questions, ids): the -q questions, then the --input file's (or run.inputs')."""
-    from runtime.questions import read_jsonl_questions
+    """(questions, ids, rejected): the -q questions, then the --input file's (or run.inputs');
+    rejected: {index: reason} of those that cannot be read (they fail, the others run)."""
+    from runtime.questions import read_jsonl_questions, safe_text
 
-    questions, ids = list(args.question), list(range(len(args.question)))
+    questions, ids, rejected = [], list(range(len(args.question))), {}
+    for i, q in enumerate(args.question):
+        questions.append(safe_text(q))
+        if questions[-1] != q:  # the shell passed bytes that are not UTF-8
+            rejected[i] = f"--question {i + 1} is not UTF-8 text; give the question in UTF-8"
     source = args.input or (None if questions else spec.run.inputs)
     if source:
         if spec.run.inputs and not args.input:
             source = str((Path(args.spec).parent / source).resolve())
-        file_q, file_ids = read_jsonl_questions(source)
+        file_q, file_ids, file_bad = read_jsonl_questions(source, spec.limits.max_question_chars)
+        rejected.update({len(questions) + i: why for i, why in file_bad.items()})
         questions += file_q
         ids += file_ids
-    return questions, ids
+    return questions, ids, rejected
 
 
-def _summary(result, spec, plan, questions: list, answers: dict, resumed: int) -> dict:
+def _summary(result, spec, plan, questions: list, answers: dict, failed: dict, resumed: int) -> dict:
     """The run's summary: this invocation's counts, plus how many problems an earlier,
     interrupted run of the same output had finished."""
     base = result.summary(spec, plan) if result else {"model_loads": [], "latent_steps": {}}
-    base.update(questions=len(questions), resumed_finished=resumed,
+    base.update(questions=len(questions), resumed_finished=resumed, problems_failed=len(failed),
                 tokens_decoded=sum(t for _, t in answers.values()))
     return base
 
 
-def _execute(args, spec, plan, questions: list, output) -> tuple:
+def _execute(args, spec, plan, questions: list, output, rejected: dict) -> tuple:
     """Run the problems the output does not hold yet; (result or None, {index: (answer, tokens)},
-    how many problems were finished before)."""
+    {index: reason} of the problems that failed, how many problems were finished before)."""
     from runtime.engine import run_spec
     from runtime.progress import Progress
 
@@ -52,20 +58,24 @@ def _execute(args, spec, plan, questions: list, output) -> tuple:
 
     def on_batch(done):
         if output:
-            output.write_done(done, todo[done.first:done.first + len(done.answers)], run_name)
+            output.write_done(done, [todo[i] for i in [*done.indices, *done.failed]], run_name)
 
     result = None
     if todo:
         progress = Progress(len(questions), desc=spec.name, quiet=args.quiet, done=len(questions) - len(todo))
         try:
+            position = {i: n for n, i in enumerate(todo)}
             result = run_spec(spec, plan, [questions[i] for i in todo], run_name=run_name, progress=progress,
-                              on_batch=on_batch, address=args.address)
+                              on_batch=on_batch, address=args.address,
+                              rejected={position[i]: why for i, why in rejected.items() if i in position})
         finally:
             progress.close()
     resumed = len(questions) - len(todo)
     if output:
-        return result, {r["index"]: (r["answer"], r["tokens"]) for r in output.answers()}, resumed
-    return result, {todo[i]: (a, t) for i, (a, t) in enumerate(zip(result.answers, result.tokens))}, resumed
+        return (result, {r["index"]: (r["answer"], r["tokens"]) for r in output.answers()}, output.failures(),
+                resumed)
+    answers = {todo[i]: (a, t) for i, (a, t) in enumerate(zip(result.answers, result.tokens)) if i not in result.failed}
+    return result, answers, {todo[i]: why for i, why in result.failed.items()}, resumed
 
 
 def _print_summary(summary: dict, out_dir) -> None:
@@ -82,6 +92,7 @@ def _print_summary(summary: dict, out_dir) -> None:
     print(f"summary: {summary['questions']} questions, agents {', '.join(summary['agents'])}; "
           f"latent steps {steps}; tokens decoded {summary['tokens_decoded']}; "
           f"{summary['messages']} messages, {summary['message_bytes'] / 2**20:.2f} MiB{store}; "
+          f"{summary.get('problems_failed', 0)} failed, {summary.get('problems_retried', 0)} retried; "
           f"wall {summary['wall_s']:.2f} s ({summary['run_s']:.2f} s after the models loaded)")
 
 
@@ -94,7 +105,7 @@ def run_command(args, with_overrides) -> int:
         raise SpecError("must be >= 1", file="--batch-size", fix="give a positive batch size")
     spec = with_overrides(spec, args)
     plan = build_plan(spec, args.spec)
-    questions, ids = _questions(args, spec)
+    questions, ids, rejected = _questions(args, spec)
     if not questions:
         raise RunError("no questions to run; give --question, --input FILE.jsonl, or run.inputs in the spec")
     out_dir = args.output or spec.run.output
@@ -102,10 +113,12 @@ def run_command(args, with_overrides) -> int:
         raise SpecError("needs an output directory", file="--restart", fix="give --output DIR (or run.output)")
     output = RunOutput(out_dir, spec, questions, ids).open(restart=args.restart) if out_dir else None
     try:
-        result, answers, resumed = _execute(args, spec, plan, questions, output)
+        result, answers, failed, resumed = _execute(args, spec, plan, questions, output, rejected)
         for i, q in enumerate(questions):
-            print(f"[{ids[i]}] Q: {q}\n    A: {answers[i][0]!r}")
-        summary = _summary(result, spec, plan, questions, answers, resumed)
+            shown = q if len(str(q)) <= 2000 else f"{str(q)[:2000]}... ({len(str(q))} characters)"
+            outcome = f"A: {answers[i][0]!r}" if i in answers else f"FAILED: {failed.get(i, 'not run')}"
+            print(f"[{ids[i]}] Q: {shown}\n    {outcome}")
+        summary = _summary(result, spec, plan, questions, answers, failed, resumed)
         if output:
             output.finish(summary if result is not None else None)
             print(f"wrote {out_dir}/answers/ and trace/ (Parquet, one part per batch), answers.jsonl, summary.json")
@@ -113,4 +126,9 @@ def run_command(args, with_overrides) -> int:
         if output:
             output.close()
     _print_summary(summary, out_dir)
+    if failed:
+        print(f"[latentray] {len(failed)} of {len(questions)} problems failed (reasons above"
+              f"{', and in failed/ of ' + str(out_dir) if out_dir else ''}); the others were answered",
+              file=sys.stderr)
+        return 1
     return 0

@@ -179,7 +179,7 @@ def test_run_survives_an_actor_dying(ray_session, example):
         if not killed:
             critic = ray_session.get_actor("crash/critic")
             ray_session.kill(critic, no_restart=False)
-            killed.append(done.first)
+            killed.append(done.indices[0])
 
     questions = QUESTIONS * 4  # enough batches that the critic still has work at the kill
     clean = run_spec(one_per_batch, plan, questions, run_name="clean")
@@ -189,6 +189,7 @@ def test_run_survives_an_actor_dying(ray_session, example):
     assert len({s["pid"] for s in crashed.steps if s["agent"] == "critic"}) == 2
     assert crashed.answers == clean.answers
     assert crashed.tokens == clean.tokens
+    assert crashed.retries >= 1 and clean.retries == 0 and not crashed.failed
     # one judger step per problem: nothing lost, nothing counted twice
     assert sorted(s["batch"] for s in crashed.steps if s["agent"] == "judger") == list(range(len(questions)))
 

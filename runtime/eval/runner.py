@@ -29,14 +29,14 @@ def problem_inputs(problems: list) -> list:
             for p in problems]
 
 
-def result_rows(result, indices: list, batch_size: int) -> tuple:
+def result_rows(result, indices: list) -> tuple:
     """(answers, steps, trace) rows of an in-memory run, in the shape runtime/results.py
     stores them; `indices` are the problems the run's questions were."""
     def problems(batch):
-        return indices[batch * batch_size:(batch + 1) * batch_size]
+        return [indices[j] for j in result.units[batch]]
 
-    answers = [{"index": i, "answer": a, "run": result.run_name, "batch": n // batch_size}
-               for n, (i, a) in enumerate(zip(indices, result.answers))]
+    answers = [{"index": indices[j], "answer": result.answers[j], "run": result.run_name, "batch": batch}
+               for batch, rows in result.units.items() for j in rows]
     steps = [{**s, "run": result.run_name, "problems": problems(s["batch"])} for s in result.steps]
     trace = [{**r, "run": result.run_name, "problems": problems(r["batch"])} for r in result.trace]
     return answers, steps, trace
@@ -67,11 +67,20 @@ def _per_problem_tokens(steps: list) -> tuple:
     return decoded, prompt
 
 
+def _failed_row(p, method: str, dataset: str, spec_name: str, reason: str) -> dict:
+    """A problem that failed scores as wrong, so a failure can never raise an accuracy."""
+    return {"dataset": dataset, "spec": spec_name, "method": method, "id": p.id, "task": p.task,
+            "question": p.question, "context": p.context, "gold": p.gold, "answer": None, "extracted": None,
+            "correct": False, "detail": "failed", "prompt_tokens": 0, "decoded_tokens": 0, "tokens_by_agent": {},
+            "latent_steps": 0, "seconds": 0.0, "seconds_by_agent": {}, "message_bytes": 0, "batch": -1,
+            "error": reason}
+
+
 def method_rows(answers: list, steps: list, trace: list, problems: list, method: str, dataset: str,
-                spec_name: str) -> list:
-    """One scored row per answered problem. answers/steps/trace: rows as runtime/results.py
+                spec_name: str, failed: dict | None = None) -> list:
+    """One scored row per problem run. answers/steps/trace: rows as runtime/results.py
     stores them (or result_rows makes them): answers carry the problem index, steps and
-    trace the batch's problem indices."""
+    trace the batch's problem indices; failed: {problem index: reason}, scored wrong."""
     costs = _batch_costs(steps, trace)
     decoded, prompt = _per_problem_tokens(steps)
     rows = []
@@ -89,9 +98,13 @@ def method_rows(answers: list, steps: list, trace: list, problems: list, method:
             "tokens_by_agent": {ag: int(n) for ag, n in decoded[i].items()},
             "latent_steps": int(c["latent_steps"]), "seconds": float(sum(seconds.values())),
             "seconds_by_agent": seconds, "message_bytes": int(round(c["bytes"] * share)),
-            "batch": int(a["batch"]),
+            "batch": int(a["batch"]), "error": None,
         })
-    return rows
+    order = [a["index"] for a in sorted(answers, key=lambda r: r["index"])]
+    for i, why in (failed or {}).items():
+        rows.append(_failed_row(problems[i], method, dataset, spec_name, why))
+        order.append(i)
+    return [row for _, row in sorted(zip(order, rows), key=lambda x: x[0])]
 
 
 def run_method(spec, problems: list, method: str, *, dataset: str, batch_size: int | None = None,
@@ -119,17 +132,18 @@ def run_method(spec, problems: list, method: str, *, dataset: str, batch_size: i
         if todo:
             def on_batch(done):
                 if output:
-                    output.write_done(done, todo[done.first:done.first + len(done.answers)], run_name)
+                    output.write_done(done, [todo[i] for i in [*done.indices, *done.failed]], run_name)
 
             result = run_spec(spec_m, plan, [inputs[i] for i in todo], run_name=run_name, progress=progress,
                               on_batch=on_batch, address=address)
             summary.update(run_s=result.run_s, wall_s=result.wall_s,
                            model_loads=result.summary(spec_m, plan)["model_loads"])
         if output:
-            stored = output.answers(), output.steps(), output.trace()
+            stored, failed = (output.answers(), output.steps(), output.trace()), output.failures()
         else:
-            stored = result_rows(result, todo, spec_m.run.batch_size)
+            stored, failed = result_rows(result, todo), {todo[j]: why for j, why in result.failed.items()}
     finally:
         if output:
             output.close()
-    return method_rows(*stored, problems, method, dataset, spec.name), summary
+    summary["problems_failed"] = len(failed)
+    return method_rows(*stored, problems, method, dataset, spec.name, failed), summary

@@ -1,0 +1,217 @@
+"""run_plan: push problems through a compiled plan on running actors, batch by batch,
+and account for every one of them: answered once, or failed with its reason.
+
+A unit is a list of problems submitted together (a batch, or a piece of one). What can
+happen to a unit and what the scheduler does:
+  all steps finish           its answers are yielded
+  an actor died under it     resubmitted whole (steps are pure functions of their inputs,
+                             so nothing counts twice), up to limits.retries times, counted
+  a step refused some rows   (ProblemInputError: a prompt too long) those fail; the rest
+                             are resubmitted without them
+  a step timed out           its problems fail with the reason
+  any other step error       a unit of several problems is split into single problems, so
+                             one bad problem cannot take its batch with it; a single one fails
+  a step hangs               (no unit finished for longer than the steps' timeouts allow)
+                             its actor is killed and restarts; the unit counts as a fault
+  the run timeout passes     every unfinished problem fails with the reason
+"""
+from __future__ import annotations
+
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+
+from agents.errors import ProblemInputError, StepTimeoutError
+
+
+@dataclass
+class BatchDone:
+    batch: int  # the unit's number (a batch's own number unless it was split)
+    indices: list  # index in the question list of each problem answered, in order
+    answers: list
+    tokens: list  # decoded tokens per answered problem
+    step_stats: list
+    retries: int = 0  # times the unit was resubmitted after an actor died under it
+    in_flight: int = 0  # units submitted and unfinished when it finished, itself included
+    failed: dict = field(default_factory=dict)  # question index -> reason, for problems that failed
+
+
+@dataclass
+class _Unit:
+    id: int
+    indices: list
+    attempt: int = 0
+    refs: dict = field(default_factory=dict)
+    stats_refs: list = field(default_factory=list)
+
+
+def fault_errors() -> tuple:
+    """Errors of an actor or worker dying or an object lost with its node (not of a step's code)."""
+    import ray.exceptions as rex
+
+    return rex.RayActorError, rex.ObjectLostError, rex.WorkerCrashedError, rex.OutOfMemoryError, rex.NodeDiedError
+
+
+def _first_line(exc) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _answer(plan, texts: list) -> str:
+    if plan.answer_mode == "majority":
+        counts = Counter(t.strip() for t in texts)
+        best = max(counts.values())
+        return next(t for t in texts if counts[t.strip()] == best)
+    return texts[0]
+
+
+class _Scheduler:
+    def __init__(self, plan, handles, questions, steps, backend, max_in_flight, limits, metrics):
+        from .engine import submit_batch
+
+        self.plan, self.handles, self.questions, self.steps = plan, handles, questions, steps
+        self.backend, self.max_in_flight, self.limits, self.metrics = backend, max_in_flight, limits, metrics
+        self.submit_batch = submit_batch
+        self.queue: deque = deque()
+        self.pending: dict = {}  # last stats ref of a unit -> unit
+        self.next_id = 0
+
+    def add(self, indices: list, attempt: int = 0, front: bool = False) -> None:
+        unit = _Unit(self.next_id, list(indices), attempt)
+        self.next_id += 1
+        (self.queue.appendleft if front else self.queue.append)(unit)
+
+    def fill(self) -> None:
+        while self.queue and (self.max_in_flight is None or len(self.pending) < self.max_in_flight):
+            unit = self.queue.popleft()
+            unit.refs = self.submit_batch(self.steps, self.handles, [self.questions[i] for i in unit.indices],
+                                          unit.id, self.backend)
+            unit.stats_refs = [r[-1] for r in unit.refs.values()]
+            self.pending[unit.stats_refs[-1]] = unit
+
+    def failed(self, unit, reasons: dict, in_flight: int = 0) -> BatchDone:
+        if self.metrics:
+            self.metrics.problems_failed(len(reasons))
+        return BatchDone(unit.id, [], [], [], [], unit.attempt, in_flight, dict(reasons))
+
+    def finish(self, unit, in_flight: int):
+        """The unit's outcome: a BatchDone, or None when it went back in the queue."""
+        import ray
+
+        stats = []
+        try:
+            for step_id, ref in zip(unit.refs, unit.stats_refs):
+                try:
+                    stats.append(ray.get(ref))
+                except ray.exceptions.RayTaskError as exc:
+                    if isinstance(exc, fault_errors()) or isinstance(getattr(exc, "cause", None), fault_errors()):
+                        raise
+                    return self.step_failed(unit, step_id, exc, in_flight)
+            per_step = [ray.get(unit.refs[sid][0]) for sid in self.plan.answer_steps]
+        except fault_errors() as exc:
+            if unit.attempt < self.limits.retries:
+                if self.metrics:
+                    self.metrics.problems_retried(len(unit.indices))
+                self.queue.appendleft(_Unit(unit.id, unit.indices, unit.attempt + 1))
+                return None
+            reason = (f"an agent's actor died and the unit's {self.limits.retries} retries (limits.retries) ran "
+                      f"out: {_first_line(exc)}")
+            return self.failed(unit, {i: reason for i in unit.indices}, in_flight)
+        n = len(unit.indices)
+        answers = [_answer(self.plan, [p["texts"][r] for p in per_step]) for r in range(n)]
+        tokens = [sum(s["tokens"][r] for s in stats) for r in range(n)]
+        return BatchDone(unit.id, list(unit.indices), answers, tokens, stats, unit.attempt, in_flight)
+
+    def step_failed(self, unit, step_id: str, exc, in_flight: int):
+        cause = getattr(exc, "cause", None) or exc
+        where = f"step {step_id}: {type(cause).__name__}: {_first_line(cause)}"
+        if isinstance(cause, ProblemInputError):
+            bad = {unit.indices[r]: f"step {step_id}: {why}" for r, why in cause.rows.items()
+                   if 0 <= r < len(unit.indices)}
+            rest = [i for i in unit.indices if i not in bad]
+            if bad:
+                if rest:
+                    self.add(rest, unit.attempt, front=True)
+                return self.failed(unit, bad, in_flight)
+        if isinstance(cause, StepTimeoutError) or len(unit.indices) == 1:
+            return self.failed(unit, {i: where for i in unit.indices}, in_flight)
+        for i in reversed(unit.indices):  # one at a time, in order, ahead of the queue
+            self.add([i], unit.attempt, front=True)
+        return None
+
+    def time_out(self, reason: str) -> BatchDone:
+        """Fail every problem not finished; cancel what is still queued on the actors."""
+        import ray
+
+        units = list(self.pending.values()) + list(self.queue)
+        for unit in self.pending.values():
+            for refs in unit.refs.values():
+                for ref in refs:
+                    try:
+                        ray.cancel(ref)
+                    except Exception:  # already finished, or not cancellable: it is dropped either way
+                        pass
+        self.pending.clear()
+        self.queue.clear()
+        indices = [i for u in units for i in u.indices]
+        return self.failed(_Unit(-1, indices), {i: reason for i in indices})
+
+    def unstick(self) -> None:
+        """No unit finished for longer than its steps' timeouts allow: the oldest unit's first
+        unfinished step hangs where the timeout cannot reach (inside one call). Kill its actor;
+        it restarts and the units it held count as faults."""
+        import ray
+
+        unit = next(iter(self.pending.values()))
+        ready, _ = ray.wait(unit.stats_refs, num_returns=len(unit.stats_refs), timeout=0)
+        for step_id, ref in zip(unit.refs, unit.stats_refs):
+            if ref not in ready:
+                agent = next(s.call.agent for s in self.steps if s.call.step_id == step_id)
+                ray.kill(self.handles[agent], no_restart=False)
+                return
+
+
+def run_plan(plan, handles: dict, questions: list, batch_size: int, backend="nccl",
+             max_in_flight: int | None = None, steps: list | None = None, on_wait=None, metrics=None,
+             limits=None):
+    """Run every problem; yields a BatchDone per unit as it finishes (in finishing order),
+    failures included, so each problem appears in exactly one BatchDone's indices or failed.
+    At most `max_in_flight` units are submitted and unfinished at once (None: all), so the
+    object store holds the messages of that many batches whatever the problem count.
+    limits: the spec's LimitsSpec (defaults if None). on_wait(): called each time the
+    driver wakes from ray.wait (a sampler's hook)."""
+    import ray
+
+    from topologies.spec import LimitsSpec
+
+    from .engine import compile_steps
+
+    limits = limits or LimitsSpec()
+    steps = steps if steps is not None else compile_steps(plan, backend, limits=limits)
+    sched = _Scheduler(plan, handles, questions, steps, backend, max_in_flight, limits, metrics)
+    for start in range(0, len(questions), batch_size):
+        sched.add(list(range(start, min(start + batch_size, len(questions)))))
+    run_deadline = time.monotonic() + limits.run_timeout_s
+    hang_after = limits.step_timeout_s * (len(steps) + 1)
+    last_progress = time.monotonic()
+    sched.fill()
+    while sched.pending:
+        now = time.monotonic()
+        wait = min(run_deadline - now, last_progress + hang_after - now)
+        done, _ = ray.wait(list(sched.pending), num_returns=1, timeout=max(wait, 0.0))
+        if on_wait:
+            on_wait()
+        if not done:
+            if time.monotonic() >= run_deadline:
+                yield sched.time_out(f"the run passed limits.run_timeout_s = {limits.run_timeout_s:g} s "
+                                     "before this problem finished; raise the limit or run fewer problems")
+                return
+            sched.unstick()
+            last_progress = time.monotonic()
+            continue
+        last_progress = time.monotonic()
+        in_flight = len(sched.pending)
+        outcome = sched.finish(sched.pending.pop(done[0]), in_flight)
+        sched.fill()
+        if outcome is not None:
+            yield outcome
