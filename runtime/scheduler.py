@@ -112,6 +112,7 @@ class _Scheduler:
             if unit.attempt < self.limits.retries:
                 if self.metrics:
                     self.metrics.problems_retried(len(unit.indices))
+                self.await_actors()
                 self.queue.appendleft(_Unit(unit.id, unit.indices, unit.attempt + 1))
                 return None
             reason = (f"an agent's actor died and the unit's {self.limits.retries} retries (limits.retries) ran "
@@ -121,6 +122,22 @@ class _Scheduler:
         answers = [_answer(self.plan, [p["texts"][r] for p in per_step]) for r in range(n)]
         tokens = [sum(s["tokens"][r] for s in stats) for r in range(n)]
         return BatchDone(unit.id, list(unit.indices), answers, tokens, stats, unit.attempt, in_flight)
+
+    def await_actors(self) -> None:
+        """Wait (up to a step's timeout) until every actor answers again: one that died is
+        restarting, reloading its model, and a call sent meanwhile fails at once."""
+        import ray
+
+        deadline = time.monotonic() + self.limits.step_timeout_s
+        for handle in {h._actor_id: h for h in self.handles.values()}.values():
+            while time.monotonic() < deadline:
+                try:
+                    ray.get(handle.ready.remote(), timeout=max(deadline - time.monotonic(), 0.1))
+                    break
+                except ray.exceptions.ActorUnavailableError:
+                    time.sleep(0.2)  # restarting
+                except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+                    break  # dead for good, or slow: the resubmitted unit reports it
 
     def step_failed(self, unit, step_id: str, exc, in_flight: int):
         cause = getattr(exc, "cause", None) or exc
