@@ -223,7 +223,7 @@ def run_spec(spec, plan, questions: list, run_name: str | None = None, progress=
             if hasattr(progress, "start"):
                 progress.start()
             for done in run_plan(plan, handles, [questions[i] for i in valid], spec.run.batch_size, backend,
-                                 result.max_in_flight, steps, on_wait=store.sample, metrics=metrics,
+                                 result.max_in_flight, steps, on_wait=store.sample_soon, metrics=metrics,
                                  limits=spec.limits):
                 report(replace(done, indices=[valid[i] for i in done.indices],
                                failed={valid[i]: why for i, why in done.failed.items()}))

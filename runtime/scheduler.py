@@ -45,6 +45,11 @@ class _Unit:
     stats_refs: list = field(default_factory=list)
 
 
+# How long a restarting actor may take to load its model again before the resubmitted unit
+# is sent anyway (and fails, if the actor is still not back, as a fault of its own).
+RESTART_WAIT_S = 300.0
+
+
 def fault_errors() -> tuple:
     """Errors of an actor or worker dying or an object lost with its node (not of a step's code)."""
     import ray.exceptions as rex
@@ -124,11 +129,11 @@ class _Scheduler:
         return BatchDone(unit.id, list(unit.indices), answers, tokens, stats, unit.attempt, in_flight)
 
     def await_actors(self) -> None:
-        """Wait (up to a step's timeout) until every actor answers again: one that died is
+        """Wait until every actor answers again (up to RESTART_WAIT_S): one that died is
         restarting, reloading its model, and a call sent meanwhile fails at once."""
         import ray
 
-        deadline = time.monotonic() + self.limits.step_timeout_s
+        deadline = time.monotonic() + RESTART_WAIT_S
         for handle in {h._actor_id: h for h in self.handles.values()}.values():
             while time.monotonic() < deadline:
                 try:
@@ -209,7 +214,7 @@ def run_plan(plan, handles: dict, questions: list, batch_size: int, backend="ncc
     for start in range(0, len(questions), batch_size):
         sched.add(list(range(start, min(start + batch_size, len(questions)))))
     run_deadline = time.monotonic() + limits.run_timeout_s
-    hang_after = limits.step_timeout_s * (len(steps) + 1)
+    hang_after = limits.step_timeout_s * (len(steps) + 1) + 5.0  # plus Ray's own scheduling and transfers
     last_progress = time.monotonic()
     sched.fill()
     while sched.pending:

@@ -4,8 +4,9 @@ Ray reports the bytes held in every node's shared-memory object store (and the b
 spilled to disk) through the raylet's memory-info call, the numbers `ray memory
 --stats-only` prints; there is no public API for them, so this is the one place that
 uses Ray's internal call, and a Ray that lacks it reports no figures instead of failing
-the run. A background thread samples every `interval_s`; `sample()` can be called at
-moments the caller knows matter (a batch submitted).
+the run. A background thread samples every `interval_s`, and at once after
+`sample_soon()` (moments the caller knows matter: a batch finished). The driver's loop
+never waits on a sample: the call asks every worker, and a hung one delays its answer.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ class StorePeak:
         self.samples = 0
         self._state = None
         self._stop = threading.Event()
+        self._soon = threading.Event()
         self._lock = threading.Lock()
         self._thread = None
 
@@ -31,7 +33,7 @@ class StorePeak:
             import ray
 
             self._state = get_state_from_address(ray.get_runtime_context().gcs_address)
-        return get_memory_info_reply(self._state, timeout_seconds=10.0).store_stats
+        return get_memory_info_reply(self._state, timeout_seconds=2.0).store_stats
 
     def sample(self) -> None:
         try:
@@ -45,9 +47,15 @@ class StorePeak:
                 self._spilled_at_start = int(stats.spilled_bytes_total)
             self.spilled_bytes = int(stats.spilled_bytes_total) - self._spilled_at_start
 
+    def sample_soon(self) -> None:
+        self._soon.set()
+
     def _loop(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            self.sample()
+        while not self._stop.is_set():
+            self._soon.wait(self.interval_s)
+            self._soon.clear()
+            if not self._stop.is_set():
+                self.sample()
 
     def __enter__(self) -> "StorePeak":
         self.sample()
@@ -57,6 +65,7 @@ class StorePeak:
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
+        self._soon.set()
         if self._thread is not None:
             self._thread.join()
         self.sample()
