@@ -16,8 +16,12 @@ _SNIFF_BYTES = 8192
 
 
 def safe_text(text: str) -> str:
-    """`text` with undecodable bytes (lone surrogates from the command line) written as escapes."""
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    """`text` with bytes that are not UTF-8 written as escapes: Python hands such command-line
+    bytes over as lone surrogates, which no file or Parquet column can hold."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate that stands for no byte
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _line_problem(raw: bytes, where: str, max_line_bytes: int) -> tuple:
