@@ -49,6 +49,9 @@ def ensure_ray(address: str | None = None, num_cpus: float | None = None, dashbo
         # "local": a cluster someone started on this machine with `ray start` is not joined
         # by accident; joining one takes --address or RAY_ADDRESS (a job's driver has it set)
         store = {} if object_store_bytes is None else {"object_store_memory": object_store_bytes}
+        # Ray turns token authentication on for a Ray it starts (unless RAY_AUTH_MODE=disabled;
+        # tests/test_safe_defaults.py checks it); the dashboard, when asked for, listens on
+        # loopback only.
         ray.init(address="local", num_cpus=cpus, runtime_env=runtime_env(), include_dashboard=dashboard,
-                 configure_logging=False, **metrics, **store)
+                 dashboard_host="127.0.0.1", configure_logging=False, **metrics, **store)
     return ray
