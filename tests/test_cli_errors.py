@@ -60,11 +60,13 @@ def test_no_questions_at_all(capsys):
     assert code == 2 and "no questions to run" in err
 
 
-def test_bad_jsonl_line_names_the_line(capsys, tmp_path):
+def test_a_file_without_one_readable_line_is_refused_naming_the_line(capsys, tmp_path):
+    """(A bad line among good ones fails alone: tests/test_bad_questions.py, test_store_pressure.py.)"""
     bad = tmp_path / "q.jsonl"
-    bad.write_text(json.dumps({"question": "ok"}) + "\n{\"q\": 1}\n")
+    bad.write_text("{\"q\": 1}\n" + json.dumps({"question": 3}) + "\n")
     code, err = _run(capsys, "run", str(EXAMPLE), "--input", str(bad))
-    assert code == 2 and err == f"error: {bad}:2: each line needs a non-empty string field 'question'"
+    assert code == 2 and err == (f"error: {bad}: no line is a question ({bad}:1: each line needs a string field "
+                                 "'question'); write one JSON object per line with a 'question' field")
 
 
 def test_unknown_spec_key_names_field(capsys, tmp_path):
