@@ -65,16 +65,28 @@ def converted_dir(parsed: ModelRef) -> tuple:
 
 
 def _from_pretrained(target: str, ref: str, torch_dtype, trust_remote_code: bool):
+    from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # one bar per actor would flood the driver's log
+    # A damaged or partial directory fails inside transformers with OSError, ValueError
+    # (unknown architecture, no tokenizer files) or SafetensorError (truncated weights).
+    fix = "check it is a complete save_pretrained directory (config, tokenizer and weights files)"
     try:
         tokenizer = AutoTokenizer.from_pretrained(target, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise ModelRefError(f"cannot load the tokenizer of {ref!r}: {_first_line(exc)}; {fix}") from None
+    try:
         model = AutoModelForCausalLM.from_pretrained(target, dtype=torch_dtype, trust_remote_code=trust_remote_code)
-    except OSError as exc:
-        raise ModelRefError(f"cannot load {ref!r}: {str(exc).splitlines()[0]}") from None
+    except (OSError, ValueError, SafetensorError) as exc:
+        raise ModelRefError(f"cannot load the weights of {ref!r}: {_first_line(exc)}; {fix}") from None
     return model, tokenizer
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0].rstrip(".:") if text else type(exc).__name__
 
 
 def load_model(ref: str, *, dtype: str = "float32", device: str = "auto", seed: int = 0,
@@ -82,6 +94,7 @@ def load_model(ref: str, *, dtype: str = "float32", device: str = "auto", seed: 
     """Return Loaded(model, tokenizer, info); the tokenizer pads on the left."""
     t0 = time.perf_counter()
     parsed = ModelRef.parse(ref)
+    parsed.check_available()
     dev = resolve_device(device, num_gpus)
     torch_dtype = resolve_dtype(dtype, dev)
     info = {"ref": ref, "how": "pretrained", "convert_s": 0.0}
