@@ -9,13 +9,16 @@
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 from ..errors import ModelRefError
 from .builtin import BUILTINS
 from .tiny import PRESETS
 
+SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 KINDS = ("builtin:<name>", "gguf:<file.gguf>", "hf:<hub id>", "tiny:<preset>", "an existing directory")
 
 
@@ -65,6 +68,18 @@ class ModelRef:
             BUILTINS[self.target].check_installed()
         if self.kind == "local":
             _check_model_dir(Path(self.target))
+
+    def check_sha256(self, sha256: Optional[str]) -> Optional[str]:
+        """The expected digest of a gguf: file, lower-cased; ModelRefError where none applies."""
+        if sha256 is None:
+            return None
+        if self.kind != "gguf":
+            raise ModelRefError(f"sha256 applies to gguf: files only, not to {self.kind} ref {self.target!r}; "
+                                "remove it" + (" (built-in models carry their own)" if self.kind == "builtin" else ""))
+        if not SHA256.fullmatch(sha256):
+            raise ModelRefError(f"sha256 {sha256!r} for {self.target!r} is not 64 hex digits; "
+                                f"give the output of `sha256sum {self.target}`")
+        return sha256.lower()
 
 
 def _check_model_dir(path: Path) -> None:
