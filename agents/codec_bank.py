@@ -1,6 +1,8 @@
 """The codec halves one actor applies, loaded once per part and checked against its model."""
 from __future__ import annotations
 
+import torch
+
 from channels.codecs import make_codec, part_role
 from channels.codecs.base import Receiver
 from channels.codecs.storage import check_fingerprint, load_part
@@ -30,8 +32,17 @@ class CodecBank:
         if key not in self._halves:
             codec = make_codec(use.codec)
             part = self._part(codec, use, directory, side)
-            self._halves[key] = (codec.encoder(part, self.fingerprint) if side == "encode"
-                                 else codec.decoder(part, self.receiver))
+            try:
+                half = (codec.encoder(part, self.fingerprint) if side == "encode"
+                        else codec.decoder(part, self.receiver))
+                if part is not None:
+                    _probe(half, side, self.receiver.hidden_size)
+            except CodecError:
+                raise
+            except (KeyError, IndexError, RuntimeError, ValueError) as exc:  # a part its codec cannot use
+                raise CodecError(f"codec part {use.part!r} in {directory} does not fit its codec {use.codec} "
+                                 f"({type(exc).__name__}: {exc}); refit it with latentray fit-codec") from None
+            self._halves[key] = half
         return self._halves[key]
 
     def encoder(self, use, directory: str):
@@ -39,3 +50,20 @@ class CodecBank:
 
     def decoder(self, use, directory: str):
         return self._half("decode", use, directory)
+
+
+def _probe(half, side: str, hidden_size: int) -> None:
+    """Run a fitted half once on zeros, so a part with missing or misshapen tensors fails
+    here, naming the part, and not as a torch error inside a step. ValueError if wrong."""
+    if half is None:
+        return
+    if side == "encode":
+        half(torch.zeros(1, hidden_size))
+        return
+    if half.in_dim is None:
+        return
+    x = torch.zeros(1, half.in_dim)
+    for name, fn in (("decoder", half), ("read map", half.read)):
+        out = fn(x) if fn is not None else None
+        if out is not None and tuple(out.shape) != (1, hidden_size):
+            raise ValueError(f"its {name} outputs vectors of size {out.shape[-1]}, the model has {hidden_size}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from channels.codecs.apply import decode_message
 from channels.compression import decompress_message
+from channels.errors import MessageError, TransportError
 from channels.transports import get_transport
 from channels.validate import validate_message
 
@@ -16,7 +17,11 @@ def receive_messages(call, inbox: tuple, *, receiver_fingerprint: dict, model_dt
     out = []
     for edge, obj in zip(call.inputs, inbox):
         options = {"backend": edge.backend} if edge.transport == "rdt" else {}
-        msg = get_transport(edge.transport, **options).unpack(obj)
+        transport = get_transport(edge.transport, **options)
+        try:
+            msg = transport.unpack(obj)
+        except TransportError as exc:  # the envelope itself is broken: name the edge, as validation does
+            raise MessageError(str(exc), sender=edge.src, receiver=call.agent, field=exc.field or "envelope") from None
         decoder = codecs.decoder(edge.decode, call.codec_dir) if (codecs and edge.decode) else None
         if decoder is not None:
             soft_dim = decoder.in_dim  # the codec's wire size

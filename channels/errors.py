@@ -12,8 +12,8 @@ class MessageError(ValueError):
 class TransportError(RuntimeError):
     """A message could not be moved between actors: says which transport and what to do."""
 
-    def __init__(self, message: str, *, transport: str = "?"):
-        self.transport = transport
+    def __init__(self, message: str, *, transport: str = "?", field: str = ""):
+        self.transport, self.field = transport, field  # field: the part of a message at fault, if one is
         super().__init__(f"transport {transport}: {message}")
 
 

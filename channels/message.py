@@ -47,9 +47,19 @@ class MessageHeader:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "MessageHeader":
-        raw = msgpack.unpackb(data, raw=False)
+        """The header `to_bytes` wrote; ValueError naming the problem for anything else."""
+        try:
+            raw = msgpack.unpackb(data, raw=False)
+        except Exception as exc:  # msgpack raises several unrelated types for garbage bytes
+            raise ValueError(f"the header is not msgpack data ({type(exc).__name__})") from None
+        names = {f.name for f in dataclasses.fields(cls)}
+        if not isinstance(raw, dict) or not {"kind", "sender", "fingerprint"} <= set(raw) <= names:
+            found = sorted(map(str, raw)) if isinstance(raw, dict) else type(raw).__name__
+            raise ValueError(f"the header has fields {found}; expected kind, sender, fingerprint and some of "
+                             f"{sorted(names - {'kind', 'sender', 'fingerprint'})}")
         for name in ("layers", "seq_lens", "texts"):
-            raw[name] = tuple(raw[name])
+            if isinstance(raw.get(name), list):
+                raw[name] = tuple(raw[name])
         return cls(**raw)
 
 
@@ -122,4 +132,7 @@ def message_checksum(msg: LatentMessage) -> int:
 
 
 def dtype_from_name(name: str) -> torch.dtype:
-    return getattr(torch, name)
+    dtype = getattr(torch, name, None) if isinstance(name, str) else None
+    if not isinstance(dtype, torch.dtype):
+        raise ValueError(f"{name!r} is not a torch dtype name")
+    return dtype

@@ -39,6 +39,7 @@ def validate_message(msg: LatentMessage, *, receiver: str, receiver_fingerprint:
     def fail(field: str, text: str, error=MessageError):
         raise error(text, sender=h.sender, receiver=receiver, field=field)
 
+    _check_header_types(msg, fail)
     if h.kind not in KINDS:
         fail("kind", f"unknown kind {h.kind!r}; expected one of {KINDS}")
     if edge_kind is not None and h.kind != edge_kind:
@@ -58,6 +59,28 @@ def validate_message(msg: LatentMessage, *, receiver: str, receiver_fingerprint:
     _check_rows(msg, fail)
     for step in steps:
         step.check(msg, fail)
+
+
+# A header comes off the wire as plain data; each field must have its type before any
+# check reads it, so a malformed one is named here and not met as a TypeError later.
+HEADER_TYPES = {"kind": str, "sender": str, "fingerprint": dict, "shapes": dict, "dtypes": dict,
+                "layers": (tuple, list), "seq_lens": (tuple, list), "latent_steps": int, "latent_slots": int,
+                "trace_id": str, "texts": (tuple, list), "extra": dict}
+INT_LISTS = ("layers", "seq_lens")
+
+
+def _check_header_types(msg, fail) -> None:
+    if not isinstance(msg.tensors, dict):
+        fail("tensors", f"must map tensor names to tensors, got a {type(msg.tensors).__name__}")
+    for name, kind in HEADER_TYPES.items():
+        value = getattr(msg.header, name)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            fail(name, f"header field has type {type(value).__name__}; the sender must write "
+                       f"{kind.__name__ if isinstance(kind, type) else 'a list'}")
+    for name in INT_LISTS:
+        bad = [v for v in getattr(msg.header, name) if not isinstance(v, int) or isinstance(v, bool)]
+        if bad:
+            fail(name, f"holds {bad[0]!r}; it must list integers")
 
 
 def _steps(msg, fail) -> list:

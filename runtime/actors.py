@@ -91,7 +91,7 @@ def start_actors(spec, plan, run_name: str, ready: list | None = None) -> dict:
     for g in group_agents(spec, plan.agents):
         m = spec.models[g.model]
         model_kwargs = dict(ref=m.ref, dtype=m.dtype, device=m.device, seed=m.seed or 0,
-                            trust_remote_code=m.trust_remote_code, num_gpus=g.num_gpus)
+                            trust_remote_code=m.trust_remote_code, num_gpus=g.num_gpus, sha256=m.sha256)
         actor = RemoteAgentActor.options(
             name=f"{run_name}/{g.name}", num_cpus=g.num_cpus, num_gpus=g.num_gpus,
             max_restarts=MAX_RESTARTS, max_task_retries=MAX_TASK_RETRIES,

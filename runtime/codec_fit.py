@@ -32,7 +32,8 @@ def progress_bar(total: int, desc: str, quiet: bool):
 def model_kwargs(spec, ref: str) -> dict:
     """load_model arguments for the spec's model with this ref."""
     m = next(m for m in spec.models.values() if m.ref == ref)
-    return dict(ref=m.ref, dtype=m.dtype, device=m.device, seed=m.seed or 0, trust_remote_code=m.trust_remote_code)
+    return dict(ref=m.ref, dtype=m.dtype, device=m.device, seed=m.seed or 0, trust_remote_code=m.trust_remote_code,
+                sha256=m.sha256)
 
 
 def states_for(spec, refs, texts: list, ahash: str, quiet: bool = False, log=print) -> dict:

