@@ -43,7 +43,7 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     spec = load_spec(args.spec)
     spec = spec.model_copy(update={"run": spec.run.model_copy(update={"batch_size": args.batch_size})})
-    base, _ = read_jsonl_questions(str(ROOT / "topologies/examples/questions.jsonl"))
+    base, _, _ = read_jsonl_questions(str(ROOT / "topologies/examples/questions.jsonl"))
     questions = [base[i % len(base)] for i in range(args.problems)]
     runs = [one_run(spec, questions, v.strip()) for v in args.in_flight.split(",")]
     same = all(r["answers"] == runs[0]["answers"] for r in runs)

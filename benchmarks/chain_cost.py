@@ -156,7 +156,7 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     spec = load_spec(args.spec)
     spec = spec.model_copy(update={"run": spec.run.model_copy(update={"batch_size": args.batch_size})})
-    questions, _ = read_jsonl_questions(args.input)
+    questions, _, _ = read_jsonl_questions(args.input)
     ref = spec.models[next(iter(spec.models))].ref
 
     transfer = bytes_per_problem(spec, questions)

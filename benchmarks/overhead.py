@@ -73,7 +73,7 @@ def main(argv=None) -> None:
     spec = load_spec(args.spec)
     spec = spec.model_copy(update={"run": spec.run.model_copy(update={"batch_size": args.batch_size})})
     plan = build_plan(spec)
-    questions, _ = read_jsonl_questions(args.input)
+    questions, _, _ = read_jsonl_questions(args.input)
     ray_result = run_spec(spec, plan, questions, run_name="overhead")
     cores = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -36,7 +36,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     spec = load_spec(args.spec)
     spec = spec.model_copy(update={"run": spec.run.model_copy(update={"batch_size": args.batch_size})})
-    questions, _ = read_jsonl_questions(args.input)
+    questions, _, _ = read_jsonl_questions(args.input)
     one_answers, one_s = timed(spec, questions, 1)
     all_answers, all_s = timed(spec, questions, "all")
     n = len(questions)
