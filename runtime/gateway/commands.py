@@ -94,7 +94,7 @@ def cmd_serve(args) -> int:
         server.stop(args.grace_s)
     finally:
         service.close()
-    print(f"[latentray] stopped after {service.served} requests", file=sys.stderr)
+    print(f"[latentray] stopped; requests served: {service.served}", file=sys.stderr)
     return 0
 
 
