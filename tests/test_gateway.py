@@ -136,6 +136,7 @@ def test_health(client, gateway, spec_plan):
     assert after["agents"] == list(plan.agents) == ["planner", "critic", "refiner", "judger"]
     assert after["actors"] == sorted(f"gw-test/{a}" for a in plan.agents)
     assert after["requests_served"] == before["requests_served"] + 1
+    assert (after["groups_run"], after["questions_run"]) == (before["groups_run"] + 1, before["questions_run"] + 1)
     assert after["in_flight"] == 0 and after["uptime_s"] > before["uptime_s"] > 0
 
 
@@ -147,8 +148,13 @@ def test_concurrent_requests_each_answered_once(gateway, reference):
         with GatewayClient(address, token=TOKEN, timeout=120) as c:
             return c.solve(q)
 
-    with ThreadPoolExecutor(16) as pool:
-        replies = list(pool.map(ask, asked))
+    with GatewayClient(address, token=TOKEN) as c:
+        before = c.health()
+        with ThreadPoolExecutor(16) as pool:
+            replies = list(pool.map(ask, asked))
+        after = c.health()
+    assert after["questions_run"] - before["questions_run"] == 16  # each ran once, in whatever batches
+    assert 1 <= after["groups_run"] - before["groups_run"] <= 16
     for q, reply in zip(asked, replies):
         assert reply["failed"] == []
         assert reply["answers"] == [{"index": 0, "answer": reference[q][0], "tokens": reference[q][1]}]

@@ -32,6 +32,7 @@ class GatewayService:
         self.actor_info: list = []
         self.started_at = None
         self.served = 0  # requests answered (all their questions accounted for)
+        self.groups_run = self.questions_run = 0  # their ratio: how full batching made the groups
         self._lock = threading.Lock()
         self._exit = contextlib.ExitStack()
         self._collector = None
@@ -107,11 +108,14 @@ class GatewayService:
         return {"spec": self.spec.name, "topology": self.plan.topology, "agents": list(self.plan.agents),
                 "actors": self.actor_names, "batch_size": self.spec.run.batch_size,
                 "uptime_s": time.monotonic() - self.started_at if self.started_at else 0.0,
-                "requests_served": self.served}
+                "requests_served": self.served, "groups_run": self.groups_run, "questions_run": self.questions_run}
 
     def _run_group(self, tickets: list) -> None:
         """Run a group's questions as one run_plan call; route each answer to its ticket."""
         owners = [(t, i) for t in tickets for i in t.valid]
+        with self._lock:
+            self.groups_run += 1
+            self.questions_run += len(owners)
         now = time.monotonic()
         for t in tickets:
             t.start(now)
