@@ -66,6 +66,12 @@ class GatewayService:
         self.started_at = time.monotonic()
         return self
 
+    def set_batch_window(self, seconds: float) -> None:
+        """How long a request waits for others to share its batch from now on (0: never)."""
+        self.batch_window_s = seconds
+        if self._collector is not None:
+            self._collector.window_s = seconds
+
     @property
     def actor_names(self) -> list:
         return sorted({f"{self.run_name}/{self.spec.agents[a].actor or a}" for a in self.plan.agents})
