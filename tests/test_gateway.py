@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from runtime.engine import run_spec
 from runtime.gateway.batching import Ticket
 from runtime.gateway.client import GatewayClient
-from runtime.gateway.errors import GatewayAuthError, GatewayBusy, GatewayRequestError
+from runtime.gateway.errors import GatewayAuthError, GatewayBusy, GatewayRequestError, GatewayUnavailable
 from runtime.gateway.server import RECEIVE_SLACK_BYTES, GatewayServer
 from runtime.gateway.service import GatewayService
 from runtime.gateway.wire import method_path
@@ -319,6 +319,20 @@ def test_more_requests_than_allowed_in_flight_are_refused():
             assert c.health()["in_flight"] == 0
     finally:
         server.stop(0)
+
+
+def test_stop_finishes_calls_in_flight_and_refuses_new_ones():
+    service = _HeldService(LimitsSpec())
+    server = GatewayServer(service, "127.0.0.1", 0).start()
+    with ThreadPoolExecutor(1) as pool, GatewayClient(server.address, timeout=60) as c:
+        first = pool.submit(c.solve, "held")
+        assert service.submitted.wait(60)
+        stopped = server.stop(600, wait=False)
+        with pytest.raises(GatewayUnavailable):
+            c.solve("too late")
+        service.tickets[0].record({0: ("finished", 1)}, {})
+        assert first.result(60)["answers"] == [{"index": 0, "answer": "finished", "tokens": 1}]
+        assert stopped.wait(60)
 
 
 def _groups(batch_size: int, window_s: float, sizes: list) -> list:

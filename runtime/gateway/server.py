@@ -67,9 +67,13 @@ class GatewayServer:
         self._server.start()
         return self
 
-    def stop(self, grace_s: float) -> None:
-        """Refuse new calls at once; let those in flight finish for up to grace_s seconds."""
-        self._server.stop(grace_s).wait()
+    def stop(self, grace_s: float, wait: bool = True) -> threading.Event:
+        """Refuse new calls at once; let those in flight finish for up to grace_s seconds,
+        then cancel them. Returns the event set once stopped (already set if `wait`)."""
+        stopped = self._server.stop(grace_s)
+        if wait:
+            stopped.wait()
+        return stopped
 
     def _admit(self) -> None:
         with self._lock:
