@@ -57,9 +57,11 @@ def spec_plan(spec_file):
 
 @pytest.fixture(scope="module")
 def reference(ray_session, spec_plan):
-    """{question: (answer, tokens)} through the engine's own path, each question alone (batches of one)."""
-    spec, plan = spec_plan
-    alone = spec.model_copy(update={"run": spec.run.model_copy(update={"batch_size": 1})})
+    """{question: (answer, tokens)} through the engine's own path, each question alone (batches of
+    one), its agents sharing one actor of their own (one process to start; the same weights)."""
+    spec, _ = spec_plan
+    agents = {k: a.model_copy(update={"actor": "ref"}) for k, a in spec.agents.items()}
+    alone = spec.model_copy(update={"agents": agents, "run": spec.run.model_copy(update={"batch_size": 1})})
     result = run_spec(alone, build_plan(alone), QUESTIONS, run_name="gw-ref")
     assert result.failed == {}
     return {q: (a, t) for q, a, t in zip(QUESTIONS, result.answers, result.tokens)}
@@ -259,7 +261,7 @@ def _check_reply(address: str, payload: bytes) -> None:
 def test_fuzzed_payloads_get_an_answer_or_a_clean_refusal(gateway):
     address = gateway[1].address
     end = time.monotonic() + FUZZ_BUDGET_S
-    fuzz = settings(max_examples=150, deadline=None, database=None,
+    fuzz = settings(max_examples=300, deadline=None, database=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
     @fuzz
@@ -383,14 +385,18 @@ def test_ask_command_exit_codes(gateway, reference, monkeypatch, capsys):
         assert err.startswith("error: gateway") and status in err and len(err.strip().splitlines()) == 1
 
 
-def test_serve_and_ask_end_to_end(tmp_path, spec_file, reference):
-    """The one test with a Ray of its own: `latentray serve` in a process, asked by `latentray ask`."""
+def test_serve_and_ask_end_to_end(tmp_path, reference):
+    """The one test with a Ray of its own: `latentray serve` in a process, asked by `latentray ask`.
+    Its agents share one actor (one process to start; the same weights, so the same answers)."""
+    spec_file = tmp_path / "shared.yaml"
+    spec_file.write_text(SPEC_TEXT.replace("    model: base\n", "    model: base\n    actor: shared\n"))
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN + "\n")
     serve = _cli("serve", str(spec_file), "--port", "0", "--token-file", str(token_file), "--name", "gw-e2e")
     try:
         line = serve.stdout.readline()  # printed once the actors are up
         assert line.startswith("serving latent_chain on 127.0.0.1:"), (line, serve.stderr.read() if not line else "")
+        assert "(actors: 1; token: required)" in line
         address = line.split(" on ")[1].split()[0]
         ask = _cli("ask", "--address", address, "--token-file", str(token_file), QUESTIONS[0], "bad\x01question")
         out, err = ask.communicate(timeout=120)

@@ -86,8 +86,8 @@ def cmd_serve(args) -> int:
     service.start()
     try:
         server.start()
-        print(f"serving {spec.name} on {server.address} ({len(service.actor_names)} actors; token "
-              f"{'required' if token else 'not required'}); SIGINT or SIGTERM stops it", flush=True)
+        print(f"serving {spec.name} on {server.address} (actors: {len(service.actor_names)}; token: "
+              f"{'required' if token else 'none'}); SIGINT or SIGTERM stops it", flush=True)
         _wait_for_signal()
         print(f"[latentray] stopping: no new calls; {server.in_flight} in flight get up to {args.grace_s:g} s",
               file=sys.stderr, flush=True)
