@@ -36,7 +36,7 @@ class GatewayService:
         self._lock = threading.Lock()
         self._exit = contextlib.ExitStack()
         self._collector = None
-        self._open: set = set()  # tickets queued or running
+        self._open: set = set()  # tickets queued or running: close() fails what they still hold
 
     def start(self) -> "GatewayService":
         """Check the spec's models, start the actors (models loaded) and compile the steps."""
@@ -94,17 +94,11 @@ class GatewayService:
             self._collector.put(ticket)
         return ticket
 
-    def solve(self, questions: list, on_event=None) -> dict:
-        ticket = self.submit(questions, on_event)
-        ticket.done.wait()
-        return self.reply(ticket)
-
     def reply(self, ticket: Ticket, request_id=None) -> dict:
         """The answer to a finished request (counted as served): answers and failures by
         question index, and its times."""
         with self._lock:
             self.served += 1
-            self._open.discard(ticket)
         return {"id": request_id,
                 "answers": [{"index": i, "answer": a, "tokens": t} for i, (a, t) in sorted(ticket.answers.items())],
                 "failed": [{"index": i, "reason": why} for i, why in sorted(ticket.failed.items())],
@@ -136,6 +130,9 @@ class GatewayService:
             print(f"[latentray] gateway: {reason}", file=sys.stderr)
             for t in tickets:
                 t.record({}, {i: reason for i in t.valid if i not in t.answers and i not in t.failed})
+        finally:
+            with self._lock:
+                self._open.difference_update(tickets)
 
     def _route(self, done, owners: list) -> None:
         answers: dict = {}
