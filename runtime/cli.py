@@ -44,10 +44,12 @@ def _parser() -> argparse.ArgumentParser:
     from runtime.eval.command import add_eval_parser
 
     from runtime.job_command import add_job_parsers
+    from runtime.gateway.commands import add_gateway_parsers
 
     add_eval_parser(sub)
     add_codec_parsers(sub)
     add_job_parsers(sub)
+    add_gateway_parsers(sub)
     report = sub.add_parser("report", help="redraw an evaluation's table and plots")
     report.add_argument("dir", help="the --output directory of `latentray eval`")
     report.add_argument("--no-plots", action="store_true", help="print the table only")
@@ -104,10 +106,12 @@ def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     from runtime.codec_command import cmd_codec_eval, cmd_fit_codec
     from runtime.job_command import cmd_logs, cmd_status, cmd_stop, cmd_submit
+    from runtime.gateway.commands import cmd_ask, cmd_serve
 
     handler = {"run": cmd_run, "validate": cmd_validate, "graph": cmd_graph, "eval": cmd_eval,
                "report": cmd_report, "fit-codec": cmd_fit_codec, "codec-eval": cmd_codec_eval,
-               "submit": cmd_submit, "status": cmd_status, "logs": cmd_logs, "stop": cmd_stop}[args.command]
+               "submit": cmd_submit, "status": cmd_status, "logs": cmd_logs, "stop": cmd_stop,
+               "serve": cmd_serve, "ask": cmd_ask}[args.command]
     try:
         return handler(args)
     except USER_ERRORS as exc:

@@ -1,0 +1,129 @@
+"""The gRPC server: generic handlers (no codegen) for Solve, SolveStream and Health on
+msgpack bytes, in front of a started GatewayService.
+
+Every call is checked in this order: the token (UNAUTHENTICATED), the request's bytes and
+shape (RESOURCE_EXHAUSTED past max_request_bytes or max_questions_per_request,
+INVALID_ARGUMENT for anything malformed), then admission: more than
+max_concurrent_requests Solve/SolveStream calls at once are refused with
+RESOURCE_EXHAUSTED, never queued. grpc's own receive limit sits a little above
+max_request_bytes, so a larger message is refused by grpc with the same status.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+
+from ..errors import RunError
+from .auth import TokenCheck
+from .batching import DONE
+from .errors import RequestRejected
+from .wire import HEALTH, SERVICE, SOLVE, SOLVE_STREAM, decode_request, pack
+
+# Room above max_request_bytes for gRPC framing, so our own check answers first.
+RECEIVE_SLACK_BYTES = 64 << 10
+# Threads beyond the admission limit: Health and the refusals must get one while it is full.
+SPARE_THREADS = 8
+
+
+def host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+
+
+class GatewayServer:
+    def __init__(self, service, host: str = "127.0.0.1", port: int = 50051, token: str | None = None):
+        self.service, self.host = service, host
+        self.auth = TokenCheck(token)
+        limits = service.spec.limits
+        self.max_concurrent = limits.max_concurrent_requests
+        self.in_flight = 0
+        self._lock = threading.Lock()
+        workers = self.max_concurrent + SPARE_THREADS
+        self._server = grpc.server(
+            ThreadPoolExecutor(max_workers=workers, thread_name_prefix="latentray-gateway"),
+            maximum_concurrent_rpcs=workers,  # beyond this grpc itself answers RESOURCE_EXHAUSTED
+            options=[("grpc.max_receive_message_length", limits.max_request_bytes + RECEIVE_SLACK_BYTES),
+                     ("grpc.so_reuseport", 0)])
+        self._server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {
+            SOLVE: grpc.unary_unary_rpc_method_handler(self._solve),
+            SOLVE_STREAM: grpc.unary_stream_rpc_method_handler(self._solve_stream),
+            HEALTH: grpc.unary_unary_rpc_method_handler(self._health),
+        }),))
+        try:
+            self.port = self._server.add_insecure_port(host_port(host, port))
+        except RuntimeError:
+            self.port = 0
+        if not self.port:
+            raise RunError(f"cannot listen on {host_port(host, port)}: the port is in use or the host is not "
+                           "this machine's; give another --port or --host")
+
+    @property
+    def address(self) -> str:
+        return host_port(self.host, self.port)
+
+    def start(self) -> "GatewayServer":
+        self._server.start()
+        return self
+
+    def stop(self, grace_s: float, wait: bool = True) -> threading.Event:
+        """Refuse new calls at once; let those in flight finish for up to grace_s seconds,
+        then cancel them. Returns the event set once stopped (already set if `wait`)."""
+        stopped = self._server.stop(grace_s)
+        if wait:
+            stopped.wait()
+        return stopped
+
+    def _admit(self) -> None:
+        with self._lock:
+            if self.in_flight >= self.max_concurrent:
+                raise RequestRejected(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                      f"{self.in_flight} requests are in flight, limits.max_concurrent_requests = "
+                                      f"{self.max_concurrent}; retry when one has finished")
+            self.in_flight += 1
+
+    def _release(self) -> None:
+        with self._lock:
+            self.in_flight -= 1
+
+    def _accept(self, data: bytes, context):
+        """The checked request, admitted (release it after), or RequestRejected."""
+        self.auth.check(context.invocation_metadata())
+        request = decode_request(data, self.service.spec.limits)
+        self._admit()
+        return request
+
+    def _solve(self, data: bytes, context) -> bytes:
+        try:
+            request = self._accept(data, context)
+        except RequestRejected as exc:
+            context.abort(exc.code, str(exc))
+        try:
+            ticket = self.service.submit(request.questions)
+            ticket.done.wait()
+            return pack(self.service.reply(ticket, request.id))
+        finally:
+            self._release()
+
+    def _solve_stream(self, data: bytes, context):
+        try:
+            request = self._accept(data, context)
+        except RequestRejected as exc:
+            context.abort(exc.code, str(exc))
+        try:
+            events: queue.Queue = queue.Queue()
+            ticket = self.service.submit(request.questions, on_event=events.put)
+            for event in iter(events.get, DONE):  # the ticket's last event is DONE
+                yield pack(event)
+            yield pack({"event": "answer", **self.service.reply(ticket, request.id)})
+        finally:
+            self._release()
+
+    def _health(self, data: bytes, context) -> bytes:
+        try:
+            self.auth.check(context.invocation_metadata())
+        except RequestRejected as exc:
+            context.abort(exc.code, str(exc))
+        return pack({"ok": True, **self.service.health(), "in_flight": self.in_flight,
+                     "max_concurrent_requests": self.max_concurrent})

@@ -1,0 +1,173 @@
+"""The warm-actor service behind the gateway: actors start once, steps compile once, and
+every request's questions run through runtime.scheduler.run_plan on those same actors.
+
+Concurrent requests are batched by the Collector (batching.py); several groups run at once
+on the same actor handles (Ray queues their calls on each actor). Each question is checked
+with runtime/question_checks.py first: a bad one fails alone, with its reason, unrun.
+"""
+from __future__ import annotations
+
+import contextlib
+import sys
+import threading
+import time
+import uuid
+
+from ..actors import check_fits, check_model_refs, kill_actors, needed_resources, start_actors
+from ..codec_plan import check_codec_parts, codec_dir, edge_codec
+from ..engine import compile_steps, in_flight_limit
+from ..question_checks import question_problem
+from ..scheduler import run_plan
+from ..transports import check_transports, open_groups
+from .batching import Collector, Ticket
+
+
+class GatewayService:
+    def __init__(self, spec, plan, run_name: str | None = None, address: str | None = None,
+                 batch_window_s: float = 0.01):
+        self.spec, self.plan, self.address = spec, plan, address
+        self.run_name = run_name or f"{spec.name}-gw-{uuid.uuid4().hex[:6]}"
+        self.batch_window_s = batch_window_s
+        self.handles: dict = {}
+        self.actor_info: list = []
+        self.started_at = None
+        self.served = 0  # requests answered (all their questions accounted for)
+        self.groups_run = self.questions_run = 0  # their ratio: how full batching made the groups
+        self._lock = threading.Lock()
+        self._exit = contextlib.ExitStack()
+        self._collector = None
+        self._open: set = set()  # tickets queued or running: close() fails what they still hold
+
+    def start(self) -> "GatewayService":
+        """Check the spec's models, start the actors (models loaded) and compile the steps."""
+        from ..metrics import RunMetrics
+        from ..ray_setup import ensure_ray
+
+        spec, plan = self.spec, self.plan
+        check_model_refs(spec)
+        check_transports(spec, plan)
+        check_codec_parts(spec, plan)
+        ensure_ray(address=self.address, num_cpus=needed_resources(spec, plan)["CPU"],
+                   object_store_bytes=spec.limits.object_store_bytes)
+        check_fits(spec, plan)
+        self.handles = start_actors(spec, plan, self.run_name, ready=self.actor_info)
+        try:
+            self._exit.enter_context(open_groups(spec, plan, self.handles))
+        except BaseException:
+            kill_actors(self.handles.values())
+            raise
+        self.backend = spec.channels.rdt_backend
+        self.max_in_flight = in_flight_limit(spec, plan)
+        self.steps = compile_steps(plan, self.backend, codec_for=lambda e: edge_codec(spec, plan, e),
+                                   hidden_scope=spec.channels.hidden_states, codec_dir=codec_dir(spec),
+                                   limits=spec.limits)
+        self.metrics = RunMetrics(self.run_name)
+        self._collector = Collector(spec.run.batch_size, self.batch_window_s, self._run_group)
+        self.started_at = time.monotonic()
+        return self
+
+    def set_batch_window(self, seconds: float) -> None:
+        """How long a request waits for others to share its batch from now on (0: never)."""
+        self.batch_window_s = seconds
+        if self._collector is not None:
+            self._collector.window_s = seconds
+
+    @property
+    def actor_names(self) -> list:
+        return sorted({f"{self.run_name}/{self.spec.agents[a].actor or a}" for a in self.plan.agents})
+
+    def submit(self, questions: list, on_event=None) -> Ticket:
+        """Queue a request's questions (strings or {"question", "context"} maps); returns its
+        Ticket, done once each question is answered or failed. on_event(dict): progress."""
+        limit = self.spec.limits.max_question_chars
+        bad = {i: why for i, q in enumerate(questions) if (why := question_problem(q, limit))}
+        if bad:
+            self.metrics.problems_failed(len(bad))
+        ticket = Ticket(questions, bad, on_event)
+        if ticket.valid:
+            with self._lock:
+                if self._collector is None:
+                    ticket.abandon("the gateway is shutting down; send the question to another one")
+                    return ticket
+                self._open.add(ticket)
+            ticket.emit({"event": "queued", "questions": len(ticket.valid)})
+            self._collector.put(ticket)
+        return ticket
+
+    def reply(self, ticket: Ticket, request_id=None) -> dict:
+        """The answer to a finished request (counted as served): answers and failures by
+        question index, and its times."""
+        with self._lock:
+            self.served += 1
+        return {"id": request_id,
+                "answers": [{"index": i, "answer": a, "tokens": t} for i, (a, t) in sorted(ticket.answers.items())],
+                "failed": [{"index": i, "reason": why} for i, why in sorted(ticket.failed.items())],
+                "time": ticket.times()}
+
+    def health(self) -> dict:
+        return {"spec": self.spec.name, "topology": self.plan.topology, "agents": list(self.plan.agents),
+                "actors": self.actor_names, "batch_size": self.spec.run.batch_size,
+                "uptime_s": time.monotonic() - self.started_at if self.started_at else 0.0,
+                "requests_served": self.served, "groups_run": self.groups_run, "questions_run": self.questions_run}
+
+    def _run_group(self, tickets: list) -> None:
+        """Run a group's questions as one run_plan call; route each answer to its ticket."""
+        owners = [(t, i) for t in tickets for i in t.valid]
+        with self._lock:
+            self.groups_run += 1
+            self.questions_run += len(owners)
+        now = time.monotonic()
+        for t in tickets:
+            t.start(now)
+        try:
+            for done in run_plan(self.plan, self.handles, [t.questions[i] for t, i in owners], self.spec.run.batch_size,
+                                 self.backend, self.max_in_flight, self.steps, metrics=self.metrics,
+                                 limits=self.spec.limits):
+                self._route(done, owners)
+        except Exception as exc:  # noqa: BLE001 - the engine broke: fail what is left, keep serving
+            text = str(exc).strip()
+            reason = f"the engine stopped: {type(exc).__name__}: {text.splitlines()[0] if text else ''}"
+            print(f"[latentray] gateway: {reason}", file=sys.stderr)
+            for t in tickets:
+                t.record({}, {i: reason for i in t.valid if i not in t.answers and i not in t.failed})
+        finally:
+            with self._lock:
+                self._open.difference_update(tickets)
+
+    def _route(self, done, owners: list) -> None:
+        answers: dict = {}
+        failed: dict = {}
+        rows: dict = {}  # ticket -> rows of this unit that are its problems
+        for row, (g, answer, tokens) in enumerate(zip(done.indices, done.answers, done.tokens)):
+            ticket, i = owners[g]
+            answers.setdefault(ticket, {})[i] = (answer, tokens)
+            rows.setdefault(ticket, []).append(row)
+        for g, why in done.failed.items():
+            ticket, i = owners[g]
+            failed.setdefault(ticket, {})[i] = why
+        if done.indices:
+            self.metrics.batch_done(done.step_stats, len(done.indices))
+        for ticket, mine in rows.items():
+            for s in done.step_stats:
+                ticket.emit({"event": "step", "step": s["step"], "agent": s["agent"],
+                             "seconds": s.get("compute_s"), "rows": s.get("rows", len(done.indices)),
+                             "tokens": sum(s["tokens"][r] for r in mine)})
+        for ticket in set(answers) | set(failed):
+            ticket.record(answers.get(ticket, {}), failed.get(ticket, {}))
+
+    def close(self) -> None:
+        """Stop batching, fail the questions still open (their callers get a reply) and
+        kill the actors."""
+        with self._lock:
+            collector, self._collector = self._collector, None
+            still_open, self._open = list(self._open), set()
+        if collector is not None:
+            collector.close()
+        for ticket in still_open:
+            ticket.abandon("the gateway shut down before this question finished")
+        try:
+            self._exit.close()
+        finally:
+            if self.handles:
+                kill_actors(self.handles.values())
+                self.handles = {}
