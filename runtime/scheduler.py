@@ -71,12 +71,13 @@ def _answer(plan, texts: list) -> str:
 
 
 class _Scheduler:
-    def __init__(self, plan, handles, questions, steps, backend, max_in_flight, limits, metrics):
+    def __init__(self, plan, handles, questions, steps, backend, max_in_flight, limits, metrics, on_submit=None):
         from .engine import submit_batch
 
         self.plan, self.handles, self.questions, self.steps = plan, handles, questions, steps
         self.backend, self.max_in_flight, self.limits, self.metrics = backend, max_in_flight, limits, metrics
         self.submit_batch = submit_batch
+        self.on_submit = on_submit
         self.queue: deque = deque()
         self.pending: dict = {}  # last stats ref of a unit -> unit
         self.next_id = 0
@@ -93,6 +94,8 @@ class _Scheduler:
                                           unit.id, self.backend)
             unit.stats_refs = [r[-1] for r in unit.refs.values()]
             self.pending[unit.stats_refs[-1]] = unit
+            if self.on_submit:
+                self.on_submit(list(unit.indices), dict(zip(unit.refs, unit.stats_refs)))
 
     def failed(self, unit, reasons: dict, in_flight: int = 0) -> BatchDone:
         if self.metrics:
@@ -195,13 +198,14 @@ class _Scheduler:
 
 def run_plan(plan, handles: dict, questions: list, batch_size: int, backend="nccl",
              max_in_flight: int | None = None, steps: list | None = None, on_wait=None, metrics=None,
-             limits=None):
+             limits=None, on_submit=None):
     """Run every problem; yields a BatchDone per unit as it finishes (in finishing order),
     failures included, so each problem appears in exactly one BatchDone's indices or failed.
     At most `max_in_flight` units are submitted and unfinished at once (None: all), so the
     object store holds the messages of that many batches whatever the problem count.
     limits: the spec's LimitsSpec (defaults if None). on_wait(): called each time the
-    driver wakes from ray.wait (a sampler's hook)."""
+    driver wakes from ray.wait (a sampler's hook). on_submit(indices, {step id: stats ref}):
+    called as each unit is submitted, so a caller can follow its steps as they finish."""
     import ray
 
     from topologies.spec import LimitsSpec
@@ -210,7 +214,7 @@ def run_plan(plan, handles: dict, questions: list, batch_size: int, backend="ncc
 
     limits = limits or LimitsSpec()
     steps = steps if steps is not None else compile_steps(plan, backend, limits=limits)
-    sched = _Scheduler(plan, handles, questions, steps, backend, max_in_flight, limits, metrics)
+    sched = _Scheduler(plan, handles, questions, steps, backend, max_in_flight, limits, metrics, on_submit)
     for start in range(0, len(questions), batch_size):
         sched.add(list(range(start, min(start + batch_size, len(questions)))))
     run_deadline = time.monotonic() + limits.run_timeout_s

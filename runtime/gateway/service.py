@@ -37,6 +37,7 @@ class GatewayService:
         self._exit = contextlib.ExitStack()
         self._collector = None
         self._open: set = set()  # tickets queued or running: close() fails what they still hold
+        self._followers: dict = {}  # (group, unit's indices) -> the thread sending its step events
 
     def start(self) -> "GatewayService":
         """Check the spec's models, start the actors (models loaded) and compile the steps."""
@@ -120,9 +121,10 @@ class GatewayService:
         for t in tickets:
             t.start(now)
         try:
+            follow = lambda indices, refs: self._follow_steps(indices, refs, owners)  # noqa: E731
             for done in run_plan(self.plan, self.handles, [t.questions[i] for t, i in owners], self.spec.run.batch_size,
                                  self.backend, self.max_in_flight, self.steps, metrics=self.metrics,
-                                 limits=self.spec.limits):
+                                 limits=self.spec.limits, on_submit=follow):
                 self._route(done, owners)
         except Exception as exc:  # noqa: BLE001 - the engine broke: fail what is left, keep serving
             text = str(exc).strip()
@@ -133,25 +135,53 @@ class GatewayService:
         finally:
             with self._lock:
                 self._open.difference_update(tickets)
+                for key in [k for k in self._followers if k[0] == id(owners)]:
+                    del self._followers[key]  # units that were split: their pieces reported instead
+
+    def _follow_steps(self, indices: list, refs: dict, owners: list) -> None:
+        """Emit a "step" event to each ticket of a submitted unit as each of its steps finishes
+        (a thread per unit, waiting on the steps' stats in order; a failed step ends it: the
+        unit's outcome reaches the tickets through run_plan)."""
+        import ray
+
+        rows: dict = {}  # ticket -> rows of this unit that are its problems
+        for row, g in enumerate(indices):
+            rows.setdefault(owners[g][0], []).append(row)
+
+        def follow():
+            for step_id, ref in refs.items():
+                try:
+                    s = ray.get(ref)
+                except Exception:  # noqa: BLE001 - reported with the unit's outcome
+                    return
+                for ticket, mine in rows.items():
+                    ticket.emit({"event": "step", "step": step_id, "agent": s["agent"], "seconds": s.get("compute_s"),
+                                 "rows": s.get("rows", len(indices)), "tokens": sum(s["tokens"][r] for r in mine)})
+
+        thread = threading.Thread(target=follow, name="latentray-gateway-steps", daemon=True)
+        with self._lock:
+            self._followers[(id(owners), tuple(sorted(indices)))] = thread
+        thread.start()
+
+    def _steps_followed(self, owners: list, indices) -> None:
+        """Wait for a finished unit's step events to be out, so they come before its answer."""
+        with self._lock:
+            thread = self._followers.pop((id(owners), tuple(sorted(indices))), None)
+        if thread is not None:
+            thread.join(timeout=5.0)  # its steps are done: it only has events left to send
 
     def _route(self, done, owners: list) -> None:
         answers: dict = {}
         failed: dict = {}
-        rows: dict = {}  # ticket -> rows of this unit that are its problems
-        for row, (g, answer, tokens) in enumerate(zip(done.indices, done.answers, done.tokens)):
+        for g, answer, tokens in zip(done.indices, done.answers, done.tokens):
             ticket, i = owners[g]
             answers.setdefault(ticket, {})[i] = (answer, tokens)
-            rows.setdefault(ticket, []).append(row)
         for g, why in done.failed.items():
             ticket, i = owners[g]
             failed.setdefault(ticket, {})[i] = why
         if done.indices:
             self.metrics.batch_done(done.step_stats, len(done.indices))
-        for ticket, mine in rows.items():
-            for s in done.step_stats:
-                ticket.emit({"event": "step", "step": s["step"], "agent": s["agent"],
-                             "seconds": s.get("compute_s"), "rows": s.get("rows", len(done.indices)),
-                             "tokens": sum(s["tokens"][r] for r in mine)})
+        self._steps_followed(owners, [*done.indices, *done.failed])
         for ticket in set(answers) | set(failed):
             ticket.record(answers.get(ticket, {}), failed.get(ticket, {}))
 
