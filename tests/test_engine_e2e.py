@@ -181,7 +181,7 @@ def test_run_survives_an_actor_dying(ray_session, example):
             ray_session.kill(critic, no_restart=False)
             killed.append(done.indices[0])
 
-    questions = QUESTIONS * 4  # enough batches that the critic still has work at the kill
+    questions = QUESTIONS * 2  # enough batches that the critic still has work at the kill
     clean = run_spec(one_per_batch, plan, questions, run_name="clean")
     crashed = run_spec(one_per_batch, plan, questions, run_name="crash", on_batch=kill_critic)
     assert killed
