@@ -50,7 +50,8 @@ def main(argv=None) -> None:
     p.add_argument("--batch-size", type=int, default=2)
     p.add_argument("--faults", default="ray_kill,sigkill,sigstop")
     p.add_argument("--agent", default="critic")
-    p.add_argument("--step-timeout", type=float, default=20.0, help="limits.step_timeout_s (finds the hang)")
+    p.add_argument("--step-timeout", type=float, default=30.0,
+                   help="limits.step_timeout_s: a hang is found after it x (steps + 1) + 5 s without progress")
     p.add_argument("--json")
     args = p.parse_args(argv)
 
@@ -61,7 +62,8 @@ def main(argv=None) -> None:
     questions = [base[i % len(base)] + ("" if i < len(base) else f" (case {i})") for i in range(args.problems)]
     plan = build_plan(spec)
     clean = run_spec(spec, plan, questions, run_name="faults-clean")
-    print(f"undisturbed: {len(questions)} problems, run {clean.run_s:.1f} s, failed {len(clean.failed)}")
+    print(f"undisturbed: {len(questions)} problems, run {clean.run_s:.1f} s, failed {len(clean.failed)} "
+          f"{sorted(set(clean.failed.values()))}")
     rows = []
     for fault in args.faults.split(","):
         name = f"faults-{fault.replace('_', '-')}"
@@ -71,12 +73,13 @@ def main(argv=None) -> None:
         same = r.answers == clean.answers and r.tokens == clean.tokens
         row = {"fault": fault, "agent": args.agent, "problems": len(questions), "failed": len(r.failed),
                "problems_rerun": r.retries, "identical_to_undisturbed": same,
-               "answers_made": answered_rows, "run_s": round(r.run_s, 1),
+               "answers_made": answered_rows, "failure_reasons": sorted(set(r.failed.values())), "run_s": round(r.run_s, 1),
                "undisturbed_run_s": round(clean.run_s, 1), "slowdown": round(r.run_s / clean.run_s, 2)}
         rows.append(row)
         print(f"{fault:9s} into {args.agent}: answered {len(questions) - len(r.failed)}/{len(questions)}, "
               f"identical to undisturbed: {same}, answers made {answered_rows}, problems run again {r.retries}, "
-              f"run {r.run_s:.1f} s ({r.run_s / clean.run_s:.2f}x undisturbed)")
+              f"run {r.run_s:.1f} s ({r.run_s / clean.run_s:.2f}x undisturbed)"
+              + (f"; failed: {sorted(set(r.failed.values()))}" if r.failed else ""))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
 
