@@ -1,6 +1,13 @@
 """Errors a user can cause in the agent layer: each says what to do about it."""
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type's name if it has none): what a
+    one-line error or a failed problem's reason quotes of it."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class LatentrayError(Exception):
     """Base of every error latentray raises for bad input; the CLI prints it as one line."""
 

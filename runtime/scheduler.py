@@ -21,7 +21,7 @@ import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
-from agents.errors import ProblemInputError, StepTimeoutError
+from agents.errors import ProblemInputError, StepTimeoutError, first_line
 
 
 @dataclass
@@ -55,11 +55,6 @@ def fault_errors() -> tuple:
     import ray.exceptions as rex
 
     return rex.RayActorError, rex.ObjectLostError, rex.WorkerCrashedError, rex.OutOfMemoryError, rex.NodeDiedError
-
-
-def _first_line(exc) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _answer(plan, texts: list) -> str:
@@ -124,7 +119,7 @@ class _Scheduler:
                 self.queue.appendleft(_Unit(unit.id, unit.indices, unit.attempt + 1))
                 return None
             reason = (f"an agent's actor died and the unit's {self.limits.retries} retries (limits.retries) ran "
-                      f"out: {_first_line(exc)}")
+                      f"out: {first_line(exc)}")
             return self.failed(unit, {i: reason for i in unit.indices}, in_flight)
         n = len(unit.indices)
         answers = [_answer(self.plan, [p["texts"][r] for p in per_step]) for r in range(n)]
@@ -149,7 +144,7 @@ class _Scheduler:
 
     def step_failed(self, unit, step_id: str, exc, in_flight: int):
         cause = getattr(exc, "cause", None) or exc
-        where = f"step {step_id}: {type(cause).__name__}: {_first_line(cause)}"
+        where = f"step {step_id}: {type(cause).__name__}: {first_line(cause)}"
         if isinstance(cause, ProblemInputError):
             bad = {unit.indices[r]: f"step {step_id}: {why}" for r, why in cause.rows.items()
                    if 0 <= r < len(unit.indices)}

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import ModelRefError
+from ..errors import ModelRefError, first_line
 
 
 def _needs(package: str, pip: str) -> None:
@@ -35,8 +35,7 @@ def read_gguf(path: Path):
         tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
         model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelRefError(f"cannot read GGUF file {str(path)!r}: {first}") from None
+        raise ModelRefError(f"cannot read GGUF file {str(path)!r}: {first_line(exc)}") from None
     finally:
         hf_logging.set_verbosity(verbosity)
     return model, tokenizer

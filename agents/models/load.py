@@ -12,7 +12,7 @@ from typing import NamedTuple, Optional
 
 import torch
 
-from ..errors import ModelRefError
+from ..errors import ModelRefError, first_line
 from . import cache
 from .builtin import BUILTINS
 from .gguf import convert_gguf
@@ -99,17 +99,12 @@ def _from_pretrained(target: str, ref: str, torch_dtype, trust_remote_code: bool
     try:
         tokenizer = AutoTokenizer.from_pretrained(target, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
-        raise ModelRefError(f"cannot load the tokenizer of {ref!r}: {_first_line(exc)}; {fix}") from None
+        raise ModelRefError(f"cannot load the tokenizer of {ref!r}: {first_line(exc).rstrip('.:')}; {fix}") from None
     try:
         model = AutoModelForCausalLM.from_pretrained(target, dtype=torch_dtype, trust_remote_code=trust_remote_code)
     except (OSError, ValueError, SafetensorError) as exc:
-        raise ModelRefError(f"cannot load the weights of {ref!r}: {_first_line(exc)}; {fix}") from None
+        raise ModelRefError(f"cannot load the weights of {ref!r}: {first_line(exc).rstrip('.:')}; {fix}") from None
     return model, tokenizer
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0].rstrip(".:") if text else type(exc).__name__
 
 
 def load_model(ref: str, *, dtype: str = "float32", device: str = "auto", seed: int = 0,
