@@ -145,18 +145,23 @@ def trace_rows(run_name: str, stats: dict, first_question: int) -> list:
              "bytes": e["bytes"], "latency_s": e["latency_s"]} for e in stats["inbox"]]
 
 
-def _checked(spec, questions: list, rejected: dict | None) -> dict:
-    """{index: reason} of the questions that cannot run: `rejected` (found while reading
-    them) and any that fail runtime/question_checks.py."""
-    from .question_checks import question_problem
+def prepare_run(spec, plan, address: str | None = None) -> None:
+    """Everything checked before an actor starts (model refs, transports, codec parts), the
+    Ray the actors start on, and that they fit in it."""
+    from .ray_setup import ensure_ray
 
-    bad = dict(rejected or {})
-    for i, q in enumerate(questions):
-        if i not in bad:
-            reason = question_problem(q, spec.limits.max_question_chars)
-            if reason:
-                bad[i] = reason
-    return bad
+    check_model_refs(spec)
+    check_transports(spec, plan)
+    check_codec_parts(spec, plan)
+    ensure_ray(address=address, num_cpus=needed_resources(spec, plan)["CPU"],
+               object_store_bytes=spec.limits.object_store_bytes)
+    check_fits(spec, plan)
+
+
+def spec_steps(spec, plan) -> list:
+    """compile_steps with what the spec says: its backend, codecs, hidden scope and limits."""
+    return compile_steps(plan, spec.channels.rdt_backend, codec_for=lambda e: edge_codec(spec, plan, e),
+                         hidden_scope=spec.channels.hidden_states, codec_dir=codec_dir(spec), limits=spec.limits)
 
 
 def run_spec(spec, plan, questions: list, run_name: str | None = None, progress=None,
@@ -167,21 +172,16 @@ def run_spec(spec, plan, questions: list, run_name: str | None = None, progress=
     on_batch(BatchDone): called as each unit finishes (indices into `questions`), failures too;
     rejected: {index: reason} of questions already known to be bad (they are not run)."""
     from .metrics import RunMetrics
-    from .ray_setup import ensure_ray
+    from .question_checks import rejected_questions
     from .store_usage import StorePeak
 
     if not questions:
         raise RunError("no questions to run; give --question, --input FILE.jsonl, or run.inputs in the spec")
-    check_model_refs(spec)
-    check_transports(spec, plan)
-    check_codec_parts(spec, plan)
-    ensure_ray(address=address, num_cpus=needed_resources(spec, plan)["CPU"],
-               object_store_bytes=spec.limits.object_store_bytes)
-    check_fits(spec, plan)
+    prepare_run(spec, plan, address)
     run_name = run_name or f"{spec.name}-{uuid.uuid4().hex[:6]}"
     t0 = time.perf_counter()
     result = RunResult(run_name, list(questions), [None] * len(questions), [0] * len(questions))
-    bad = _checked(spec, questions, rejected)
+    bad = rejected_questions(questions, spec.limits.max_question_chars, rejected)
     valid = [i for i in range(len(questions)) if i not in bad]
     metrics = RunMetrics(run_name)
 
@@ -190,14 +190,13 @@ def run_spec(spec, plan, questions: list, run_name: str | None = None, progress=
         for i, answer, tokens in zip(done.indices, done.answers, done.tokens):
             result.answers[i], result.tokens[i] = answer, tokens
         result.failed.update(done.failed)
-        if n:
-            result.units[done.batch] = list(done.indices)
         result.steps.extend(done.step_stats)
         result.retries += done.retries * (n + len(done.failed))
         result.peak_in_flight = max(result.peak_in_flight, done.in_flight)
-        for s in done.step_stats:
-            result.trace.extend(trace_rows(run_name, s, done.indices[0]))
-        if n:
+        if n:  # a unit of failures only has no steps to record
+            result.units[done.batch] = list(done.indices)
+            for s in done.step_stats:
+                result.trace.extend(trace_rows(run_name, s, done.indices[0]))
             metrics.batch_done(done.step_stats, n)
         if on_batch:
             on_batch(done)
@@ -217,9 +216,7 @@ def run_spec(spec, plan, questions: list, run_name: str | None = None, progress=
     try:
         with open_groups(spec, plan, handles), StorePeak() as store:
             t_run = time.perf_counter()
-            steps = compile_steps(plan, backend, codec_for=lambda e: edge_codec(spec, plan, e),
-                                  hidden_scope=spec.channels.hidden_states, codec_dir=codec_dir(spec),
-                                  limits=spec.limits)
+            steps = spec_steps(spec, plan)
             if hasattr(progress, "start"):
                 progress.start()
             for done in run_plan(plan, handles, [questions[i] for i in valid], spec.run.batch_size, backend,

@@ -28,6 +28,18 @@ def _text_problem(text, what: str, max_chars: int) -> str | None:
     return None
 
 
+def rejected_questions(questions: list, max_chars: int, known: dict | None = None) -> dict:
+    """{index: reason} of the questions that cannot run: `known` (found while reading them)
+    and each one question_problem refuses."""
+    bad = dict(known or {})
+    for i, q in enumerate(questions):
+        if i not in bad:
+            reason = question_problem(q, max_chars)
+            if reason:
+                bad[i] = reason
+    return bad
+
+
 def question_problem(question, max_chars: int) -> str | None:
     """Why `question` cannot run (None if it can): a string, or a mapping with a 'question'
     and an optional 'context' (the two together count against max_chars)."""

@@ -13,12 +13,13 @@ import threading
 import time
 import uuid
 
-from ..actors import check_fits, check_model_refs, kill_actors, needed_resources, start_actors
-from ..codec_plan import check_codec_parts, codec_dir, edge_codec
-from ..engine import compile_steps, in_flight_limit
-from ..question_checks import question_problem
+from agents.errors import first_line
+
+from ..actors import kill_actors, start_actors
+from ..engine import in_flight_limit, prepare_run, spec_steps
+from ..question_checks import rejected_questions
 from ..scheduler import run_plan
-from ..transports import check_transports, open_groups
+from ..transports import open_groups
 from .batching import Collector, Ticket
 
 
@@ -42,15 +43,9 @@ class GatewayService:
     def start(self) -> "GatewayService":
         """Check the spec's models, start the actors (models loaded) and compile the steps."""
         from ..metrics import RunMetrics
-        from ..ray_setup import ensure_ray
 
         spec, plan = self.spec, self.plan
-        check_model_refs(spec)
-        check_transports(spec, plan)
-        check_codec_parts(spec, plan)
-        ensure_ray(address=self.address, num_cpus=needed_resources(spec, plan)["CPU"],
-                   object_store_bytes=spec.limits.object_store_bytes)
-        check_fits(spec, plan)
+        prepare_run(spec, plan, self.address)
         self.handles = start_actors(spec, plan, self.run_name, ready=self.actor_info)
         try:
             self._exit.enter_context(open_groups(spec, plan, self.handles))
@@ -59,9 +54,7 @@ class GatewayService:
             raise
         self.backend = spec.channels.rdt_backend
         self.max_in_flight = in_flight_limit(spec, plan)
-        self.steps = compile_steps(plan, self.backend, codec_for=lambda e: edge_codec(spec, plan, e),
-                                   hidden_scope=spec.channels.hidden_states, codec_dir=codec_dir(spec),
-                                   limits=spec.limits)
+        self.steps = spec_steps(spec, plan)
         self.metrics = RunMetrics(self.run_name)
         self._collector = Collector(spec.run.batch_size, self.batch_window_s, self._run_group)
         self.started_at = time.monotonic()
@@ -80,8 +73,7 @@ class GatewayService:
     def submit(self, questions: list, on_event=None) -> Ticket:
         """Queue a request's questions (strings or {"question", "context"} maps); returns its
         Ticket, done once each question is answered or failed. on_event(dict): progress."""
-        limit = self.spec.limits.max_question_chars
-        bad = {i: why for i, q in enumerate(questions) if (why := question_problem(q, limit))}
+        bad = rejected_questions(questions, self.spec.limits.max_question_chars)
         if bad:
             self.metrics.problems_failed(len(bad))
         ticket = Ticket(questions, bad, on_event)
@@ -127,8 +119,7 @@ class GatewayService:
                                  limits=self.spec.limits, on_submit=follow):
                 self._route(done, owners)
         except Exception as exc:  # noqa: BLE001 - the engine broke: fail what is left, keep serving
-            text = str(exc).strip()
-            reason = f"the engine stopped: {type(exc).__name__}: {text.splitlines()[0] if text else ''}"
+            reason = f"the engine stopped: {type(exc).__name__}: {first_line(exc)}"
             print(f"[latentray] gateway: {reason}", file=sys.stderr)
             for t in tickets:
                 t.record({}, {i: reason for i in t.valid if i not in t.answers and i not in t.failed})
