@@ -68,18 +68,23 @@ def _in_flight(text: str):
     return value
 
 
-def _with_overrides(spec, args):
+def with_overrides(spec, args):
+    """The spec with what a command's options override (the options it has, of --method,
+    --batch-size, --max-in-flight and --codecs)."""
     from topologies.loader import with_codec_dir
 
+    batch_size = getattr(args, "batch_size", None)
+    if batch_size is not None and batch_size < 1:
+        raise SpecError("must be >= 1", file="--batch-size", fix="give a positive batch size")
     run = spec.run.model_copy(update={k: v for k, v in {
-        "method": args.method, "batch_size": args.batch_size,
+        "method": getattr(args, "method", None), "batch_size": batch_size,
         "max_in_flight": getattr(args, "max_in_flight", None)}.items() if v is not None})
     return with_codec_dir(spec.model_copy(update={"run": run}), Path("."), getattr(args, "codecs", None))
 
 
 def cmd_run(args) -> int:
     from runtime.run_command import run_command
-    return run_command(args, _with_overrides)
+    return run_command(args, with_overrides)
 
 
 def cmd_validate(args) -> int:

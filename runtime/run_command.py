@@ -101,8 +101,6 @@ def run_command(args, with_overrides) -> int:
     from topologies import build_plan, load_spec
 
     spec = load_spec(args.spec)
-    if args.batch_size is not None and args.batch_size < 1:
-        raise SpecError("must be >= 1", file="--batch-size", fix="give a positive batch size")
     spec = with_overrides(spec, args)
     plan = build_plan(spec, args.spec)
     questions, ids, rejected = _questions(args, spec)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import signal
 import sys
 import threading
-from pathlib import Path
 
 from ..errors import RunError
 
@@ -47,16 +46,10 @@ def add_gateway_parsers(sub) -> None:
 
 
 def _load(args):
+    from runtime.cli import with_overrides
     from topologies import build_plan, load_spec
-    from topologies.errors import SpecError
-    from topologies.loader import with_codec_dir
 
-    spec = load_spec(args.spec)
-    if args.batch_size is not None:
-        if args.batch_size < 1:
-            raise SpecError("must be >= 1", file="--batch-size", fix="give a positive batch size")
-        spec = spec.model_copy(update={"run": spec.run.model_copy(update={"batch_size": args.batch_size})})
-    spec = with_codec_dir(spec, Path("."), args.codecs)
+    spec = with_overrides(load_spec(args.spec), args)
     return spec, build_plan(spec, args.spec)
 
 
