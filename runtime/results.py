@@ -211,18 +211,18 @@ class RunOutput:
         name = f"part-{self._session}-{self._seq:06d}.parquet"
         atomic_write(self.dir / "failed" / name, lambda tmp: pq.write_table(table, tmp))
 
-    def write_done(self, done, indices: list, run: str) -> None:
-        """A runtime.engine.BatchDone whose problems (answered, then failed) are `indices` in
-        the output's question list, given in the order of done.indices then done.failed."""
+    def write_done(self, done, positions: list, run: str) -> None:
+        """A runtime.engine.BatchDone of a run whose question i was this output's question
+        positions[i] (the problems a resumed run still had to do)."""
         from .engine import trace_rows
 
-        answered, failed = indices[:len(done.indices)], indices[len(done.indices):]
+        answered = [positions[i] for i in done.indices]
         if answered:
             trace = [row for s in done.step_stats for row in trace_rows(run, s, answered[0])]
             self.write_batch(answered, done.answers, done.tokens, trace, run, done.batch, done.retries,
                              done.step_stats)
-        if failed:
-            self.write_failed(dict(zip(failed, done.failed.values())), run, done.batch, done.retries)
+        if done.failed:
+            self.write_failed({positions[i]: why for i, why in done.failed.items()}, run, done.batch, done.retries)
 
     # -- reading and finishing ----------------------------------------------------------------
     def _read(self, sub: str, columns=None) -> list:

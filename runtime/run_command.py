@@ -58,7 +58,7 @@ def _execute(args, spec, plan, questions: list, output, rejected: dict) -> tuple
 
     def on_batch(done):
         if output:
-            output.write_done(done, [todo[i] for i in [*done.indices, *done.failed]], run_name)
+            output.write_done(done, todo, run_name)
 
     result = None
     if todo:

@@ -132,7 +132,7 @@ def run_method(spec, problems: list, method: str, *, dataset: str, batch_size: i
         if todo:
             def on_batch(done):
                 if output:
-                    output.write_done(done, [todo[i] for i in [*done.indices, *done.failed]], run_name)
+                    output.write_done(done, todo, run_name)
 
             result = run_spec(spec_m, plan, [inputs[i] for i in todo], run_name=run_name, progress=progress,
                               on_batch=on_batch, address=address)
