@@ -107,8 +107,10 @@ class _Scheduler:
                 try:
                     stats.append(ray.get(ref))
                 except ray.exceptions.RayTaskError as exc:
-                    if isinstance(exc, fault_errors()) or isinstance(getattr(exc, "cause", None), fault_errors()):
+                    if isinstance(exc, fault_errors()):
                         raise
+                    if isinstance(getattr(exc, "cause", None), fault_errors()):
+                        raise exc.cause from None  # the fault itself, so the retry below catches it
                     return self.step_failed(unit, step_id, exc, in_flight)
             per_step = [ray.get(unit.refs[sid][0]) for sid in self.plan.answer_steps]
         except fault_errors() as exc:
