@@ -171,10 +171,12 @@ class Agent:
         return [decode_message(m, decoder, self.realigner, receiver=self.config.name, out_dtype=self.model.dtype)
                 if m.kind == "hidden" else m for m in messages]
 
-    def prefill(self, questions: list, inbox=(), reserve: int = 0, kv_merge: str = "join") -> WorkingState:
+    def prefill(self, questions: list, inbox=(), reserve: int = 0, kv_merge: str = "join",
+                layout: str = "heads") -> WorkingState:
         """reserve: slots to keep room for after the prompt (latent steps, decoded tokens),
-        so the working memory grows in place (slot_cache.py); kv_merge: how several kv
-        messages combine (inbox.py)."""
+        so the working memory grows in place; layout: "slots" for a memory that will be sent
+        on (a message is then a view of it), "heads" for one that decodes (slot_cache.py);
+        kv_merge: how several kv messages combine (inbox.py)."""
         name = self.config.name
         box = inbox if isinstance(inbox, Inbox) else merge_inbox(
             self._as_received(list(inbox)), receiver=name, rope_join=lambda msgs: join_kv(msgs, self.model, name),
@@ -187,11 +189,12 @@ class Agent:
         room = embeds.shape[1] + reserve
         if box.kv is not None:
             parts = box.kv_parts or [box.kv]
-            cache = SlotCache.from_parts([(m.tensors["keys"], m.tensors["values"]) for m in parts], room, device)
+            cache = SlotCache.from_parts([(m.tensors["keys"], m.tensors["values"]) for m in parts], room, device,
+                                         layout)
             past_mask = torch.cat([m.tensors["mask"] for m in parts], 1).to(device).long()
             past_pos = torch.cat([m.tensors["positions"] for m in parts], 1).to(device).long()
         else:
-            cache = empty_cache(self.model, room)
+            cache = empty_cache(self.model, room, layout)
             past_mask = torch.zeros((len(questions), 0), dtype=torch.long, device=device)
             past_pos = past_mask.clone()
         positions = new_positions(next_positions(past_mask, past_pos), new_mask)
@@ -231,9 +234,10 @@ class Agent:
                       extra={"prompt_tokens": list(state.prompt_tokens or [])})
         if kind == "kv":
             mask = state.mask[:, start:]
-            # Pad slots hold whatever padding produced; zero them (while gathering, one pass)
-            # so a message depends only on its real content.
-            keys, values = state.cache.stacked(start, keep=mask)
+            state.cache.zero_pads(start, mask)  # so a message depends only on its real content
+            # Views of the cache: no copy here. In the slots layout they are blocks of memory
+            # the object store takes as they are; in the heads layout the store gathers them.
+            keys, values = state.cache.memory(start)
             tensors = {"keys": keys, "values": values, "mask": mask.clone(),
                        "positions": state.positions[:, start:].clone()}
             return LatentMessage.build("kv", tensors=tensors, layers=tuple(range(keys.shape[0])), **common)
@@ -296,7 +300,8 @@ class Agent:
         within `limits` (none by default)."""
         self.limits = limits or StepLimits()
         reserve = self.config.latent_steps + (self.config.max_new_tokens if action == "text" or emit == "text" else 0)
-        state = self.think(self.prefill(questions, inbox, reserve=reserve, kv_merge=kv_merge))
+        layout = "slots" if action == "latent" and emit == "kv" else "heads"
+        state = self.think(self.prefill(questions, inbox, reserve=reserve, kv_merge=kv_merge, layout=layout))
         if action == "text":
             return self.decode(state)
         return self.emit(state, emit, scope)

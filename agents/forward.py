@@ -91,10 +91,10 @@ def attention_masks(model, mask, positions, n_new: int, dtype):
     return slot_mask(mask, positions, n_new, spec, dtype)
 
 
-def empty_cache(model, capacity: int = 0) -> SlotCache:
+def empty_cache(model, capacity: int = 0, layout: str = "heads") -> SlotCache:
     """An empty working memory for `model`: every slot of every layer kept (no sliding-window
-    layers), with room for `capacity` slots before its buffers grow."""
-    return SlotCache(int(text_config(model).num_hidden_layers), capacity)
+    layers), with room for `capacity` slots before its buffers grow, in `layout` (slot_cache.py)."""
+    return SlotCache(int(text_config(model).num_hidden_layers), capacity, layout)
 
 
 def _takes_logits_to_keep(model) -> bool:

@@ -1,7 +1,9 @@
 """Copies of the working memory on a KV hop, counted by the bytes that data-movement
-operators write (a torch dispatch mode sees every aten op): the sender gathers its slots
-into the message once, the object store is written once, the receiver builds its cache
-from the message once, and latent steps and decoding then write only their new slots."""
+operators write (a torch dispatch mode sees every aten op): the sender's message is a view
+of its cache and packing it copies nothing (the object store's own write is then the only
+copy on the sending side), the receiver builds its cache from the message once, and latent
+steps and decoding then write only their new slots."""
+import pytest
 import torch
 
 from channels.transports import get_transport
@@ -9,17 +11,22 @@ from channels.validate import validate_message
 from helpers import QUESTIONS, make_agents
 from runtime.copy_counter import MovedBytes, kv_bytes, memory_slots
 
-def test_one_gather_on_send_one_build_on_receipt_none_after():
+@pytest.mark.parametrize("scope", ["all", "own"])
+def test_no_copy_on_send_one_build_on_receipt_none_after(scope):
     _, _, agents = make_agents("qwen3-64", roles=("planner", "critic", "judger"), latent_steps=4)
     sender, receiver, judger = agents
     first = sender.step(QUESTIONS)
-    state = receiver.think(receiver.prefill(QUESTIONS, [first], reserve=4))
-    slots = int(state.mask.shape[1])  # the memory the critic sends: its part and the planner's
+    state = receiver.think(receiver.prefill(QUESTIONS, [first], reserve=4, layout="slots"))
+    start = 0 if scope == "all" else state.own_start
+    slots = int(state.mask.shape[1]) - start  # what the critic sends: all its memory, or its own part
 
     with MovedBytes(slots) as send:
-        msg = receiver.emit(state, "kv", "all")
+        msg = receiver.emit(state, "kv", scope)
         packed = get_transport("object_store").pack(msg)
-    assert kv_bytes(msg) <= send.bytes <= kv_bytes(msg) * 1.01, send.ops  # one gather (pads zeroed on the way)
+    assert send.bytes == 0, send.ops  # pads zeroed in place, the message a view of the cache
+    stored = packed.tensors["keys"]
+    assert stored.is_contiguous() and stored.data_ptr() == state.cache.k[start:].data_ptr()
+    assert msg.tensors["keys"].shape[3] == slots and any(state.mask[:, start:].flatten() == 0)  # pads were there
 
     unpacked = get_transport("object_store").unpack(packed)
     with MovedBytes(slots) as receive:

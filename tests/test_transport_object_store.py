@@ -2,6 +2,7 @@
 constant time; bf16 and every tensor of a message survive bit-exact; objects are freed."""
 from __future__ import annotations
 
+import dataclasses
 import gc
 import statistics
 import sys
@@ -22,12 +23,18 @@ from helpers import settled_store_bytes, store_bytes_used
 ZERO_COPY_OFF = {"env_vars": {"RAY_ENABLE_ZERO_COPY_TORCH_TENSORS": "0"}}
 
 
-def kv_message(seed: int, slots: int = 64, sender: str = "planner") -> LatentMessage:
-    """A kv message with bf16 keys, fp32 values, bool mask and int64 positions."""
+def kv_message(seed: int, slots: int = 64, sender: str = "planner", slot_major: bool = False) -> LatentMessage:
+    """A kv message with bf16 keys, fp32 values, bool mask and int64 positions; slot_major:
+    keys and values are views of [T, L, B, H, D] memory, as a sending agent's cache holds them."""
     g = torch.Generator().manual_seed(seed)
+    keys = torch.randn(2, 1, 2, slots, 8, generator=g).to(torch.bfloat16)
+    values = torch.randn(2, 1, 2, slots, 8, generator=g)
+    if slot_major:
+        keys = keys.permute(3, 0, 1, 2, 4).contiguous().permute(1, 2, 3, 0, 4)
+        values = values.permute(3, 0, 1, 2, 4).contiguous().permute(1, 2, 3, 0, 4)
     return LatentMessage.build("kv", sender, {"model": "tiny"}, {
-        "keys": torch.randn(2, 1, 2, slots, 8, generator=g).to(torch.bfloat16),
-        "values": torch.randn(2, 1, 2, slots, 8, generator=g),
+        "keys": keys,
+        "values": values,
         "mask": torch.rand(1, slots, generator=g) > 0.3,
         "positions": torch.arange(slots).unsqueeze(0),
     }, layers=(0, 1), seq_lens=(slots,), trace_id=f"trace{seed}")
@@ -94,6 +101,38 @@ def test_unpack_rejects_garbage_with_typed_error():
         get_transport("carrier_pigeon")
 
 
+@pytest.mark.parametrize("slots", [16, 8192])  # inline, and through shared memory
+@pytest.mark.parametrize("zero_copy", [True, False])
+def test_slot_major_views_travel_as_they_lie(slots, zero_copy, monkeypatch):
+    """A view that is dense in another dimension order is stored without a copy, its order
+    recorded, and comes back in its own shape, bit-exact, with the header as sent."""
+    import channels.transports.object_store as store
+
+    monkeypatch.setattr(store, "ray_zero_copy_enabled", lambda: zero_copy)
+    msg = kv_message(5, slots, slot_major=True)
+    assert not msg.tensors["keys"].is_contiguous()
+    transport = ObjectStoreTransport()
+    packed = transport.pack(msg)
+    if slots == 8192 and zero_copy:
+        assert packed.tensors["keys"].data_ptr() == msg.tensors["keys"].data_ptr()  # not a copy
+        assert packed.tensors["keys"].is_contiguous()
+    back = transport.unpack(packed)
+    assert_bit_exact(msg, back)
+    assert back.tensors["keys"].shape == msg.tensors["keys"].shape
+
+
+def test_a_bad_memory_order_is_refused_with_the_field():
+    transport = ObjectStoreTransport()
+    packed = transport.pack(kv_message(6, 8192, slot_major=True))
+    for order, match in (([0, 1, 2, 3, 3], "not a permutation"), ("0,1", "list of dimension indices"),
+                         ({"nope": [0]}, "does not carry")):
+        extra = {**packed.header.extra, "memory_order": {"keys": order} if not isinstance(order, dict) else order}
+        bad = LatentMessage(dataclasses.replace(packed.header, extra=extra), packed.tensors)
+        with pytest.raises(TransportError, match=match) as err:
+            transport.unpack(bad)
+        assert err.value.field.startswith("extra.memory_order")
+
+
 def test_pack_makes_tensors_storable_and_owned_copy_is_separate():
     msg = kv_message(2, slots=8192)  # large enough to go through shared memory
     strided = msg.replace(tensors={**msg.tensors, "values": msg.tensors["values"].transpose(0, 3)})
@@ -119,8 +158,8 @@ def actors(ray_session):
             from channels.transports.object_store import ray_zero_copy_enabled
             return ray_zero_copy_enabled()
 
-        def produce(self, seed, slots=64):
-            return self.transport.pack(kv_message(seed, slots, sender="producer"))
+        def produce(self, seed, slots=64, slot_major=False):
+            return self.transport.pack(kv_message(seed, slots, sender="producer", slot_major=slot_major))
 
         def copy_out(self, msg):
             return owned_copy(self.transport.unpack(msg))
@@ -212,10 +251,11 @@ def test_received_tensors_alias_read_only_store_memory(actors):
 @pytest.mark.ray
 @pytest.mark.parametrize("producer", ["agent", "plain"])
 @pytest.mark.parametrize("slots", [16, 8192])  # inline, and in shared memory
-def test_messages_cross_actors_bit_exact(actors, producer, slots):
+@pytest.mark.parametrize("slot_major", [False, True])
+def test_messages_cross_actors_bit_exact(actors, producer, slots, slot_major):
     ray, agent, other, plain = actors
     source = agent if producer == "agent" else plain
-    got = ray.get(other.copy_out.remote(source.produce.remote(7, slots=slots)))
+    got = ray.get(other.copy_out.remote(source.produce.remote(7, slots=slots, slot_major=slot_major)))
     assert_bit_exact(kv_message(7, slots, sender="producer"), got)
     assert got.tensors["keys"].dtype == torch.bfloat16
 

@@ -27,6 +27,7 @@ import torch
 from ..errors import TransportError
 from ..message import LatentMessage, MessageHeader, dtype_from_name
 from .base import Transport, check_message
+from .memory_order import from_transit, to_transit
 
 
 INLINE_BYTES = 64 << 10  # below Ray's limit for results it returns inline (100 KiB)
@@ -41,12 +42,11 @@ def ray_zero_copy_enabled() -> bool:
 
 
 def storable(t: torch.Tensor) -> torch.Tensor:
-    """The tensor as the store can take it without a hidden copy: detached, CPU, contiguous."""
+    """The tensor as the store can take it: detached and on the CPU (`to_transit` then
+    stores it contiguous as it lies in memory)."""
     if t.requires_grad:
         t = t.detach()
-    if t.device.type != "cpu":
-        t = t.cpu()
-    return t if t.is_contiguous() else t.contiguous()
+    return t if t.device.type == "cpu" else t.cpu()
 
 
 class Unreadable(ValueError):
@@ -151,10 +151,7 @@ class ObjectStoreTransport(Transport):
     name = "object_store"
 
     def pack(self, msg: LatentMessage) -> object:
-        msg = check_message(msg, self.name)
-        tensors = {k: storable(t) for k, t in msg.tensors.items()}
-        if any(tensors[k] is not t for k, t in msg.tensors.items()):
-            msg = msg.replace(tensors=tensors)
+        msg = to_transit(check_message(msg, self.name), storable)
         if msg.nbytes <= INLINE_BYTES:
             return InlineMessage.of(msg)
         return msg if ray_zero_copy_enabled() else ByteViewMessage.of(msg)
@@ -166,4 +163,4 @@ class ObjectStoreTransport(Transport):
             except Unreadable as exc:
                 raise TransportError(f"the message cannot be rebuilt from its bytes: {exc}", transport=self.name,
                                      field=exc.field) from None
-        return check_message(obj, self.name)
+        return check_message(from_transit(check_message(obj, self.name), self.name), self.name)

@@ -22,6 +22,7 @@ import torch
 from ..errors import TransportError, TransportUnavailable
 from ..message import LatentMessage
 from .base import Transport, check_message
+from .memory_order import from_transit, to_transit
 
 BACKENDS = ("gloo", "nccl", "cuda_ipc", "nixl")
 COLLECTIVE_BACKENDS = ("gloo", "nccl")  # two-sided: need a collective group
@@ -135,14 +136,13 @@ class RdtTransport(Transport):
     def pack(self, msg: LatentMessage) -> object:
         msg = check_message(msg, f"rdt/{self.backend}")
         device = DEVICE_OF.get(self.backend)
-        tensors = {}
         for name, t in msg.tensors.items():
             if device is not None and t.device.type != device:
                 raise TransportError(
                     f"tensor {name!r} is on {t.device} but {self.backend} moves {device} tensors; "
                     f"move the model to {device} or pick another backend", transport=f"rdt/{self.backend}")
-            tensors[name] = t.detach().contiguous()
-        return msg.replace(tensors=tensors)
+        return to_transit(msg, lambda t: t.detach())
 
     def unpack(self, obj: object) -> LatentMessage:
-        return check_message(obj, f"rdt/{self.backend}")
+        name = f"rdt/{self.backend}"
+        return check_message(from_transit(check_message(obj, name), name), name)
