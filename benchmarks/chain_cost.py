@@ -46,8 +46,9 @@ def bytes_per_problem(spec, questions: list) -> dict:
 
 
 def copies_per_hop(spec, questions: list) -> dict:
-    """Full copies of the memory made on one hop: the sender's message, the store write
-    (pack), the receiver's validation and cache build, then its latent steps and decoding."""
+    """Full copies of the memory made on one hop besides the object store's own write: the
+    sender's message and pack, the receiver's validation and cache build, then its latent
+    steps and decoding."""
     import torch
 
     from agents.agent import Agent
@@ -67,7 +68,8 @@ def copies_per_hop(spec, questions: list) -> dict:
     batch = questions[:2]
     with torch.inference_mode():
         msg0 = first.step(batch)
-        state = second.think(second.prefill(batch, [msg0], reserve=second.config.latent_steps))
+        # a sending agent's memory, in the layout its step uses (agents/slot_cache.py)
+        state = second.think(second.prefill(batch, [msg0], reserve=second.config.latent_steps, layout="slots"))
         slots = int(state.mask.shape[1])
         with MovedBytes(slots) as send:
             msg = second.emit(state, "kv", "all")
@@ -98,10 +100,13 @@ def _timed(fn, n: int = 10) -> float:
 def decode_speed(spec, questions: list, batch: int, tokens: int, repeats: int = 3) -> dict:
     """Greedy tokens/s of the answering agent's decode (prefill included) and of
     model.generate on the same model and prompts (the agent's own rendered prompt), same
-    batch and length; the best of `repeats` alternating runs of each."""
+    batch and length: generate on the model as transformers builds it, and on the model as
+    latentray loads it (its CPU linears, agents/models/cpu_linear.py); the best of `repeats`
+    alternating runs of each."""
     import torch
 
     from agents.agent import Agent
+    from agents.models import cpu_linear
     from agents.fingerprint import model_fingerprint
     from agents.models import load_model
     from runtime.agent_configs import agent_configs_for
@@ -122,14 +127,18 @@ def decode_speed(spec, questions: list, batch: int, tokens: int, repeats: int = 
             state = agent.prefill(prompts, reserve=tokens)
             return agent.decode(state, max_new_tokens=tokens).token_ids
 
-        def theirs():
-            out = model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=tokens, do_sample=False,
-                                 pad_token_id=pad)
+        def theirs(ours_linears: bool = False):
+            (cpu_linear.install if ours_linears else cpu_linear.uninstall)(model)
+            try:
+                out = model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=tokens, do_sample=False,
+                                     pad_token_id=pad)
+            finally:
+                cpu_linear.install(model)
             return [[t for t in row.tolist()] for row in out[:, width:]]
 
         ours()
         theirs()  # warm both
-        runs = {"ours": [], "generate": []}
+        runs = {"ours": [], "generate": [], "generate_cpu_linear": []}
         for _ in range(repeats):  # alternate, keep each one's best: a shared 2-core machine is noisy
             t0 = time.perf_counter()
             our_ids = ours()
@@ -137,12 +146,17 @@ def decode_speed(spec, questions: list, batch: int, tokens: int, repeats: int = 
             t0 = time.perf_counter()
             gen_ids = theirs()
             runs["generate"].append(time.perf_counter() - t0)
-        t_ours, t_gen = min(runs["ours"]), min(runs["generate"])
+            t0 = time.perf_counter()
+            same_ids = theirs(ours_linears=True)
+            runs["generate_cpu_linear"].append(time.perf_counter() - t0)
+        t_ours, t_gen, t_same = min(runs["ours"]), min(runs["generate"]), min(runs["generate_cpu_linear"])
     stops = agent.stop_ids
-    gen_ids = [row[:next((i for i, t in enumerate(row) if t in stops), len(row))] for row in gen_ids]
+    cut = [row[:next((i for i, t in enumerate(row) if t in stops), len(row))] for row in gen_ids]
+    cut_same = [row[:next((i for i, t in enumerate(row) if t in stops), len(row))] for row in same_ids]
     n = sum(map(len, our_ids))
-    return {"batch": batch, "max_new_tokens": tokens, "tokens": n, "identical": our_ids == gen_ids,
-            "ours_tok_s": n / t_ours, "generate_tok_s": n / t_gen, "ratio": t_gen / t_ours, "runs_s": runs}
+    return {"batch": batch, "max_new_tokens": tokens, "tokens": n, "identical": our_ids == cut == cut_same,
+            "ours_tok_s": n / t_ours, "generate_tok_s": n / t_gen, "ratio": t_gen / t_ours,
+            "generate_cpu_linear_tok_s": n / t_same, "ratio_same_linears": t_same / t_ours, "runs_s": runs}
 
 
 def main(argv=None) -> None:
@@ -177,7 +191,8 @@ def main(argv=None) -> None:
           f"{copies['one_copy_s'] * 1e3:.2f} ms ({copies['validate_s'] / copies['one_copy_s']:.2f}x)")
     print(f"decode: {decode['ours_tok_s']:.1f} tok/s vs model.generate {decode['generate_tok_s']:.1f} tok/s "
           f"({decode['ratio']:.2f}x; batch {decode['batch']}, {decode['max_new_tokens']} new tokens, greedy); "
-          f"identical tokens: {decode['identical']}")
+          f"vs model.generate with latentray's CPU linears {decode['generate_cpu_linear_tok_s']:.1f} tok/s "
+          f"({decode['ratio_same_linears']:.2f}x); identical tokens: {decode['identical']}")
     print(f"chain on Ray {delta['run_s']:.2f} s vs one process {one_s:.2f} s ({one_s / delta['run_s']:.2f}x); "
           f"answers identical: {one_answers == delta['answers']}")
     if args.json:

@@ -13,7 +13,7 @@ from typing import NamedTuple, Optional
 import torch
 
 from ..errors import ModelRefError, first_line
-from . import cache
+from . import cache, cpu_linear
 from .builtin import BUILTINS
 from .gguf import convert_gguf
 from .gguf_check import check_gguf
@@ -133,5 +133,6 @@ def load_model(ref: str, *, dtype: str = "float32", device: str = "auto", seed: 
             tokenizer.pad_token = tokenizer.eos_token
         model.eval()
     model = model.to(dev)
+    cpu_linear.install(model)  # float32 on a CPU: each weight read once per decoding step
     info["load_s"] = round(time.perf_counter() - t0, 2)
     return Loaded(model, tokenizer, info)
