@@ -6,6 +6,9 @@ Tensor layout by kind (B = batch rows, T/S = sequence slots, left padded):
   hidden: hidden [B, S, D] latent vectors; mask [B, S]
   embeds: embeds [B, S, D] soft tokens in the receiver's input space; mask [B, S]
   text:   no tensors; header.texts holds one string per row
+Shapes are logical: a tensor may lie in memory in another dimension order (a sending
+agent's keys are views of its slot-major cache); transports keep that order
+(transports/memory_order.py).
 The header is msgpack-serialisable, so it can be inspected without touching tensors.
 """
 from __future__ import annotations
