@@ -151,8 +151,11 @@ def decode_speed(spec, questions: list, batch: int, tokens: int, repeats: int = 
             runs["generate_cpu_linear"].append(time.perf_counter() - t0)
         t_ours, t_gen, t_same = min(runs["ours"]), min(runs["generate"]), min(runs["generate_cpu_linear"])
     stops = agent.stop_ids
-    cut = [row[:next((i for i, t in enumerate(row) if t in stops), len(row))] for row in gen_ids]
-    cut_same = [row[:next((i for i, t in enumerate(row) if t in stops), len(row))] for row in same_ids]
+
+    def before_stop(rows):  # generate keeps a finished row going; our answers end at the stop id
+        return [row[:next((i for i, t in enumerate(row) if t in stops), len(row))] for row in rows]
+
+    cut, cut_same = before_stop(gen_ids), before_stop(same_ids)
     n = sum(map(len, our_ids))
     return {"batch": batch, "max_new_tokens": tokens, "tokens": n, "identical": our_ids == cut == cut_same,
             "ours_tok_s": n / t_ours, "generate_tok_s": n / t_gen, "ratio": t_gen / t_ours,
