@@ -21,8 +21,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from overhead import in_process  # noqa: E402  (imports runtime first: sets the zero-copy flag)
-from runtime.engine import run_spec  # noqa: E402
-from runtime.questions import read_jsonl_questions  # noqa: E402
+from runtime.engine.run import run_spec  # noqa: E402
+from runtime.engine.questions import read_jsonl_questions  # noqa: E402
 from topologies import build_plan, load_spec  # noqa: E402
 
 
@@ -56,8 +56,8 @@ def copies_per_hop(spec, questions: list) -> dict:
     from agents.models import load_model
     from channels.transports import get_transport
     from channels.validate import validate_message
-    from runtime.agent_configs import agent_configs_for
-    from runtime.copy_counter import MovedBytes, kv_bytes
+    from runtime.engine.agent_configs import agent_configs_for
+    from runtime.engine.copy_counter import MovedBytes, kv_bytes
 
     m = next(iter(spec.models.values()))
     model, tok, _ = load_model(m.ref, dtype=m.dtype)
@@ -109,7 +109,7 @@ def decode_speed(spec, questions: list, batch: int, tokens: int, repeats: int = 
     from agents.models import cpu_linear
     from agents.fingerprint import model_fingerprint
     from agents.models import load_model
-    from runtime.agent_configs import agent_configs_for
+    from runtime.engine.agent_configs import agent_configs_for
 
     m = next(iter(spec.models.values()))
     model, tok, _ = load_model(m.ref, dtype=m.dtype)

@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 from runtime.gateway.client import GatewayClient  # noqa: E402  (runtime first: sets the zero-copy flag)
 from runtime.gateway.server import GatewayServer  # noqa: E402
 from runtime.gateway.service import GatewayService  # noqa: E402
-from runtime.questions import read_jsonl_questions  # noqa: E402
+from runtime.engine.questions import read_jsonl_questions  # noqa: E402
 from topologies import build_plan, load_spec  # noqa: E402
 
 

@@ -20,9 +20,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from runtime.agent_configs import agent_configs_for  # noqa: E402  (runtime first: sets the zero-copy flag)
-from runtime.engine import run_spec  # noqa: E402
-from runtime.questions import read_jsonl_questions  # noqa: E402
+from runtime.engine.agent_configs import agent_configs_for  # noqa: E402  (runtime first: sets the zero-copy flag)
+from runtime.engine.run import run_spec  # noqa: E402
+from runtime.engine.questions import read_jsonl_questions  # noqa: E402
 from topologies import build_plan, load_spec  # noqa: E402
 
 

@@ -40,11 +40,11 @@ def _parser() -> argparse.ArgumentParser:
     graph = sub.add_parser("graph", help="draw a spec's topology")
     graph.add_argument("spec")
     graph.add_argument("-o", "--output", required=True, help="FILE.png or FILE.svg")
-    from runtime.codec_command import add_codec_parsers
-    from runtime.eval.command import add_eval_parser
+    from runtime.commands.codec import add_codec_parsers
+    from runtime.commands.eval import add_eval_parser
 
-    from runtime.job_command import add_job_parsers
-    from runtime.gateway.commands import add_gateway_parsers
+    from runtime.commands.jobs import add_job_parsers
+    from runtime.commands.gateway import add_gateway_parsers
 
     add_eval_parser(sub)
     add_codec_parsers(sub)
@@ -83,22 +83,22 @@ def with_overrides(spec, args):
 
 
 def cmd_run(args) -> int:
-    from runtime.run_command import run_command
+    from runtime.commands.run import run_command
     return run_command(args, with_overrides)
 
 
 def cmd_validate(args) -> int:
-    from runtime.validate_command import validate_command
+    from runtime.commands.validate import validate_command
     return validate_command(args.spec)
 
 
 def cmd_graph(args) -> int:
-    from runtime.graph_command import graph_command
+    from runtime.commands.graph import graph_command
     return graph_command(args.spec, args.output)
 
 
 def cmd_eval(args) -> int:
-    from runtime.eval.command import cmd_eval as run_eval
+    from runtime.commands.eval import cmd_eval as run_eval
     return run_eval(args)
 
 
@@ -109,9 +109,9 @@ def cmd_report(args) -> int:
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
-    from runtime.codec_command import cmd_codec_eval, cmd_fit_codec
-    from runtime.job_command import cmd_logs, cmd_status, cmd_stop, cmd_submit
-    from runtime.gateway.commands import cmd_ask, cmd_serve
+    from runtime.commands.codec import cmd_codec_eval, cmd_fit_codec
+    from runtime.commands.jobs import cmd_logs, cmd_status, cmd_stop, cmd_submit
+    from runtime.commands.gateway import cmd_ask, cmd_serve
 
     handler = {"run": cmd_run, "validate": cmd_validate, "graph": cmd_graph, "eval": cmd_eval,
                "report": cmd_report, "fit-codec": cmd_fit_codec, "codec-eval": cmd_codec_eval,

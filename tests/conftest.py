@@ -42,7 +42,7 @@ METRICS_PORT = free_port()  # the session Ray's Prometheus export (tests/test_me
 
 @pytest.fixture(scope="session")
 def ray_session():
-    from runtime.ray_setup import ensure_ray
+    from runtime.engine.ray_setup import ensure_ray
 
     ray = ensure_ray(num_cpus=8, metrics_export_port=METRICS_PORT)
     yield ray

@@ -61,7 +61,7 @@ def test_model_ref_to_nothing_usable(tmp_path, make, says):
 
 
 def test_preflight_names_the_spec_field(tmp_path):
-    from runtime.actors import check_model_refs
+    from runtime.engine.actors import check_model_refs
 
     spec = parse_spec({"version": 1, "models": {"m": {"ref": str(tmp_path)}},
                        "agents": {"a": {"model": "m", "role": "{question}", "output": "text"}},
@@ -183,7 +183,7 @@ def test_spec_sha256_is_checked(tmp_path, ref, sha, says):
 
 
 def test_sha256_reaches_the_loader(tmp_path):
-    from runtime.codec_fit import model_kwargs
+    from runtime.codecs.fit import model_kwargs
 
     spec = parse_spec({"version": 1, "models": {"m": {"ref": "gguf:x.gguf", "sha256": "AB" * 32}},
                        "agents": {"a": {"model": "m", "role": "{question}", "output": "text"}},

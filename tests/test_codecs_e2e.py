@@ -30,7 +30,7 @@ def require_builtin(name: str) -> None:
 
 
 def fitted(spec_path: Path, tmp_path: Path):
-    from runtime.codec_fit import fit_codecs
+    from runtime.codecs.fit import fit_codecs
 
     spec = with_codec_dir(load_spec(spec_path), Path("."), str(tmp_path / "codecs"))
     plan = build_plan(spec, str(spec_path))
@@ -39,7 +39,7 @@ def fitted(spec_path: Path, tmp_path: Path):
 
 
 def test_a_run_needing_an_unfitted_codec_is_refused_before_any_actor_starts(tmp_path):
-    from runtime.engine import run_spec
+    from runtime.engine.run import run_spec
 
     spec = with_codec_dir(load_spec(EXAMPLES / "hub_mixed_tiny.yaml"), Path("."), str(tmp_path / "empty"))
     plan = build_plan(spec)
@@ -51,8 +51,8 @@ def test_a_run_needing_an_unfitted_codec_is_refused_before_any_actor_starts(tmp_
 
 
 def test_parts_of_another_fit_are_refused_beside_this_one(tmp_path):
-    from runtime.codec_plan import check_codec_parts
-    from runtime.codec_fit import fit_codecs
+    from runtime.codecs.plan import check_codec_parts
+    from runtime.codecs.fit import fit_codecs
 
     spec, plan = fitted(EXAMPLES / "hub_mixed_tiny.yaml", tmp_path)
     check_codec_parts(spec, plan)
@@ -69,7 +69,7 @@ def _agents(spec):
     from agents.agent import Agent
     from agents.fingerprint import model_fingerprint
     from agents.models import load_model
-    from runtime.agent_configs import agent_configs_for
+    from runtime.engine.agent_configs import agent_configs_for
 
     out = {}
     for name, cfg in agent_configs_for(tuple(spec.agents), spec, latent=True).items():
@@ -112,7 +112,7 @@ def reference_hub_answers(spec, directory: str) -> list:
 
 @pytest.mark.ray
 def test_heterogeneous_hub_over_three_architectures_matches_the_hand_computation(ray_session, tmp_path):
-    from runtime.engine import run_spec
+    from runtime.engine.run import run_spec
 
     spec, plan = fitted(EXAMPLES / "hub_mixed_tiny.yaml", tmp_path)
     result = run_spec(spec, plan, QUESTIONS, run_name="codec-hub-tiny")
@@ -124,7 +124,7 @@ def test_heterogeneous_hub_over_three_architectures_matches_the_hand_computation
 
 @pytest.mark.ray
 def test_smollm2_and_gemma3_hub_example_runs_end_to_end(ray_session, tmp_path):
-    from runtime.engine import run_spec
+    from runtime.engine.run import run_spec
 
     require_builtin("smollm2-135m")
     require_builtin("gemma3-270m")

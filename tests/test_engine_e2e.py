@@ -5,12 +5,12 @@ import torch
 
 from agents.agent import Agent
 from agents.fingerprint import model_fingerprint
-from runtime.agent_configs import agent_configs_for
+from runtime.engine.agent_configs import agent_configs_for
 from agents.models import build_tiny
 from channels.message import message_checksum
 from channels.transports import get_transport
-from runtime.actors import kill_actors, start_actors
-from runtime.engine import compile_steps, run_spec, submit_batch
+from runtime.engine.actors import kill_actors, start_actors
+from runtime.engine.run import compile_steps, run_spec, submit_batch
 from topologies import build_plan, load_spec
 
 from helpers import QUESTIONS, settled_store_bytes, with_model_ref
@@ -158,7 +158,7 @@ def test_baselines_run_through_the_same_engine(ray_session, example, method):
 
 
 def test_actors_that_cannot_be_placed_are_refused_not_awaited(ray_session, example):
-    from runtime.errors import RunError
+    from runtime.engine.errors import RunError
 
     spec, _ = example
     greedy = spec.agents["planner"].model_copy(

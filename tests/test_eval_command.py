@@ -145,7 +145,7 @@ def test_eval_streams_each_method_and_a_rerun_resumes_it(ray_session, tiny_spec,
 
     from runtime.eval.runner import with_method
     from runtime.eval.runner import problem_inputs
-    from runtime.results import RunOutput
+    from runtime.engine.results import RunOutput
 
     args = ["eval", str(tiny_spec), "--dataset", str(qa_file), "--field", "question=prompt", "--field",
             "answer=target", "--field", "id=qid", "--methods", "latent", "--quiet"]

@@ -8,7 +8,7 @@ import signal
 import pytest
 
 from helpers import with_model_ref
-from runtime.engine import run_spec
+from runtime.engine.run import run_spec
 from topologies import build_plan, load_spec
 
 pytestmark = pytest.mark.ray

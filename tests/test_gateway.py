@@ -1,4 +1,4 @@
-"""The gRPC gateway on loopback: answers equal runtime.engine.run_spec's, streaming, health,
+"""The gRPC gateway on loopback: answers equal runtime.engine.run.run_spec's, streaming, health,
 concurrency, the token, the limits, malformed and fuzzed payloads, and `latentray serve` +
 `latentray ask` end to end in a process of their own."""
 import logging
@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from runtime.engine import run_spec
+from runtime.engine.run import run_spec
 from runtime.gateway.batching import Ticket
 from runtime.gateway.client import GatewayClient
 from runtime.gateway.errors import GatewayAuthError, GatewayBusy, GatewayRequestError, GatewayUnavailable

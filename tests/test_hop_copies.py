@@ -9,7 +9,7 @@ import torch
 from channels.transports import get_transport
 from channels.validate import validate_message
 from helpers import QUESTIONS, make_agents
-from runtime.copy_counter import MovedBytes, kv_bytes, memory_slots
+from runtime.engine.copy_counter import MovedBytes, kv_bytes, memory_slots
 
 @pytest.mark.parametrize("scope", ["all", "own"])
 def test_no_copy_on_send_one_build_on_receipt_none_after(scope):

@@ -27,9 +27,9 @@ def test_topologies_import_nothing_of_ours():
 
 def test_driver_imports_ray_with_zero_copy_on():
     """Ray reads the flag once, at import: the runtime must set it before any module of
-    ours imports ray (agents.actor does, through runtime.engine)."""
+    ours imports ray (agents.actor does, through runtime.engine.run)."""
     code = ("import os; os.environ.pop('RAY_ENABLE_ZERO_COPY_TORCH_TENSORS', None); "
-            "import runtime.engine; from ray._private import ray_constants as c; "
+            "import runtime.engine.run; from ray._private import ray_constants as c; "
             "print(c.RAY_ENABLE_ZERO_COPY_TORCH_TENSORS)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "True"

@@ -7,8 +7,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import METRICS_PORT
-from runtime.engine import run_spec
-from runtime.metrics import LATENCY_BUCKETS
+from runtime.engine.run import run_spec
+from runtime.engine.metrics import LATENCY_BUCKETS
 from topologies import build_plan
 from topologies.spec import GraphSpec
 

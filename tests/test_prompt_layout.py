@@ -101,7 +101,7 @@ def test_chain_prompts_on_a_real_model_hold_one_header(smollm2):
 @pytest.mark.parametrize("kwargs", [{"enable_thinking": False}])
 def test_spec_options_reach_the_agents(kwargs, tmp_path):
     """system_prompt and chat_template_kwargs in the spec become the agents' layout."""
-    from runtime.agent_configs import agent_configs_for
+    from runtime.engine.agent_configs import agent_configs_for
     from topologies import load_spec
 
     spec_file = tmp_path / "s.yaml"

@@ -4,7 +4,7 @@ import json
 import pyarrow.dataset as ds
 import pytest
 
-from runtime.results import ResumeError, RunOutput
+from runtime.engine.results import ResumeError, RunOutput
 from topologies.spec import GraphSpec
 
 SPEC = {"version": 1, "name": "store", "models": {"m": {"ref": "tiny:qwen3-64"}},

@@ -11,7 +11,7 @@ from pathlib import Path
 import pyarrow.dataset as ds
 import pytest
 
-from runtime.engine import run_spec
+from runtime.engine.run import run_spec
 from topologies import build_plan, load_spec
 
 pytestmark = pytest.mark.ray

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime.engine import run_spec
+from runtime.engine.run import run_spec
 from topologies import build_plan, load_spec
 from topologies.spec import MIN_OBJECT_STORE_BYTES
 

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from runtime.graph_command import graph_command
-from runtime.validate_command import validate_command
+from runtime.commands.graph import graph_command
+from runtime.commands.validate import validate_command
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "topologies" / "examples").glob("*.yaml"))
@@ -69,7 +69,7 @@ def test_graph_refuses_unknown_extension_and_bad_spec(tmp_path, capsys):
 def test_validate_says_whether_the_codecs_are_fitted(tmp_path, capsys):
     import yaml
 
-    from runtime.codec_fit import fit_codecs
+    from runtime.codecs.fit import fit_codecs
     from topologies import build_plan, load_spec
 
     data = yaml.safe_load((ROOT / "topologies/examples/hub_mixed_tiny.yaml").read_text())

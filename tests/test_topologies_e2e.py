@@ -33,8 +33,8 @@ def expected_deliveries(plan) -> Counter:
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
 def test_example_runs_and_routes_as_planned(ray_session, path, tmp_path):
-    from runtime.codec_fit import fit_codecs
-    from runtime.engine import run_spec
+    from runtime.codecs.fit import fit_codecs
+    from runtime.engine.run import run_spec
     from topologies.loader import with_codec_dir
 
     spec = with_codec_dir(small(load_spec(path)), Path("."), str(tmp_path / "codecs"))

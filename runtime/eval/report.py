@@ -7,8 +7,8 @@ from pathlib import Path
 
 from agents.errors import LatentrayError
 
-from .results import read_results
-from .stats import format_table, method_figures
+from runtime.eval.results import read_results
+from runtime.eval.stats import format_table, method_figures
 
 
 def print_report(out_dir: Path, plots: bool = True) -> list:

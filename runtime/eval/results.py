@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from runtime.results import atomic_write
+from runtime.engine.results import atomic_write
 
-from .problem import DataError
+from runtime.eval.problem import DataError
 
 COLUMNS = ["dataset", "spec", "method", "id", "task", "question", "context", "gold", "answer", "extracted",
            "correct", "detail", "prompt_tokens", "decoded_tokens", "tokens_by_agent", "latent_steps", "seconds",

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from .checkers import checker_for
-from .prompts import format_question
+from runtime.eval.checkers import checker_for
+from runtime.eval.prompts import format_question
 
 METHODS = ("latent", "text", "single")
 
@@ -112,8 +112,8 @@ def run_method(spec, problems: list, method: str, *, dataset: str, batch_size: i
                output_dir=None) -> tuple:
     """(rows, run summary) of one method over the problems. With output_dir, answers stream
     into output_dir (runtime/results.py) as batches finish, and a rerun resumes there."""
-    from runtime.engine import run_spec
-    from runtime.results import RunOutput
+    from runtime.engine.run import run_spec
+    from runtime.engine.results import RunOutput
     from topologies import build_plan
 
     spec_m = with_method(spec, method, batch_size, max_new_tokens)

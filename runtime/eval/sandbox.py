@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import sandbox_guards as guards_
+from runtime.eval import sandbox_guards as guards_
 
 OUTPUT_LIMIT = 64 * 1024  # bytes of stdout / stderr kept
 FSIZE_BYTES = 16 * 1024 * 1024

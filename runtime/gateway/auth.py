@@ -11,8 +11,8 @@ from pathlib import Path
 
 import grpc
 
-from ..errors import RunError
-from .errors import RequestRejected
+from runtime.engine.errors import RunError
+from runtime.gateway.errors import RequestRejected
 
 TOKEN_ENV = "LATENTRAY_GATEWAY_TOKEN"
 

@@ -1,5 +1,5 @@
 """The warm-actor service behind the gateway: actors start once, steps compile once, and
-every request's questions run through runtime.scheduler.run_plan on those same actors.
+every request's questions run through runtime.engine.scheduler.run_plan on those same actors.
 
 Concurrent requests are batched by the Collector (batching.py); several groups run at once
 on the same actor handles (Ray queues their calls on each actor). Each question is checked
@@ -15,12 +15,12 @@ import uuid
 
 from agents.errors import first_line
 
-from ..actors import kill_actors, start_actors
-from ..engine import in_flight_limit, prepare_run, spec_steps
-from ..question_checks import rejected_questions
-from ..scheduler import run_plan
-from ..transports import open_groups
-from .batching import Collector, Ticket
+from runtime.engine.actors import kill_actors, start_actors
+from runtime.engine.run import in_flight_limit, prepare_run, spec_steps
+from runtime.engine.question_checks import rejected_questions
+from runtime.engine.scheduler import run_plan
+from runtime.engine.transports import open_groups
+from runtime.gateway.batching import Collector, Ticket
 
 
 class GatewayService:
@@ -42,7 +42,7 @@ class GatewayService:
 
     def start(self) -> "GatewayService":
         """Check the spec's models, start the actors (models loaded) and compile the steps."""
-        from ..metrics import RunMetrics
+        from runtime.engine.metrics import RunMetrics
 
         spec, plan = self.spec, self.plan
         prepare_run(spec, plan, self.address)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import grpc
 import msgpack
 
-from .errors import RequestRejected
+from runtime.gateway.errors import RequestRejected
 
 SERVICE = "latentray.Gateway"
 SOLVE, SOLVE_STREAM, HEALTH = "Solve", "SolveStream", "Health"

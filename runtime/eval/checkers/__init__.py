@@ -2,12 +2,12 @@
 checker; `latentray eval` may pick another by name."""
 from __future__ import annotations
 
-from .base import Checker, CheckerError, CheckResult
-from .choice import ChoiceChecker
-from .code import CodeChecker
-from .contains import ContainsChecker
-from .exact import ExactChecker
-from .numeric import NumericChecker
+from runtime.eval.checkers.base import Checker, CheckerError, CheckResult
+from runtime.eval.checkers.choice import ChoiceChecker
+from runtime.eval.checkers.code import CodeChecker
+from runtime.eval.checkers.contains import ContainsChecker
+from runtime.eval.checkers.exact import ExactChecker
+from runtime.eval.checkers.numeric import NumericChecker
 
 CHECKERS: dict = {
     "numeric": NumericChecker(),

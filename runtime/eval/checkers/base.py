@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 from agents.errors import LatentrayError
 
-from ..problem import Problem
+from runtime.eval.problem import Problem
 
 
 class CheckerError(LatentrayError, ValueError):

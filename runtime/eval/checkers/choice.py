@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import re
 
-from ..problem import Problem
-from .base import Checker, CheckResult
+from runtime.eval.problem import Problem
+from runtime.eval.checkers.base import Checker, CheckResult
 
 _OPEN, _CLOSE = r"[\(\[\*]*", r"[\)\]\*]*"
 _ANSWER_PHRASE = re.compile(

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 
-from ..problem import Problem
-from ..sandbox import run_python
-from .base import Checker, CheckResult
+from runtime.eval.problem import Problem
+from runtime.eval.sandbox import run_python
+from runtime.eval.checkers.base import Checker, CheckResult
 
 _FENCE = re.compile(r"```[ \t]*(?:python3?|py)?[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL | re.IGNORECASE)
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import re
 
-from ..problem import Problem
-from .base import Checker, CheckResult
-from .exact import normalise
+from runtime.eval.problem import Problem
+from runtime.eval.checkers.base import Checker, CheckResult
+from runtime.eval.checkers.exact import normalise
 
 
 class ContainsChecker(Checker):

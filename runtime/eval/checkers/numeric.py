@@ -13,8 +13,8 @@ from __future__ import annotations
 import re
 from fractions import Fraction
 
-from ..problem import Problem
-from .base import Checker, CheckResult
+from runtime.eval.problem import Problem
+from runtime.eval.checkers.base import Checker, CheckResult
 
 RELATIVE_TOLERANCE = Fraction(1, 10**6)
 

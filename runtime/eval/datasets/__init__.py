@@ -5,15 +5,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..problem import DataError, Problem
-from .arc import load_arc_challenge, load_arc_easy
-from .basic_arithmetic import load_basic_arithmetic, load_basic_arithmetic_numeric
-from .gsm8k import load_gsm8k
-from .huggingface import load_hf
-from .humaneval import load_humaneval
-from .local_file import FIELDS, load_local_file, parse_field_mapping
-from .readers import FORMATS
-from .split_info import load_split_info
+from runtime.eval.problem import DataError, Problem
+from runtime.eval.datasets.arc import load_arc_challenge, load_arc_easy
+from runtime.eval.datasets.basic_arithmetic import load_basic_arithmetic, load_basic_arithmetic_numeric
+from runtime.eval.datasets.gsm8k import load_gsm8k
+from runtime.eval.datasets.huggingface import load_hf
+from runtime.eval.datasets.humaneval import load_humaneval
+from runtime.eval.datasets.local_file import FIELDS, load_local_file, parse_field_mapping
+from runtime.eval.datasets.readers import FORMATS
+from runtime.eval.datasets.split_info import load_split_info
 
 # name -> loader(split=None) -> list[Problem]
 DATASETS = {

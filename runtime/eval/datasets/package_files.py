@@ -7,7 +7,7 @@ import importlib.util
 import json
 from pathlib import Path
 
-from ..problem import DataError
+from runtime.eval.problem import DataError
 
 
 def package_dir(module: str, pip: str, dataset: str) -> Path:

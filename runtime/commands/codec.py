@@ -47,8 +47,8 @@ def _codec_list(text: str | None):
 
 
 def cmd_fit_codec(args) -> int:
-    from runtime.codec_distill import distill_hub
-    from runtime.codec_fit import fit_codecs
+    from runtime.codecs.distill import distill_hub
+    from runtime.codecs.fit import fit_codecs
 
     spec, plan = _load(args.spec, args.out)
     out = spec.channels.codecs
@@ -68,7 +68,7 @@ def cmd_fit_codec(args) -> int:
 
 
 def cmd_codec_eval(args) -> int:
-    from runtime.codec_eval import evaluate_codecs, format_rows
+    from runtime.codecs.evaluate import evaluate_codecs, format_rows
 
     spec, plan = _load(args.spec, args.codecs)
     log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731

@@ -67,7 +67,7 @@ def _answer(plan, texts: list) -> str:
 
 class _Scheduler:
     def __init__(self, plan, handles, questions, steps, backend, max_in_flight, limits, metrics, on_submit=None):
-        from .engine import submit_batch
+        from runtime.engine.run import submit_batch
 
         self.plan, self.handles, self.questions, self.steps = plan, handles, questions, steps
         self.backend, self.max_in_flight, self.limits, self.metrics = backend, max_in_flight, limits, metrics
@@ -207,7 +207,7 @@ def run_plan(plan, handles: dict, questions: list, batch_size: int, backend="ncc
 
     from topologies.spec import LimitsSpec
 
-    from .engine import compile_steps
+    from runtime.engine.run import compile_steps
 
     limits = limits or LimitsSpec()
     steps = steps if steps is not None else compile_steps(plan, backend, limits=limits)

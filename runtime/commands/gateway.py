@@ -13,7 +13,7 @@ import signal
 import sys
 import threading
 
-from ..errors import RunError
+from runtime.engine.errors import RunError
 
 DEFAULT_PORT = 50051
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -62,9 +62,9 @@ def _wait_for_signal() -> None:
 
 
 def cmd_serve(args) -> int:
-    from .auth import load_token
-    from .server import GatewayServer
-    from .service import GatewayService
+    from runtime.gateway.auth import load_token
+    from runtime.gateway.server import GatewayServer
+    from runtime.gateway.service import GatewayService
 
     if args.batch_window_ms < 0 or args.grace_s < 0:
         raise RunError("--batch-window-ms and --grace-s must be >= 0")
@@ -103,8 +103,8 @@ def _print_reply(questions: list, reply: dict) -> None:
 
 
 def cmd_ask(args) -> int:
-    from .auth import load_token
-    from .client import GatewayClient
+    from runtime.gateway.auth import load_token
+    from runtime.gateway.client import GatewayClient
 
     for n, q in enumerate(args.questions, 1):
         try:

@@ -19,7 +19,7 @@ from channels.codecs.anchors import anchor_hash, load_anchor_texts, split_anchor
 from channels.codecs.storage import save_part
 from channels.errors import CodecError
 
-from .codec_plan import required_fits
+from runtime.codecs.plan import required_fits
 
 
 def progress_bar(total: int, desc: str, quiet: bool):

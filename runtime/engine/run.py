@@ -15,11 +15,11 @@ from dataclasses import dataclass, field, replace
 
 from agents.step_call import InputEdge, StepCall
 
-from .codec_plan import check_codec_parts, codec_dir, edge_codec
-from .actors import check_fits, check_model_refs, kill_actors, needed_resources, start_actors
-from .errors import RunError
-from .scheduler import BatchDone, run_plan
-from .transports import check_transports, open_groups, step_transport
+from runtime.codecs.plan import check_codec_parts, codec_dir, edge_codec
+from runtime.engine.actors import check_fits, check_model_refs, kill_actors, needed_resources, start_actors
+from runtime.engine.errors import RunError
+from runtime.engine.scheduler import BatchDone, run_plan
+from runtime.engine.transports import check_transports, open_groups, step_transport
 
 
 @dataclass
@@ -134,7 +134,7 @@ def in_flight_limit(spec, plan) -> int | None:
     if value == "all":
         return None
     if value == "auto":
-        from .actors import group_agents
+        from runtime.engine.actors import group_agents
         return len(group_agents(spec, plan.agents)) + 1
     return int(value)
 
@@ -148,7 +148,7 @@ def trace_rows(run_name: str, stats: dict, first_question: int) -> list:
 def prepare_run(spec, plan, address: str | None = None) -> None:
     """Everything checked before an actor starts (model refs, transports, codec parts), the
     Ray the actors start on, and that they fit in it."""
-    from .ray_setup import ensure_ray
+    from runtime.engine.ray_setup import ensure_ray
 
     check_model_refs(spec)
     check_transports(spec, plan)
@@ -168,12 +168,12 @@ def run_spec(spec, plan, questions: list, run_name: str | None = None, progress=
              on_batch=None, address: str | None = None, rejected: dict | None = None) -> RunResult:
     """Start actors, run every question through the plan, stop the actors. Every problem is
     answered once or reported failed with its reason (result.failed); the run goes on.
-    progress: a runtime.progress.Progress (or anything with update(problems, tokens));
+    progress: a runtime.engine.progress.Progress (or anything with update(problems, tokens));
     on_batch(BatchDone): called as each unit finishes (indices into `questions`), failures too;
     rejected: {index: reason} of questions already known to be bad (they are not run)."""
-    from .metrics import RunMetrics
-    from .question_checks import rejected_questions
-    from .store_usage import StorePeak
+    from runtime.engine.metrics import RunMetrics
+    from runtime.engine.question_checks import rejected_questions
+    from runtime.engine.store_usage import StorePeak
 
     if not questions:
         raise RunError("no questions to run; give --question, --input FILE.jsonl, or run.inputs in the spec")

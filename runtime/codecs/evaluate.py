@@ -29,8 +29,8 @@ from channels.codecs import make_codec
 from channels.codecs.anchors import anchor_hash, load_anchor_texts, split_anchors
 from channels.codecs.base import common_keys, mean_cosine
 
-from .codec_fit import model_kwargs, states_for
-from .codec_plan import codec_dir, required_fits
+from runtime.codecs.fit import model_kwargs, states_for
+from runtime.codecs.plan import codec_dir, required_fits
 
 
 def _halves(name: str, src: str, dst: str, directory: str, fps: dict) -> tuple:

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from agents.actor import RemoteAgentActor
 from agents.models import ModelRef
 
-from .agent_configs import agent_configs_for
-from .errors import RunError
+from runtime.engine.agent_configs import agent_configs_for
+from runtime.engine.errors import RunError
 
 # Each restart reloads the model; an actor that keeps dying stays dead after this many, and
 # the batches it would run fail with the reason instead of restarting it forever.
@@ -69,7 +69,7 @@ def check_fits(spec, plan) -> None:
 
     import ray
 
-    from . import ray_setup
+    from runtime.engine import ray_setup
 
     have = ray.cluster_resources()
     for kind, amount in needed_resources(spec, plan).items():

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from runtime import jobs
+from runtime.jobs import client as jobs
 
 PATH_OPTIONS = ("-i", "--input", "--codecs", "-d", "--dataset")
 ADDRESS_HELP = (f"the cluster's dashboard, http://HOST:8265 (default: RAY_API_SERVER_ADDRESS, else RAY_ADDRESS "

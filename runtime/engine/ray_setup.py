@@ -13,7 +13,7 @@ from pathlib import Path
 
 from channels.zero_copy_env import ZERO_COPY_ENV, quiet_zero_copy_warnings
 
-REPO_ROOT = str(Path(__file__).resolve().parents[1])
+REPO_ROOT = str(Path(__file__).resolve().parents[2])
 
 
 STARTED_LOCALLY = False  # whether this process started its own Ray (so nothing can add nodes)

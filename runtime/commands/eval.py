@@ -7,10 +7,10 @@ from pathlib import Path
 
 from topologies.errors import SpecError
 
-from .datasets import load_problems, parse_field_mapping
-from .report import print_report
-from .results import write_method
-from .runner import METHODS, run_method
+from runtime.eval.datasets import load_problems, parse_field_mapping
+from runtime.eval.report import print_report
+from runtime.eval.results import write_method
+from runtime.eval.runner import METHODS, run_method
 
 
 def add_eval_parser(sub) -> None:
@@ -54,7 +54,7 @@ def cmd_eval(args) -> int:
     problems = load_problems(args.dataset, limit=args.limit, mapping=mapping, task=args.task, split=args.split)
     out = Path(args.output)
     print(f"[eval] {len(problems)} problems from {args.dataset}; methods {', '.join(methods)}", file=sys.stderr)
-    from runtime.progress import Progress
+    from runtime.engine.progress import Progress
 
     for method in methods:
         progress = Progress(len(problems), desc=f"eval {method}", quiet=args.quiet)

@@ -28,9 +28,9 @@ from channels.codecs.base import affine, to_norm
 from channels.codecs.storage import load_part, save_part
 from channels.errors import CodecError
 
-from .codec_eval import _start_ids, prefix_of
-from .codec_fit import model_kwargs, progress_bar
-from .codec_plan import required_fits
+from runtime.codecs.evaluate import _start_ids, prefix_of
+from runtime.codecs.fit import model_kwargs, progress_bar
+from runtime.codecs.plan import required_fits
 
 LEARNING_RATE = 1e-4
 

@@ -24,8 +24,8 @@ import os
 import uuid
 from pathlib import Path
 
-from .errors import RunError
-from .run_identity import digest, question_changes, questions_identity, spec_changes, spec_identity
+from runtime.engine.errors import RunError
+from runtime.engine.run_identity import digest, question_changes, questions_identity, spec_changes, spec_identity
 
 MANIFEST = "run.json"
 TRACE_COLUMNS = ["run", "batch", "problems", "src", "dst", "round", "kind", "bytes", "latency_s"]
@@ -177,7 +177,7 @@ class RunOutput:
     def write_batch(self, indices: list, answers: list, tokens: list, trace: list, run: str, batch: int,
                     retries: int = 0, steps: list = ()) -> None:
         """One finished batch: its trace and step rows, then (the commit) its answers rows.
-        trace: trace rows (runtime.engine.trace_rows); steps: the batch's step stats."""
+        trace: trace rows (runtime.engine.run.trace_rows); steps: the batch's step stats."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -212,9 +212,9 @@ class RunOutput:
         atomic_write(self.dir / "failed" / name, lambda tmp: pq.write_table(table, tmp))
 
     def write_done(self, done, positions: list, run: str) -> None:
-        """A runtime.engine.BatchDone of a run whose question i was this output's question
+        """A runtime.engine.run.BatchDone of a run whose question i was this output's question
         positions[i] (the problems a resumed run still had to do)."""
-        from .engine import trace_rows
+        from runtime.engine.run import trace_rows
 
         answered = [positions[i] for i in done.indices]
         if answered:

@@ -42,7 +42,7 @@ def codec_status(spec, plan) -> str | None:
     """One line on the fitted codecs the plan needs (None if it needs none). A spec whose
     codecs are not fitted yet is still valid; `latentray run` refuses to start it."""
     from channels.errors import CodecError
-    from runtime.codec_plan import check_codec_parts, required_fits
+    from runtime.codecs.plan import check_codec_parts, required_fits
 
     fits = required_fits(spec, plan)
     if not fits:

@@ -11,13 +11,13 @@ from pathlib import Path
 
 from topologies.errors import SpecError
 
-from .errors import RunError
+from runtime.engine.errors import RunError
 
 
 def _questions(args, spec) -> tuple:
     """(questions, ids, rejected): the -q questions, then the --input file's (or run.inputs');
     rejected: {index: reason} of those that cannot be read (they fail, the others run)."""
-    from runtime.questions import read_jsonl_questions, safe_text
+    from runtime.engine.questions import read_jsonl_questions, safe_text
 
     questions, ids, rejected = [], list(range(len(args.question))), {}
     for i, q in enumerate(args.question):
@@ -47,8 +47,8 @@ def _summary(result, spec, plan, questions: list, answers: dict, failed: dict, r
 def _execute(args, spec, plan, questions: list, output, rejected: dict) -> tuple:
     """Run the problems the output does not hold yet; (result or None, {index: (answer, tokens)},
     {index: reason} of the problems that failed, how many problems were finished before)."""
-    from runtime.engine import run_spec
-    from runtime.progress import Progress
+    from runtime.engine.run import run_spec
+    from runtime.engine.progress import Progress
 
     todo = output.todo() if output else list(range(len(questions)))
     if output and output.done:
@@ -97,7 +97,7 @@ def _print_summary(summary: dict, out_dir) -> None:
 
 
 def run_command(args, with_overrides) -> int:
-    from runtime.results import RunOutput
+    from runtime.engine.results import RunOutput
     from topologies import build_plan, load_spec
 
     spec = load_spec(args.spec)

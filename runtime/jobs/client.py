@@ -23,8 +23,8 @@ import sys
 import time
 from pathlib import Path
 
-from runtime.errors import RunError
-from runtime.ray_setup import REPO_ROOT, runtime_env
+from runtime.engine.errors import RunError
+from runtime.engine.ray_setup import REPO_ROOT, runtime_env
 
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 COMMANDS = ("run", "eval")
