@@ -61,7 +61,7 @@ def test_model_ref_to_nothing_usable(tmp_path, make, says):
 
 
 def test_preflight_names_the_spec_field(tmp_path):
-    from runtime.engine.actors import check_model_refs
+    from runtime.engine.preflight import check_model_refs
 
     spec = parse_spec({"version": 1, "models": {"m": {"ref": str(tmp_path)}},
                        "agents": {"a": {"model": "m", "role": "{question}", "output": "text"}},

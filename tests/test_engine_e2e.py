@@ -10,7 +10,8 @@ from agents.models import build_tiny
 from channels.message import message_checksum
 from channels.transports import get_transport
 from runtime.engine.actors import kill_actors, start_actors
-from runtime.engine.run import compile_steps, run_spec, submit_batch
+from runtime.engine.run import run_spec
+from runtime.engine.steps import compile_steps, submit_unit
 from topologies import build_plan, load_spec
 
 from helpers import QUESTIONS, settled_store_bytes, with_model_ref
@@ -61,8 +62,8 @@ def test_batch_equals_alone_across_actors(ray_session, example):
     handles = start_actors(spec, plan, "eq")
     try:
         steps = compile_steps(plan, checksum=True)
-        batch = submit_batch(steps, handles, QUESTIONS, 0)
-        alone = [submit_batch(steps, handles, [q], i + 1) for i, q in enumerate(QUESTIONS)]
+        batch = submit_unit(steps, handles, QUESTIONS, 0)
+        alone = [submit_unit(steps, handles, [q], i + 1) for i, q in enumerate(QUESTIONS)]
         batch_text = ray_session.get(batch["judger"][0])["texts"]
         store = get_transport("object_store")
         parts = ("planner", "critic", "refiner")  # delta memory: each agent's own part

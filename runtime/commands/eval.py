@@ -10,10 +10,10 @@ from topologies.errors import SpecError
 from runtime.eval.datasets import load_problems, parse_field_mapping
 from runtime.eval.report import print_report
 from runtime.eval.results import write_method
-from runtime.eval.runner import METHODS, run_method
+from runtime.eval.runner import METHODS, run_method, with_method
 
 
-def add_eval_parser(sub) -> None:
+def add_parser(sub) -> None:
     p = sub.add_parser("eval", help="score a spec as latent / text / single on a data set")
     p.add_argument("spec", help="YAML graph spec")
     p.add_argument("--dataset", "-d", required=True,
@@ -42,7 +42,23 @@ def parse_methods(text: str) -> list:
     return list(dict.fromkeys(methods))
 
 
-def cmd_eval(args) -> int:
+def prepare_methods(spec, methods: list, args) -> None:
+    """Pre-flight every method before the first runs, and start a local Ray sized for the
+    largest of them: one sized for the first method alone would refuse a later, larger one."""
+    from runtime.engine.preflight import needed_resources, preflight
+    from runtime.engine.ray_setup import ensure_ray
+    from topologies import build_plan
+
+    cpus = 0.0
+    for method in methods:
+        spec_m = with_method(spec, method, args.batch_size, args.max_new_tokens)
+        plan = build_plan(spec_m)
+        preflight(spec_m, plan, args.address)
+        cpus = max(cpus, needed_resources(spec_m, plan)["CPU"])
+    ensure_ray(address=args.address, num_cpus=cpus, object_store_bytes=spec.limits.object_store_bytes)
+
+
+def run(args) -> int:
     from topologies import load_spec
 
     spec = load_spec(args.spec)
@@ -55,6 +71,8 @@ def cmd_eval(args) -> int:
     out = Path(args.output)
     print(f"[eval] {len(problems)} problems from {args.dataset}; methods {', '.join(methods)}", file=sys.stderr)
     from runtime.engine.progress import Progress
+
+    prepare_methods(spec, methods, args)
 
     for method in methods:
         progress = Progress(len(problems), desc=f"eval {method}", quiet=args.quiet)

@@ -64,7 +64,14 @@ def draw(spec, plan, out: Path) -> None:
     plt.close(fig)
 
 
-def graph_command(spec_path: str, out_path: str) -> int:
+def add_parser(sub) -> None:
+    p = sub.add_parser("graph", help="draw a spec's topology")
+    p.add_argument("spec")
+    p.add_argument("-o", "--output", required=True, help="FILE.png or FILE.svg")
+
+
+def run(args) -> int:
+    spec_path, out_path = args.spec, args.output
     out = Path(out_path)
     if out.suffix.lower() not in FORMATS:
         print(f"error: {out_path}: cannot draw {out.suffix or 'a file without extension'!r} "

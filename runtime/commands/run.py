@@ -1,7 +1,7 @@
 """`latentray run SPEC`: run questions through a spec, streaming results into --output.
 
 With an output directory the run resumes: problems an earlier, interrupted run of the same
-spec and questions finished are kept, and only the rest run (runtime/results.py).
+spec and questions finished are kept, and only the rest run (runtime/engine/results.py).
 """
 from __future__ import annotations
 
@@ -11,7 +11,28 @@ from pathlib import Path
 
 from topologies.errors import SpecError
 
+from runtime.commands.spec_options import add_verbose, in_flight, load_spec_and_plan
 from runtime.engine.errors import RunError
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("run", help="run questions through a graph spec")
+    p.add_argument("spec", help="YAML graph spec")
+    p.add_argument("--question", "-q", action="append", default=[], help="a question (repeatable)")
+    p.add_argument("--input", "-i", help="JSONL file, one {\"question\": ...} per line")
+    p.add_argument("--output", "-o", help="directory for answers/ and trace/ (Parquet, written as batches "
+                   "finish), answers.jsonl, summary.json; rerun with the same directory to resume")
+    p.add_argument("--method", choices=["latent", "text", "single"], help="override run.method")
+    p.add_argument("--batch-size", type=int, help="override run.batch_size")
+    p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS or a local Ray)")
+    p.add_argument("--name", help="run name; actors are named <name>/<agent>")
+    p.add_argument("--codecs", help="directory of fitted codec parts (overrides channels.codecs)")
+    p.add_argument("--max-in-flight", type=in_flight, help="batches submitted ahead: N, auto or all "
+                   "(overrides run.max_in_flight)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or progress lines")
+    p.add_argument("--restart", action="store_true", help="discard the results already in --output and "
+                   "run every question again (default: resume)")
+    add_verbose(p)
 
 
 def _questions(args, spec) -> tuple:
@@ -58,24 +79,23 @@ def _execute(args, spec, plan, questions: list, output, rejected: dict) -> tuple
 
     def on_batch(done):
         if output:
-            output.write_done(done, todo, run_name)
+            output.write_done(done, run_name)
 
     result = None
     if todo:
         progress = Progress(len(questions), desc=spec.name, quiet=args.quiet, done=len(questions) - len(todo))
         try:
-            position = {i: n for n, i in enumerate(todo)}
-            result = run_spec(spec, plan, [questions[i] for i in todo], run_name=run_name, progress=progress,
-                              on_batch=on_batch, address=args.address,
-                              rejected={position[i]: why for i, why in rejected.items() if i in position})
+            result = run_spec(spec, plan, questions, run_name=run_name, progress=progress, on_batch=on_batch,
+                              address=args.address, rejected=rejected, todo=todo,
+                              verbose=getattr(args, "verbose", False))
         finally:
             progress.close()
     resumed = len(questions) - len(todo)
     if output:
         return (result, {r["index"]: (r["answer"], r["tokens"]) for r in output.answers()}, output.failures(),
                 resumed)
-    answers = {todo[i]: (a, t) for i, (a, t) in enumerate(zip(result.answers, result.tokens)) if i not in result.failed}
-    return result, answers, {todo[i]: why for i, why in result.failed.items()}, resumed
+    answers = {i: (result.answers[i], result.tokens[i]) for i in todo if i not in result.failed}
+    return result, answers, dict(result.failed), resumed
 
 
 def _print_summary(summary: dict, out_dir) -> None:
@@ -96,13 +116,10 @@ def _print_summary(summary: dict, out_dir) -> None:
           f"wall {summary['wall_s']:.2f} s ({summary['run_s']:.2f} s after the models loaded)")
 
 
-def run_command(args, with_overrides) -> int:
+def run(args) -> int:
     from runtime.engine.results import RunOutput
-    from topologies import build_plan, load_spec
 
-    spec = load_spec(args.spec)
-    spec = with_overrides(spec, args)
-    plan = build_plan(spec, args.spec)
+    spec, plan = load_spec_and_plan(args)
     questions, ids, rejected = _questions(args, spec)
     if not questions:
         raise RunError("no questions to run; give --question, --input FILE.jsonl, or run.inputs in the spec")

@@ -1,7 +1,10 @@
-"""`latentray validate SPEC`: check a spec before anything runs, print its plan as a
-table, and say whether the codec parts it needs are fitted.
+"""`latentray validate SPEC`: check a spec before anything runs and print its plan as a
+table, then run the same pre-flight stage `run` runs (models, transports, codec parts,
+limits, resources) and list everything it would refuse.
 
-Exit 0 with the table on stdout, or exit 2 with the one-line error (file, field, fix) on stderr.
+Exit 0 with the table on stdout; exit 2 with the one-line error (file, field, fix) on
+stderr when the spec does not load, or with the table and one line per pre-flight
+problem when `run` would refuse it.
 """
 from __future__ import annotations
 
@@ -39,8 +42,8 @@ def plan_summary(spec, plan) -> str:
 
 
 def codec_status(spec, plan) -> str | None:
-    """One line on the fitted codecs the plan needs (None if it needs none). A spec whose
-    codecs are not fitted yet is still valid; `latentray run` refuses to start it."""
+    """One line on the fitted codecs the plan needs, when they are ready (None if it needs none
+    or they are not: pre-flight reports that)."""
     from channels.errors import CodecError
     from runtime.codecs.plan import check_codec_parts, required_fits
 
@@ -49,14 +52,22 @@ def codec_status(spec, plan) -> str | None:
         return None
     try:
         check_codec_parts(spec, plan)
-    except CodecError as exc:
-        return f"codecs: NOT READY, a run would stop before starting: {exc}"
+    except CodecError:
+        return None
     return f"codecs: fitted ({', '.join(sorted(fits))} in {spec.channels.codecs})"
 
 
-def validate_command(spec_path: str) -> int:
+def add_parser(sub) -> None:
+    p = sub.add_parser("validate", help="check a spec, print its plan and what a run would refuse")
+    p.add_argument("spec")
+    p.add_argument("--address", help="the Ray cluster the run would join (default: RAY_ADDRESS or a local Ray)")
+
+
+def run(args) -> int:
+    from runtime.engine.preflight import problems
+
     try:
-        spec, plan = load_plan(spec_path)
+        spec, plan = load_plan(args.spec)
     except SpecError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -65,4 +76,10 @@ def validate_command(spec_path: str) -> int:
     status = codec_status(spec, plan)
     if status:
         print(status)
+    refused = problems(spec, plan, getattr(args, "address", None))
+    for check, text in refused:
+        print(f"NOT READY ({check}): {text}")
+    if refused:
+        print(f"error: `latentray run` would refuse this spec ({len(refused)} problem(s) above)", file=sys.stderr)
+        return 2
     return 0

@@ -2,7 +2,7 @@
 
 Agents that name the same `actor` group in the spec share one actor, and so one copy of
 the model. Actors restart on failure; Ray does not retry their calls itself: the scheduler
-resubmits the batch whose actor died (runtime/scheduler.py), so every retry is counted, and
+resubmits the unit whose actor died (runtime/engine/scheduler.py), so every retry is counted, and
 a step is a pure function of its inputs, so a retry cannot count a problem twice.
 """
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from agents.actor import RemoteAgentActor
-from agents.models import ModelRef
 
 from runtime.engine.agent_configs import agent_configs_for
 from runtime.engine.errors import RunError
@@ -44,42 +43,6 @@ def group_agents(spec, agent_ids) -> list:
             num_cpus=max(spec.agents[m].resources.num_cpus for m in members),
             num_gpus=max(spec.agents[m].resources.num_gpus for m in members)))
     return out
-
-
-def check_model_refs(spec) -> None:
-    """Resolve every model ref before any actor starts, and check that a built-in model's
-    package is installed; raises ModelRefError naming the field and the install."""
-    for model_id, m in spec.models.items():
-        try:
-            ModelRef.parse(m.ref).check_available()
-        except ValueError as exc:
-            raise type(exc)(f"models.{model_id}.ref: {exc}") from None
-
-
-def needed_resources(spec, plan) -> dict:
-    """Ray CPUs and GPUs that the run's actors ask for together."""
-    groups = group_agents(spec, plan.agents)
-    return {"CPU": sum(g.num_cpus for g in groups), "GPU": sum(g.num_gpus for g in groups)}
-
-
-def check_fits(spec, plan) -> None:
-    """Actors that can never be placed would wait forever: refuse them on a local Ray this
-    process started; on a cluster, warn (an autoscaler may still add nodes)."""
-    import sys
-
-    import ray
-
-    from runtime.engine import ray_setup
-
-    have = ray.cluster_resources()
-    for kind, amount in needed_resources(spec, plan).items():
-        if amount > have.get(kind, 0) + 1e-9:
-            text = (f"the run's actors need {amount:g} {kind}s but the Ray cluster has "
-                    f"{have.get(kind, 0):g}")
-            if ray_setup.STARTED_LOCALLY:
-                raise RunError(f"{text}; lower agents.*.resources.num_{kind.lower()}s, share actors "
-                               "with `actor:`, or start Ray with more resources")
-            print(f"[latentray] warning: {text}; actors wait until the cluster grows", file=sys.stderr)
 
 
 def start_actors(spec, plan, run_name: str, ready: list | None = None) -> dict:
@@ -117,3 +80,8 @@ def kill_actors(actors) -> None:
     unique = {actor._actor_id: actor for actor in actors}
     for actor in unique.values():
         ray.kill(actor, no_restart=True)
+
+
+def actor_names(spec, plan, run_name: str) -> list:
+    """The names the dashboard shows: `<run>/<agent>`, or `<run>/<actor group>` for shared ones."""
+    return sorted({f"{run_name}/{spec.agents[a].actor or a}" for a in plan.agents})

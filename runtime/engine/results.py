@@ -84,6 +84,13 @@ def _failed_schema():
 SCHEMAS = {"answers": _answers_schema, "trace": _trace_schema, "steps": _steps_schema, "failed": _failed_schema}
 
 
+def trace_rows(run_name: str, stats: dict, first_question: int) -> list:
+    """One row per message a step received, from its stats."""
+    return [{"run": run_name, "batch": stats["batch"], "first_problem": first_question,
+             "src": e["src"], "dst": stats["step"], "round": stats["round"], "kind": e["kind"],
+             "bytes": e["bytes"], "latency_s": e["latency_s"]} for e in stats["inbox"]]
+
+
 def _question_text(q) -> str:
     return q if isinstance(q, str) else json.dumps(q, ensure_ascii=False)
 
@@ -177,7 +184,7 @@ class RunOutput:
     def write_batch(self, indices: list, answers: list, tokens: list, trace: list, run: str, batch: int,
                     retries: int = 0, steps: list = ()) -> None:
         """One finished batch: its trace and step rows, then (the commit) its answers rows.
-        trace: trace rows (runtime.engine.run.trace_rows); steps: the batch's step stats."""
+        trace: trace rows (trace_rows); steps: the batch's step stats."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -211,18 +218,15 @@ class RunOutput:
         name = f"part-{self._session}-{self._seq:06d}.parquet"
         atomic_write(self.dir / "failed" / name, lambda tmp: pq.write_table(table, tmp))
 
-    def write_done(self, done, positions: list, run: str) -> None:
-        """A runtime.engine.run.BatchDone of a run whose question i was this output's question
-        positions[i] (the problems a resumed run still had to do)."""
-        from runtime.engine.run import trace_rows
-
-        answered = [positions[i] for i in done.indices]
-        if answered:
-            trace = [row for s in done.step_stats for row in trace_rows(run, s, answered[0])]
-            self.write_batch(answered, done.answers, done.tokens, trace, run, done.batch, done.retries,
+    def write_done(self, done, run: str) -> None:
+        """A runtime.engine.scheduler.BatchDone of a run of this output's questions (the same
+        numbering): its answered rows and its failures."""
+        if done.indices:
+            trace = [row for s in done.step_stats for row in trace_rows(run, s, done.indices[0])]
+            self.write_batch(done.indices, done.answers, done.tokens, trace, run, done.batch, done.retries,
                              done.step_stats)
         if done.failed:
-            self.write_failed({positions[i]: why for i, why in done.failed.items()}, run, done.batch, done.retries)
+            self.write_failed(done.failed, run, done.batch, done.retries)
 
     # -- reading and finishing ----------------------------------------------------------------
     def _read(self, sub: str, columns=None) -> list:

@@ -1,8 +1,9 @@
-"""run_plan: push problems through a compiled plan on running actors, batch by batch,
-and account for every one of them: answered once, or failed with its reason.
+"""run_plan: push problems through a compiled plan on running actors, unit by unit, and
+account for every one of them: answered once, or failed with its reason.
 
-A unit is a list of problems submitted together (a batch, or a piece of one). What can
-happen to a unit and what the scheduler does:
+A unit is a list of problems submitted together (a batch, or a piece of one). Every step
+of every unit is watched, not only the last: a unit finishes when all its steps have, and
+fails as soon as one of them does. What can happen to a unit and what the scheduler does:
   all steps finish           its answers are yielded
   an actor died under it     resubmitted whole (steps are pure functions of their inputs,
                              so nothing counts twice), up to limits.retries times, counted
@@ -11,17 +12,20 @@ happen to a unit and what the scheduler does:
   a step timed out           its problems fail with the reason
   any other step error       a unit of several problems is split into single problems, so
                              one bad problem cannot take its batch with it; a single one fails
-  a step hangs               (no unit finished for longer than the steps' timeouts allow)
+  a step hangs               (no step finished for longer than the steps' timeouts allow)
                              its actor is killed and restarts; the unit counts as a fault
   the run timeout passes     every unfinished problem fails with the reason
+Problems keep the caller's numbering throughout: a unit holds indices into `questions`.
 """
 from __future__ import annotations
 
 import time
-from collections import Counter, deque
+from collections import deque
 from dataclasses import dataclass, field
 
 from agents.errors import ProblemInputError, StepTimeoutError, first_line
+from runtime.engine.steps import compile_steps, submit_unit
+from runtime.engine.vote import majority
 
 
 @dataclass
@@ -41,8 +45,9 @@ class _Unit:
     id: int
     indices: list
     attempt: int = 0
-    refs: dict = field(default_factory=dict)
-    stats_refs: list = field(default_factory=list)
+    refs: dict = field(default_factory=dict)  # step id -> [output refs..., stats ref]
+    stats: dict = field(default_factory=dict)  # step id -> stats, as each step finishes
+    open: set = field(default_factory=set)  # stats refs not finished yet
 
 
 # How long a restarting actor may take to load its model again before the resubmitted unit
@@ -57,24 +62,14 @@ def fault_errors() -> tuple:
     return rex.RayActorError, rex.ObjectLostError, rex.WorkerCrashedError, rex.OutOfMemoryError, rex.NodeDiedError
 
 
-def _answer(plan, texts: list) -> str:
-    if plan.answer_mode == "majority":
-        counts = Counter(t.strip() for t in texts)
-        best = max(counts.values())
-        return next(t for t in texts if counts[t.strip()] == best)
-    return texts[0]
-
-
 class _Scheduler:
     def __init__(self, plan, handles, questions, steps, backend, max_in_flight, limits, metrics, on_submit=None):
-        from runtime.engine.run import submit_batch
-
         self.plan, self.handles, self.questions, self.steps = plan, handles, questions, steps
         self.backend, self.max_in_flight, self.limits, self.metrics = backend, max_in_flight, limits, metrics
-        self.submit_batch = submit_batch
         self.on_submit = on_submit
         self.queue: deque = deque()
-        self.pending: dict = {}  # last stats ref of a unit -> unit
+        self.pending: dict = {}  # unit id -> unit, in submission order
+        self.owner: dict = {}  # unfinished stats ref -> its unit
         self.next_id = 0
 
     def add(self, indices: list, attempt: int = 0, front: bool = False) -> None:
@@ -85,48 +80,71 @@ class _Scheduler:
     def fill(self) -> None:
         while self.queue and (self.max_in_flight is None or len(self.pending) < self.max_in_flight):
             unit = self.queue.popleft()
-            unit.refs = self.submit_batch(self.steps, self.handles, [self.questions[i] for i in unit.indices],
-                                          unit.id, self.backend)
-            unit.stats_refs = [r[-1] for r in unit.refs.values()]
-            self.pending[unit.stats_refs[-1]] = unit
+            unit.refs = submit_unit(self.steps, self.handles, [self.questions[i] for i in unit.indices],
+                                    unit.id, self.backend)
+            unit.stats, unit.open = {}, {r[-1] for r in unit.refs.values()}
+            self.pending[unit.id] = unit
+            self.owner.update({ref: unit for ref in unit.open})
             if self.on_submit:
-                self.on_submit(list(unit.indices), dict(zip(unit.refs, unit.stats_refs)))
+                self.on_submit(list(unit.indices), {sid: r[-1] for sid, r in unit.refs.items()})
+
+    def drop(self, unit) -> None:
+        """Stop watching a unit (finished, failed or requeued); its late steps are ignored."""
+        self.pending.pop(unit.id, None)
+        for ref in unit.open:
+            self.owner.pop(ref, None)
+        unit.open = set()
 
     def failed(self, unit, reasons: dict, in_flight: int = 0) -> BatchDone:
         if self.metrics:
             self.metrics.problems_failed(len(reasons))
         return BatchDone(unit.id, [], [], [], [], unit.attempt, in_flight, dict(reasons))
 
-    def finish(self, unit, in_flight: int):
-        """The unit's outcome: a BatchDone, or None when it went back in the queue."""
+    def step_done(self, ref):
+        """A step of some unit finished (or failed): the unit's outcome when it has one, a
+        BatchDone, or None while its other steps run or after it went back into the queue."""
         import ray
 
-        stats = []
+        unit = self.owner.pop(ref)
+        unit.open.discard(ref)
+        in_flight = len(self.pending)
+        step_id = next(sid for sid, r in unit.refs.items() if r[-1] == ref)
         try:
-            for step_id, ref in zip(unit.refs, unit.stats_refs):
-                try:
-                    stats.append(ray.get(ref))
-                except ray.exceptions.RayTaskError as exc:
-                    if isinstance(exc, fault_errors()):
-                        raise
-                    if isinstance(getattr(exc, "cause", None), fault_errors()):
-                        raise exc.cause from None  # the fault itself, so the retry below catches it
-                    return self.step_failed(unit, step_id, exc, in_flight)
+            try:
+                unit.stats[step_id] = ray.get(ref)
+            except ray.exceptions.RayTaskError as exc:
+                if isinstance(exc, fault_errors()):
+                    raise
+                if isinstance(getattr(exc, "cause", None), fault_errors()):
+                    raise exc.cause from None  # the fault itself, so the retry below catches it
+                self.drop(unit)
+                return self.step_failed(unit, step_id, exc, in_flight)
+            if unit.open:
+                return None
+            self.drop(unit)
             per_step = [ray.get(unit.refs[sid][0]) for sid in self.plan.answer_steps]
         except fault_errors() as exc:
-            if unit.attempt < self.limits.retries:
-                if self.metrics:
-                    self.metrics.problems_retried(len(unit.indices))
-                self.await_actors()
-                self.queue.appendleft(_Unit(unit.id, unit.indices, unit.attempt + 1))
-                return None
-            reason = (f"an agent's actor died and the unit's {self.limits.retries} retries (limits.retries) ran "
-                      f"out: {first_line(exc)}")
-            return self.failed(unit, {i: reason for i in unit.indices}, in_flight)
+            self.drop(unit)
+            return self.fault(unit, exc, in_flight)
         n = len(unit.indices)
-        answers = [_answer(self.plan, [p["texts"][r] for p in per_step]) for r in range(n)]
+        stats = [unit.stats[sid] for sid in unit.refs]  # in plan order
+        answers = [self.answer([p["texts"][r] for p in per_step]) for r in range(n)]
         tokens = [sum(s["tokens"][r] for s in stats) for r in range(n)]
         return BatchDone(unit.id, list(unit.indices), answers, tokens, stats, unit.attempt, in_flight)
+
+    def answer(self, texts: list) -> str:
+        return majority(texts) if self.plan.answer_mode == "majority" else texts[0]
+
+    def fault(self, unit, exc, in_flight: int):
+        if unit.attempt < self.limits.retries:
+            if self.metrics:
+                self.metrics.problems_retried(len(unit.indices))
+            self.await_actors()
+            self.queue.appendleft(_Unit(unit.id, unit.indices, unit.attempt + 1))
+            return None
+        reason = (f"an agent's actor died and the unit's {self.limits.retries} retries (limits.retries) ran "
+                  f"out: {first_line(exc)}")
+        return self.failed(unit, {i: reason for i in unit.indices}, in_flight)
 
     def await_actors(self) -> None:
         """Wait until every actor answers again (up to RESTART_WAIT_S): one that died is
@@ -166,28 +184,27 @@ class _Scheduler:
         import ray
 
         units = list(self.pending.values()) + list(self.queue)
-        for unit in self.pending.values():
+        for unit in list(self.pending.values()):
             for refs in unit.refs.values():
                 for ref in refs:
                     try:
                         ray.cancel(ref)
                     except Exception:  # already finished, or not cancellable: it is dropped either way
                         pass
-        self.pending.clear()
+            self.drop(unit)
         self.queue.clear()
         indices = [i for u in units for i in u.indices]
         return self.failed(_Unit(-1, indices), {i: reason for i in indices})
 
     def unstick(self) -> None:
-        """No unit finished for longer than its steps' timeouts allow: the oldest unit's first
+        """No step finished for longer than the steps' timeouts allow: the oldest unit's first
         unfinished step hangs where the timeout cannot reach (inside one call). Kill its actor;
         it restarts and the units it held count as faults."""
         import ray
 
         unit = next(iter(self.pending.values()))
-        ready, _ = ray.wait(unit.stats_refs, num_returns=len(unit.stats_refs), timeout=0)
-        for step_id, ref in zip(unit.refs, unit.stats_refs):
-            if ref not in ready:
+        for step_id, refs in unit.refs.items():
+            if refs[-1] in unit.open:
                 agent = next(s.call.agent for s in self.steps if s.call.step_id == step_id)
                 ray.kill(self.handles[agent], no_restart=False)
                 return
@@ -195,9 +212,10 @@ class _Scheduler:
 
 def run_plan(plan, handles: dict, questions: list, batch_size: int, backend="nccl",
              max_in_flight: int | None = None, steps: list | None = None, on_wait=None, metrics=None,
-             limits=None, on_submit=None):
-    """Run every problem; yields a BatchDone per unit as it finishes (in finishing order),
-    failures included, so each problem appears in exactly one BatchDone's indices or failed.
+             limits=None, on_submit=None, indices: list | None = None):
+    """Run the problems `indices` of `questions` (default: all); yields a BatchDone per unit as
+    it finishes (in finishing order), failures included, so each problem appears in exactly
+    one BatchDone's indices or failed, numbered as in `questions`.
     At most `max_in_flight` units are submitted and unfinished at once (None: all), so the
     object store holds the messages of that many batches whatever the problem count.
     limits: the spec's LimitsSpec (defaults if None). on_wait(): called each time the
@@ -207,13 +225,12 @@ def run_plan(plan, handles: dict, questions: list, batch_size: int, backend="ncc
 
     from topologies.spec import LimitsSpec
 
-    from runtime.engine.run import compile_steps
-
     limits = limits or LimitsSpec()
     steps = steps if steps is not None else compile_steps(plan, backend, limits=limits)
+    todo = list(range(len(questions))) if indices is None else list(indices)
     sched = _Scheduler(plan, handles, questions, steps, backend, max_in_flight, limits, metrics, on_submit)
-    for start in range(0, len(questions), batch_size):
-        sched.add(list(range(start, min(start + batch_size, len(questions)))))
+    for start in range(0, len(todo), batch_size):
+        sched.add(todo[start:start + batch_size])
     run_deadline = time.monotonic() + limits.run_timeout_s
     hang_after = limits.step_timeout_s * (len(steps) + 1) + 5.0  # plus Ray's own scheduling and transfers
     last_progress = time.monotonic()
@@ -221,7 +238,7 @@ def run_plan(plan, handles: dict, questions: list, batch_size: int, backend="ncc
     while sched.pending:
         now = time.monotonic()
         wait = min(run_deadline - now, last_progress + hang_after - now)
-        done, _ = ray.wait(list(sched.pending), num_returns=1, timeout=max(wait, 0.0))
+        done, _ = ray.wait(list(sched.owner), num_returns=1, timeout=max(wait, 0.0))
         if on_wait:
             on_wait()
         if not done:
@@ -233,8 +250,7 @@ def run_plan(plan, handles: dict, questions: list, batch_size: int, backend="ncc
             last_progress = time.monotonic()
             continue
         last_progress = time.monotonic()
-        in_flight = len(sched.pending)
-        outcome = sched.finish(sched.pending.pop(done[0]), in_flight)
+        outcome = sched.step_done(done[0])
         sched.fill()
         if outcome is not None:
             yield outcome

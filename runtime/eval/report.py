@@ -58,8 +58,3 @@ def write_plots(out_dir: Path, figures: list) -> list:
         plt.close(fig)
         paths.append(path)
     return paths
-
-
-def cmd_report(args) -> int:
-    print_report(Path(args.dir), plots=not args.no_plots)
-    return 0

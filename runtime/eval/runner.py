@@ -29,16 +29,13 @@ def problem_inputs(problems: list) -> list:
             for p in problems]
 
 
-def result_rows(result, indices: list) -> tuple:
-    """(answers, steps, trace) rows of an in-memory run, in the shape runtime/results.py
-    stores them; `indices` are the problems the run's questions were."""
-    def problems(batch):
-        return [indices[j] for j in result.units[batch]]
-
-    answers = [{"index": indices[j], "answer": result.answers[j], "run": result.run_name, "batch": batch}
-               for batch, rows in result.units.items() for j in rows]
-    steps = [{**s, "run": result.run_name, "problems": problems(s["batch"])} for s in result.steps]
-    trace = [{**r, "run": result.run_name, "problems": problems(r["batch"])} for r in result.trace]
+def result_rows(result) -> tuple:
+    """(answers, steps, trace) rows of an in-memory run, in the shape runtime/engine/results.py
+    stores them."""
+    answers = [{"index": i, "answer": result.answers[i], "run": result.run_name, "batch": batch}
+               for batch, rows in result.units.items() for i in rows]
+    steps = [{**s, "run": result.run_name, "problems": result.units[s["batch"]]} for s in result.steps]
+    trace = [{**r, "run": result.run_name, "problems": result.units[r["batch"]]} for r in result.trace]
     return answers, steps, trace
 
 
@@ -132,16 +129,16 @@ def run_method(spec, problems: list, method: str, *, dataset: str, batch_size: i
         if todo:
             def on_batch(done):
                 if output:
-                    output.write_done(done, todo, run_name)
+                    output.write_done(done, run_name)
 
-            result = run_spec(spec_m, plan, [inputs[i] for i in todo], run_name=run_name, progress=progress,
-                              on_batch=on_batch, address=address)
+            result = run_spec(spec_m, plan, inputs, run_name=run_name, progress=progress, on_batch=on_batch,
+                              address=address, todo=todo)
             summary.update(run_s=result.run_s, wall_s=result.wall_s,
                            model_loads=result.summary(spec_m, plan)["model_loads"])
         if output:
             stored, failed = (output.answers(), output.steps(), output.trace()), output.failures()
         else:
-            stored, failed = result_rows(result, todo), {todo[j]: why for j, why in result.failed.items()}
+            stored, failed = result_rows(result), dict(result.failed)
     finally:
         if output:
             output.close()

@@ -1,13 +1,13 @@
-"""The warm-actor service behind the gateway: actors start once, steps compile once, and
-every request's questions run through runtime.engine.scheduler.run_plan on those same actors.
+"""The warm-actor service behind the gateway: one run session (runtime/engine/session.py)
+starts the actors and compiles the steps once, and every request's questions run through
+that session on those same actors.
 
 Concurrent requests are batched by the Collector (batching.py); several groups run at once
 on the same actor handles (Ray queues their calls on each actor). Each question is checked
-with runtime/question_checks.py first: a bad one fails alone, with its reason, unrun.
+with runtime/engine/question_checks.py first: a bad one fails alone, with its reason, unrun.
 """
 from __future__ import annotations
 
-import contextlib
 import sys
 import threading
 import time
@@ -15,11 +15,9 @@ import uuid
 
 from agents.errors import first_line
 
-from runtime.engine.actors import kill_actors, start_actors
-from runtime.engine.run import in_flight_limit, prepare_run, spec_steps
+from runtime.engine.actors import actor_names
 from runtime.engine.question_checks import rejected_questions
-from runtime.engine.scheduler import run_plan
-from runtime.engine.transports import open_groups
+from runtime.engine.session import RunSession
 from runtime.gateway.batching import Collector, Ticket
 
 
@@ -29,34 +27,20 @@ class GatewayService:
         self.spec, self.plan, self.address = spec, plan, address
         self.run_name = run_name or f"{spec.name}-gw-{uuid.uuid4().hex[:6]}"
         self.batch_window_s = batch_window_s
-        self.handles: dict = {}
-        self.actor_info: list = []
+        self.session = None
         self.started_at = None
         self.served = 0  # requests answered (all their questions accounted for)
         self.groups_run = self.questions_run = 0  # their ratio: how full batching made the groups
         self._lock = threading.Lock()
-        self._exit = contextlib.ExitStack()
         self._collector = None
         self._open: set = set()  # tickets queued or running: close() fails what they still hold
         self._followers: dict = {}  # (group, unit's indices) -> the thread sending its step events
 
     def start(self) -> "GatewayService":
-        """Check the spec's models, start the actors (models loaded) and compile the steps."""
-        from runtime.engine.metrics import RunMetrics
-
-        spec, plan = self.spec, self.plan
-        prepare_run(spec, plan, self.address)
-        self.handles = start_actors(spec, plan, self.run_name, ready=self.actor_info)
-        try:
-            self._exit.enter_context(open_groups(spec, plan, self.handles))
-        except BaseException:
-            kill_actors(self.handles.values())
-            raise
-        self.backend = spec.channels.rdt_backend
-        self.max_in_flight = in_flight_limit(spec, plan)
-        self.steps = spec_steps(spec, plan)
-        self.metrics = RunMetrics(self.run_name)
-        self._collector = Collector(spec.run.batch_size, self.batch_window_s, self._run_group)
+        """Pre-flight, start the actors (models loaded) and compile the steps."""
+        self.session = RunSession(self.spec, self.plan, self.run_name, self.address).start()
+        self.metrics = self.session.metrics
+        self._collector = Collector(self.spec.run.batch_size, self.batch_window_s, self._run_group)
         self.started_at = time.monotonic()
         return self
 
@@ -68,7 +52,7 @@ class GatewayService:
 
     @property
     def actor_names(self) -> list:
-        return sorted({f"{self.run_name}/{self.spec.agents[a].actor or a}" for a in self.plan.agents})
+        return actor_names(self.spec, self.plan, self.run_name)
 
     def submit(self, questions: list, on_event=None) -> Ticket:
         """Queue a request's questions (strings or {"question", "context"} maps); returns its
@@ -114,9 +98,7 @@ class GatewayService:
             t.start(now)
         try:
             follow = lambda indices, refs: self._follow_steps(indices, refs, owners)  # noqa: E731
-            for done in run_plan(self.plan, self.handles, [t.questions[i] for t, i in owners], self.spec.run.batch_size,
-                                 self.backend, self.max_in_flight, self.steps, metrics=self.metrics,
-                                 limits=self.spec.limits, on_submit=follow):
+            for done in self.session.run([t.questions[i] for t, i in owners], on_submit=follow):
                 self._route(done, owners)
         except Exception as exc:  # noqa: BLE001 - the engine broke: fail what is left, keep serving
             reason = f"the engine stopped: {type(exc).__name__}: {first_line(exc)}"
@@ -170,8 +152,6 @@ class GatewayService:
         for g, why in done.failed.items():
             ticket, i = owners[g]
             failed.setdefault(ticket, {})[i] = why
-        if done.indices:
-            self.metrics.batch_done(done.step_stats, len(done.indices))
         self._steps_followed(owners, [*done.indices, *done.failed])
         for ticket in set(answers) | set(failed):
             ticket.record(answers.get(ticket, {}), failed.get(ticket, {}))
@@ -186,9 +166,5 @@ class GatewayService:
             collector.close()
         for ticket in still_open:
             ticket.abandon("the gateway shut down before this question finished")
-        try:
-            self._exit.close()
-        finally:
-            if self.handles:
-                kill_actors(self.handles.values())
-                self.handles = {}
+        if self.session is not None:
+            self.session.close()

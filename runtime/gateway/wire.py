@@ -14,6 +14,7 @@ import msgpack
 
 from runtime.gateway.errors import RequestRejected
 
+DEFAULT_PORT = 50051  # latentray serve and ask, unless --port / --address say otherwise
 SERVICE = "latentray.Gateway"
 SOLVE, SOLVE_STREAM, HEALTH = "Solve", "SolveStream", "Health"
 MAX_ID_CHARS = 256

@@ -27,6 +27,8 @@ from runtime.engine.errors import RunError
 from runtime.engine.ray_setup import REPO_ROOT, runtime_env
 
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
+ADDRESS_HELP = (f"the cluster's dashboard, http://HOST:8265 (default: RAY_API_SERVER_ADDRESS, else RAY_ADDRESS "
+                f"if it is an http(s) URL, else {DEFAULT_ADDRESS})")
 COMMANDS = ("run", "eval")
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 

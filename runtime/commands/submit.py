@@ -1,12 +1,14 @@
-"""`latentray submit|status|logs|stop`: run a spec as a job on a Ray cluster and follow it.
+"""`latentray submit SPEC [run options] [--eval] [--address URL] [--wait]`: run a spec as a job
+on a Ray cluster.
 
     latentray submit SPEC [run options] [--address URL] [--wait]
     latentray submit SPEC --eval --dataset NAME -o DIR [eval options] [--address URL] [--wait]
 
 Everything after SPEC that is not a submit option is passed on unchanged to
 `latentray run` (or `latentray eval` with --eval) on the cluster, after a local check
-with the same parser. Paths inside the repository (the spec, --input, --codecs, a
---dataset file) are rewritten relative to its root, since the job runs in a copy of it.
+with the same parser and the same pre-flight stage. Paths inside the repository (the spec,
+--input, --codecs, a --dataset file) are rewritten relative to its root, since the job
+runs in a copy of it.
 """
 from __future__ import annotations
 
@@ -14,10 +16,9 @@ import argparse
 import sys
 
 from runtime.jobs import client as jobs
+from runtime.jobs.client import ADDRESS_HELP
 
 PATH_OPTIONS = ("-i", "--input", "--codecs", "-d", "--dataset")
-ADDRESS_HELP = (f"the cluster's dashboard, http://HOST:8265 (default: RAY_API_SERVER_ADDRESS, else RAY_ADDRESS "
-                f"if it is an http(s) URL, else {jobs.DEFAULT_ADDRESS})")
 
 
 def _add_submit_flags(p) -> None:
@@ -29,7 +30,7 @@ def _add_submit_flags(p) -> None:
                    help="leave these files out of the job's copy of the repository (gitignore syntax; repeatable)")
 
 
-def add_job_parsers(sub) -> None:
+def add_parser(sub) -> None:
     p = sub.add_parser("submit", help="run a spec as a job on a Ray cluster", allow_abbrev=False,
                        usage="latentray submit SPEC [run or eval options] [--eval] [--address URL] [--wait]",
                        description="Submit `latentray run SPEC ...` (or `eval` with --eval) as a Ray job. "
@@ -39,14 +40,6 @@ def add_job_parsers(sub) -> None:
                    help="options of `latentray run` (-q, -i, -o, --method, --batch-size, --name, --codecs, ...) "
                         "or, with --eval, of `latentray eval` (--dataset, -o, --limit, --methods, ...)")
     _add_submit_flags(p)
-    for name, text in (("status", "a job's status"), ("stop", "stop a job")):
-        q = sub.add_parser(name, help=text)
-        q.add_argument("job_id", metavar="JOB")
-        q.add_argument("--address", help=ADDRESS_HELP)
-    q = sub.add_parser("logs", help="a job's logs")
-    q.add_argument("job_id", metavar="JOB")
-    q.add_argument("--follow", "-f", action="store_true", help="keep streaming until the job ends")
-    q.add_argument("--address", help=ADDRESS_HELP)
 
 
 def split_submit_args(args) -> tuple:
@@ -101,16 +94,22 @@ def _output_note(parsed) -> list:
     return []
 
 
-def cmd_submit(args) -> int:
-    from runtime.cli import _parser
+def run(args) -> int:
+    from runtime.commands import eval as eval_command
+    from runtime.commands import run as run_command
+    from runtime.commands.spec_options import load_spec_and_plan
+    from runtime.engine.preflight import preflight
 
     options, forward = split_submit_args(args)
     command = "eval" if options.eval else "run"
     spec, forward, notes = _rewrite_paths(args.spec, forward, options.exclude)
-    parsed = _parser().parse_args([command, args.spec, *forward])  # the run/eval parser checks them here
+    checker = argparse.ArgumentParser(prog="latentray", allow_abbrev=False)
+    (eval_command if options.eval else run_command).add_parser(checker.add_subparsers(dest="command"))
+    parsed = checker.parse_args([command, args.spec, *forward])  # the run/eval parser checks them here
+    address = jobs.resolve_address(options.address)
+    preflight(*load_spec_and_plan(parsed), address)  # what the job would refuse, refused before the upload
     for note in notes + _output_note(parsed):
         print(f"note: {note}", file=sys.stderr)
-    address = jobs.resolve_address(options.address)
     c = jobs.client(address)
     job_id = jobs.submit(address, [spec, *forward], command=command, excludes=options.exclude, conn=c)
     print(f"submitted job {job_id} to {address}\n"
@@ -132,24 +131,3 @@ def cmd_submit(args) -> int:
     return 0 if state == "SUCCEEDED" else 1
 
 
-def cmd_status(args) -> int:
-    info = jobs.status(args.address, args.job_id)
-    message = f" ({info.message})" if info.message else ""
-    print(f"{args.job_id}: {info.status}{message}")
-    print(f"  entrypoint: {info.entrypoint}")
-    return 0
-
-
-def cmd_logs(args) -> int:
-    jobs.logs(args.address, args.job_id, follow=args.follow)
-    return 0
-
-
-def cmd_stop(args) -> int:
-    c = jobs.client(args.address)
-    if jobs.stop(args.address, args.job_id, conn=c):
-        state = jobs.wait_until_done(args.address, args.job_id, timeout_s=60, conn=c)
-        print(f"{args.job_id}: {state}")
-    else:
-        print(f"{args.job_id}: already finished ({jobs.status(args.address, args.job_id, conn=c).status})")
-    return 0

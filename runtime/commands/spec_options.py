@@ -1,0 +1,55 @@
+"""What every command that reads a spec shares: loading it, applying the command line's
+overrides, and building its plan, in one place."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from topologies.errors import SpecError
+
+
+def in_flight(text: str):
+    """--max-in-flight: N >= 1, auto or all."""
+    if text in ("auto", "all"):
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number of batches >= 1, auto or all")
+    return value
+
+
+def add_verbose(p) -> None:
+    p.add_argument("--verbose", action="store_true", help="show Ray's own start-up lines and the actors' logs")
+
+
+def with_overrides(spec, args, codecs: str | None = None):
+    """The spec with what a command's options override (the options it has, of --method,
+    --batch-size, --max-in-flight and --codecs; `codecs` names the parts directory instead)."""
+    from topologies.loader import with_codec_dir
+
+    batch_size = getattr(args, "batch_size", None)
+    if batch_size is not None and batch_size < 1:
+        raise SpecError("must be >= 1", file="--batch-size", fix="give a positive batch size")
+    run = spec.run.model_copy(update={k: v for k, v in {
+        "method": getattr(args, "method", None), "batch_size": batch_size,
+        "max_in_flight": getattr(args, "max_in_flight", None)}.items() if v is not None})
+    return with_codec_dir(spec.model_copy(update={"run": run}), Path("."), codecs or getattr(args, "codecs", None))
+
+
+def load_spec_and_plan(args, method: str | None = None, codecs: str | None = None) -> tuple:
+    """(spec, plan) of args.spec with the command's overrides (and `method` forced, and the
+    codec parts directory `codecs`, if given)."""
+    from topologies import build_plan, load_spec
+
+    spec = with_overrides(load_spec(args.spec), args, codecs)
+    if method is not None and spec.run.method != method:
+        spec = spec.model_copy(update={"run": spec.run.model_copy(update={"method": method})})
+    return spec, build_plan(spec, args.spec)
+
+
+def codec_list(text: str | None):
+    """--codec a,b,c as a list (None when not given)."""
+    return [c.strip() for c in text.split(",") if c.strip()] if text else None

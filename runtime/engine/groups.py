@@ -1,0 +1,23 @@
+"""The collective group that two-sided rdt backends need, over every actor of a run."""
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+from runtime.engine.steps import step_transport
+
+
+@contextmanager
+def open_groups(spec, plan, handles: dict):
+    """Create the rdt collective group over every actor for the run, and destroy it after."""
+    from channels.transports import create_group, destroy_group
+
+    rdt = any(step_transport(plan, s) == "rdt" for s in plan.steps)
+    group = None
+    if rdt:
+        actors = list({h._actor_id: h for h in handles.values()}.values())
+        group = create_group(actors, spec.channels.rdt_backend)
+    try:
+        yield group
+    finally:
+        if group is not None:
+            destroy_group(group)

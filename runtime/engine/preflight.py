@@ -1,0 +1,137 @@
+"""Pre-flight: every check a run needs that no actor has to answer, in one place.
+
+`validate`, `run`, `eval`, `serve` and `submit` call the same stage, so a spec that `run`
+would refuse fails `validate` too, with the same message. Each check raises a typed error
+naming the field and the fix; `problems` collects what every check says, for `validate`.
+The one check that needs Ray (that the actors fit the cluster) runs once Ray is up.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+from topologies.errors import SpecError
+
+from runtime.engine.errors import RunError
+
+
+def check_model_refs(spec) -> None:
+    """Resolve every model ref, and check that a built-in model's package is installed;
+    raises ModelRefError naming the field and the install."""
+    from agents.models import ModelRef
+
+    for model_id, m in spec.models.items():
+        try:
+            ModelRef.parse(m.ref).check_available()
+        except ValueError as exc:
+            raise type(exc)(f"models.{model_id}.ref: {exc}") from None
+
+
+def check_transports(spec, plan) -> None:
+    """One transport per producing step, one compression variant for rdt, backend usable."""
+    from channels.compression import check_compression_names
+
+    uses_rdt = False
+    for step in plan.steps:
+        out = plan.outgoing(step.id)
+        kinds = {e.transport for e in out}
+        if len(kinds) > 1:
+            raise SpecError(f"step {step.id!r} sends over both {' and '.join(sorted(kinds))}",
+                            field="channels.edges", fix="give all edges leaving one agent the same transport")
+        if kinds == {"rdt"}:
+            uses_rdt = True
+            if len({tuple(e.compression) for e in out}) > 1:
+                raise SpecError(f"step {step.id!r} sends rdt messages with different compressions",
+                                field="channels.edges", fix="use one compression list for its rdt edges")
+        for edge in step.inputs:
+            try:
+                check_compression_names(list(edge.compression))
+            except ValueError as exc:
+                raise SpecError(str(exc), field=f"channels.compression (edge {edge.src} -> {edge.dst})",
+                                fix="order: latent_only, layers:..., bf16|fp16, int8") from None
+    if uses_rdt and spec.channels.rdt_backend == "gloo":
+        from channels.transports.rdt import require_backend
+
+        require_backend("gloo")  # CUDA backends are checked inside the actors, where the GPUs are
+
+
+def check_codecs(spec, plan) -> None:
+    from runtime.codecs.plan import check_codec_parts
+
+    check_codec_parts(spec, plan)
+
+
+def check_limits(spec, address: str | None) -> None:
+    """Limits that only a Ray this run starts can honour."""
+    joining = address or os.environ.get("RAY_ADDRESS")
+    if joining and spec.limits.object_store_bytes is not None:
+        raise RunError(f"limits.object_store_bytes sizes the object store of a Ray this run starts, but the run "
+                       f"joins the cluster at {joining}, whose store is already sized; remove "
+                       "limits.object_store_bytes, or size the cluster's store with `ray start --object-store-memory`")
+
+
+def needed_resources(spec, plan) -> dict:
+    """Ray CPUs and GPUs that the run's actors ask for together."""
+    from runtime.engine.actors import group_agents
+
+    groups = group_agents(spec, plan.agents)
+    return {"CPU": sum(g.num_cpus for g in groups), "GPU": sum(g.num_gpus for g in groups)}
+
+
+def check_local_gpus(spec, plan, address: str | None) -> None:
+    """A Ray this run starts has this machine's GPUs and no more: refuse actors that ask for more."""
+    if address or os.environ.get("RAY_ADDRESS"):
+        return  # a cluster's GPUs are known once it is joined (check_fits)
+    gpus = needed_resources(spec, plan)["GPU"]
+    if gpus > 0:
+        import torch
+
+        have = torch.cuda.device_count()
+        if gpus > have + 1e-9:
+            raise RunError(f"the run's actors need {gpus:g} GPUs but this machine has {have}; lower "
+                           "agents.*.resources.num_gpus, share actors with `actor:`, or give --address of a "
+                           "cluster with GPUs")
+
+
+CHECKS = (
+    ("models", lambda spec, plan, address: check_model_refs(spec)),
+    ("transports", lambda spec, plan, address: check_transports(spec, plan)),
+    ("codecs", lambda spec, plan, address: check_codecs(spec, plan)),
+    ("limits", lambda spec, plan, address: check_limits(spec, address)),
+    ("resources", lambda spec, plan, address: check_local_gpus(spec, plan, address)),
+)
+
+
+def preflight(spec, plan, address: str | None = None) -> None:
+    """Every check, in order; the first failure is raised as it is."""
+    for _, check in CHECKS:
+        check(spec, plan, address)
+
+
+def problems(spec, plan, address: str | None = None) -> list:
+    """(check name, message) of every check that fails: what `run` would refuse."""
+    from runtime.engine.errors import USER_ERRORS
+
+    found = []
+    for name, check in CHECKS:
+        try:
+            check(spec, plan, address)
+        except USER_ERRORS as exc:
+            found.append((name, str(exc)))
+    return found
+
+
+def check_fits(spec, plan, started_locally: bool) -> None:
+    """Actors that can never be placed would wait forever: refuse them on a local Ray this
+    process started; on a cluster, warn (an autoscaler may still add nodes)."""
+    import ray
+
+    have = ray.cluster_resources()
+    for kind, amount in needed_resources(spec, plan).items():
+        if amount > have.get(kind, 0) + 1e-9:
+            text = (f"the run's actors need {amount:g} {kind}s but the Ray cluster has "
+                    f"{have.get(kind, 0):g}")
+            if started_locally:
+                raise RunError(f"{text}; lower agents.*.resources.num_{kind.lower()}s, share actors "
+                               "with `actor:`, or start Ray with more resources")
+            print(f"[latentray] warning: {text}; actors wait until the cluster grows", file=sys.stderr)

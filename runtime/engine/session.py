@@ -1,0 +1,120 @@
+"""RunSession: everything between a plan and its answers, for `run`, `eval` and the gateway.
+
+    session = RunSession(spec, plan, run_name).start()   # pre-flight, Ray, actors, groups, steps
+    for done in session.run(questions, todo):             # the scheduler; metrics recorded
+        ...                                               # BatchDone, numbered as `questions`
+    session.close()                                       # groups destroyed, actors killed
+
+A session can run many question lists on the same warm actors (the gateway does, from
+several threads at once: Ray queues their calls on each actor). Problems keep the
+caller's numbering from the first call to the last: nothing is renumbered on the way.
+"""
+from __future__ import annotations
+
+import contextlib
+import uuid
+
+from runtime.engine.actors import actor_names, kill_actors, start_actors
+from runtime.engine.groups import open_groups
+from runtime.engine.metrics import RunMetrics
+from runtime.engine.preflight import check_fits, needed_resources, preflight
+from runtime.engine.question_checks import rejected_questions
+from runtime.engine.scheduler import BatchDone, run_plan
+from runtime.engine.steps import spec_steps
+
+
+def in_flight_limit(spec, plan) -> int | None:
+    """run.max_in_flight as a number of batches (None: no limit). `auto` gives every actor
+    a batch to work on plus one queued behind them, so pipelining keeps everyone busy while
+    the object store holds the messages of a bounded number of batches."""
+    value = spec.run.max_in_flight
+    if value == "all":
+        return None
+    if value == "auto":
+        from runtime.engine.actors import group_agents
+
+        return len(group_agents(spec, plan.agents)) + 1
+    return int(value)
+
+
+class RunSession:
+    def __init__(self, spec, plan, run_name: str | None = None, address: str | None = None,
+                 verbose: bool = False):
+        self.spec, self.plan, self.address, self.verbose = spec, plan, address, verbose
+        self.run_name = run_name or f"{spec.name}-{uuid.uuid4().hex[:6]}"
+        self.handles: dict = {}
+        self.actor_info: list = []  # each actor's ready() report: pid, device, how it loaded
+        self.max_in_flight = in_flight_limit(spec, plan)
+        self.metrics = RunMetrics(self.run_name)
+        self.steps: list = []
+        self._exit = contextlib.ExitStack()
+        self._checked = False
+
+    @property
+    def actor_names(self) -> list:
+        return actor_names(self.spec, self.plan, self.run_name)
+
+    def check(self) -> "RunSession":
+        """Pre-flight and Ray, nothing started: what a run would refuse is raised here."""
+        from runtime.engine import ray_setup
+
+        if self._checked:
+            return self
+        preflight(self.spec, self.plan, self.address)
+        ray_setup.ensure_ray(address=self.address, num_cpus=needed_resources(self.spec, self.plan)["CPU"],
+                             object_store_bytes=self.spec.limits.object_store_bytes)
+        check_fits(self.spec, self.plan, ray_setup.STARTED_LOCALLY)
+        self._checked = True
+        return self
+
+    def start(self) -> "RunSession":
+        """Pre-flight, Ray, the actors with their models loaded, rdt groups, compiled steps."""
+        self.check()
+        self.handles = start_actors(self.spec, self.plan, self.run_name, ready=self.actor_info)
+        try:
+            self._exit.enter_context(open_groups(self.spec, self.plan, self.handles))
+            self.steps = spec_steps(self.spec, self.plan)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def rejected(self, questions: list, known: dict | None = None) -> dict:
+        """{index: reason} of the questions that cannot run (known ones plus each the checks refuse)."""
+        return rejected_questions(questions, self.spec.limits.max_question_chars, known)
+
+    def run(self, questions: list, todo: list | None = None, rejected: dict | None = None, on_wait=None,
+            on_submit=None):
+        """Yield a BatchDone per unit as it finishes, numbered as `questions`: the problems
+        `todo` (default all), less those known bad (`rejected`, {index: reason}) or that the
+        question checks refuse: those are reported failed first, unrun. Metrics are recorded
+        as units finish."""
+        todo = list(range(len(questions))) if todo is None else list(todo)
+        wanted = set(todo)
+        bad = {i: why for i, why in self.rejected(questions, rejected).items() if i in wanted}
+        if bad:
+            self.metrics.problems_failed(len(bad))
+            yield BatchDone(-1, [], [], [], [], failed=bad)
+        valid = [i for i in todo if i not in bad]
+        if not valid:
+            return
+        for done in run_plan(self.plan, self.handles, questions, self.spec.run.batch_size,
+                             self.spec.channels.rdt_backend, self.max_in_flight, self.steps, on_wait=on_wait,
+                             metrics=self.metrics, limits=self.spec.limits, on_submit=on_submit, indices=valid):
+            if done.indices:
+                self.metrics.batch_done(done.step_stats, len(done.indices))
+            yield done
+
+    def close(self) -> None:
+        try:
+            self._exit.close()
+        finally:
+            if self.handles:
+                kill_actors(self.handles.values())
+                self.handles = {}
+
+    def __enter__(self) -> "RunSession":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
