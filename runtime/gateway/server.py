@@ -7,11 +7,17 @@ INVALID_ARGUMENT for anything malformed), then admission: more than
 max_concurrent_requests Solve/SolveStream calls at once are refused with
 RESOURCE_EXHAUSTED, never queued. grpc's own receive limit sits a little above
 max_request_bytes, so a larger message is refused by grpc with the same status.
+
+An admitted call holds its slot until it ends, however it ends: answered, past its
+client's deadline (DEADLINE_EXCEEDED), past limits.run_timeout_s (its unfinished questions
+fail with the reason), or cancelled by a client that went away (the slot is freed at
+once; its questions finish in their batch and the answers are dropped).
 """
 from __future__ import annotations
 
 import queue
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -26,6 +32,8 @@ from runtime.gateway.wire import HEALTH, SERVICE, SOLVE, SOLVE_STREAM, decode_re
 RECEIVE_SLACK_BYTES = 64 << 10
 # Threads beyond the admission limit: Health and the refusals must get one while it is full.
 SPARE_THREADS = 8
+# How often a waiting call looks at its client and its deadline.
+POLL_S = 0.1
 
 
 def host_port(host: str, port: int) -> str:
@@ -83,42 +91,94 @@ class GatewayServer:
                                       f"{self.max_concurrent}; retry when one has finished")
             self.in_flight += 1
 
-    def _release(self) -> None:
-        with self._lock:
-            self.in_flight -= 1
+    def _hold_slot(self, context):
+        """Release the call's admission slot once: when the call ends, or as soon as grpc
+        sees its client go away (cancelled, disconnected, past its deadline)."""
+        held = [True]
+
+        def release() -> None:
+            with self._lock:
+                if held[0]:
+                    held[0] = False
+                    self.in_flight -= 1
+
+        context.add_callback(release)
+        return release
 
     def _accept(self, data: bytes, context):
-        """The checked request, admitted (release it after), or RequestRejected."""
+        """(the checked request, its slot's release), or RequestRejected."""
         self.auth.check(context.invocation_metadata())
         request = decode_request(data, self.service.spec.limits)
         self._admit()
-        return request
+        return request, self._hold_slot(context)
+
+    def _deadline(self, context) -> tuple:
+        """(monotonic deadline, whose): the client's own, or limits.run_timeout_s, the sooner."""
+        ours = time.monotonic() + self.service.spec.limits.run_timeout_s
+        remaining = context.time_remaining()
+        if remaining is not None and time.monotonic() + remaining < ours:
+            return time.monotonic() + remaining, "client"
+        return ours, "limits"
+
+    def _past_run_timeout(self, ticket) -> None:
+        ticket.abandon(f"the request passed limits.run_timeout_s = {self.service.spec.limits.run_timeout_s:g} s "
+                       "before this question finished; raise the limit or send fewer questions")
+
+    def _wait(self, ticket, context, until) -> bool:
+        """Wait for the ticket while the client is there and the deadline has not passed.
+        False: the client went away or its deadline passed (the call is over); past
+        limits.run_timeout_s the ticket's unfinished questions fail with the reason."""
+        deadline, whose = until
+        while not ticket.done.wait(POLL_S):
+            if not context.is_active():
+                return False
+            if time.monotonic() >= deadline:
+                if whose == "client":
+                    return False
+                self._past_run_timeout(ticket)
+        return True
 
     def _solve(self, data: bytes, context) -> bytes:
         try:
-            request = self._accept(data, context)
+            request, release = self._accept(data, context)
         except RequestRejected as exc:
             context.abort(exc.code, str(exc))
         try:
             ticket = self.service.submit(request.questions)
-            ticket.done.wait()
+            if not self._wait(ticket, context, self._deadline(context)):
+                release()
+                context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "the request's deadline passed before its "
+                              "questions finished; give the client a longer timeout")
             return pack(self.service.reply(ticket, request.id))
         finally:
-            self._release()
+            release()
 
     def _solve_stream(self, data: bytes, context):
         try:
-            request = self._accept(data, context)
+            request, release = self._accept(data, context)
         except RequestRejected as exc:
             context.abort(exc.code, str(exc))
         try:
             events: queue.Queue = queue.Queue()
             ticket = self.service.submit(request.questions, on_event=events.put)
-            for event in iter(events.get, DONE):  # the ticket's last event is DONE
+            deadline, whose = self._deadline(context)
+            while True:
+                try:
+                    event = events.get(timeout=POLL_S)
+                except queue.Empty:
+                    if not context.is_active():
+                        return
+                    if time.monotonic() >= deadline:
+                        if whose == "client":
+                            return
+                        self._past_run_timeout(ticket)
+                    continue
+                if event is DONE:  # the ticket's last event
+                    break
                 yield pack(event)
             yield pack({"event": "answer", **self.service.reply(ticket, request.id)})
         finally:
-            self._release()
+            release()
 
     def _health(self, data: bytes, context) -> bytes:
         try:
