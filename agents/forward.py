@@ -105,6 +105,16 @@ def _takes_logits_to_keep(model) -> bool:
     return flag
 
 
+def cache_argument(model) -> str:
+    """The name model.forward takes its KV cache by: `cache` from transformers 5.24 on
+    (`past_key_values` is deprecated there and goes in 5.40), `past_key_values` before."""
+    name = getattr(model, "_latentray_cache_arg", None)
+    if name is None:
+        name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+        model._latentray_cache_arg = name
+    return name
+
+
 @torch.inference_mode()
 def forward_slots(model, *, cache, past_mask, past_positions, inputs_embeds, new_mask, positions) -> ForwardOut:
     """Run the model over new slots. past_mask/past_positions [B, T0]; inputs_embeds [B, S, D]."""
@@ -114,11 +124,15 @@ def forward_slots(model, *, cache, past_mask, past_positions, inputs_embeds, new
     captured = {}
     hook = model.base_model.register_forward_hook(
         lambda _m, _a, out: captured.__setitem__("h", out.last_hidden_state))
+    memory = cache if cache is not None else empty_cache(model)
     kwargs = {"logits_to_keep": 1} if _takes_logits_to_keep(model) else {}
+    kwargs[cache_argument(model)] = memory
     try:
-        out = model(inputs_embeds=inputs_embeds, attention_mask=masks, position_ids=positions,
-                    past_key_values=cache if cache is not None else empty_cache(model), use_cache=True, **kwargs)
+        out = model(inputs_embeds=inputs_embeds, attention_mask=masks, position_ids=positions, use_cache=True,
+                    **kwargs)
     finally:
         hook.remove()
     hidden = captured["h"]
-    return ForwardOut(out.past_key_values, hidden[:, -1], out.logits[:, -1].float(), hidden)
+    # the model appends the new slots to the cache it was given, in place, so that object is the
+    # cache after the call (reading it back from the output would need the version's name again)
+    return ForwardOut(memory, hidden[:, -1], out.logits[:, -1].float(), hidden)

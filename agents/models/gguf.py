@@ -7,6 +7,8 @@ ordinary from_pretrained of the cached directory.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -32,13 +34,31 @@ def read_gguf(path: Path):
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-        model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
+        with _no_conversion_bar():
+            tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+            model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise ModelRefError(f"cannot read GGUF file {str(path)!r}: {first_line(exc)}") from None
     finally:
         hf_logging.set_verbosity(verbosity)
     return model, tokenizer
+
+
+@contextmanager
+def _no_conversion_bar():
+    """Silence transformers' "Converting and de-quantizing GGUF tensors" bar: it calls tqdm
+    itself, past the progress-bar switch, and inside an actor each redraw becomes one log
+    line on the driver. The model's load line reports how long the conversion took."""
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+
+    bar = getattr(gguf_utils, "tqdm", None)
+    if bar is not None:
+        gguf_utils.tqdm = partial(bar, disable=True)
+    try:
+        yield
+    finally:
+        if bar is not None:
+            gguf_utils.tqdm = bar
 
 
 def clean_copy(model):

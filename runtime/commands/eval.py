@@ -7,6 +7,7 @@ from pathlib import Path
 
 from topologies.errors import SpecError
 
+from runtime.commands.spec_options import add_verbose
 from runtime.eval.datasets import load_problems, parse_field_mapping
 from runtime.eval.report import print_report
 from runtime.eval.results import write_method
@@ -31,6 +32,7 @@ def add_parser(sub) -> None:
     p.add_argument("--max-new-tokens", type=int, help="override every agent's max_new_tokens")
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS or a local Ray)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or progress lines")
+    add_verbose(p)
 
 
 def parse_methods(text: str) -> list:
@@ -55,7 +57,8 @@ def prepare_methods(spec, methods: list, args) -> None:
         plan = build_plan(spec_m)
         preflight(spec_m, plan, args.address)
         cpus = max(cpus, needed_resources(spec_m, plan)["CPU"])
-    ensure_ray(address=args.address, num_cpus=cpus, object_store_bytes=spec.limits.object_store_bytes)
+    ensure_ray(address=args.address, num_cpus=cpus, object_store_bytes=spec.limits.object_store_bytes,
+               verbose=args.verbose)
 
 
 def run(args) -> int:

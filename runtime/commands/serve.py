@@ -56,7 +56,7 @@ def run(args) -> int:
     spec, plan = load_spec_and_plan(args)
     token = load_token(args.token_file)
     service = GatewayService(spec, plan, run_name=args.name, address=args.address,
-                             batch_window_s=args.batch_window_ms / 1000)
+                             batch_window_s=args.batch_window_ms / 1000, verbose=args.verbose)
     server = GatewayServer(service, args.host, args.port, token)  # binds now: a taken port fails before loading
     if args.host not in LOOPBACK and token is None:
         print(f"[latentray] warning: serving on {args.host} without a token: anyone who reaches the port can run "

@@ -63,11 +63,9 @@ def check_codecs(spec, plan) -> None:
 
 def check_limits(spec, address: str | None) -> None:
     """Limits that only a Ray this run starts can honour."""
-    joining = address or os.environ.get("RAY_ADDRESS")
-    if joining and spec.limits.object_store_bytes is not None:
-        raise RunError(f"limits.object_store_bytes sizes the object store of a Ray this run starts, but the run "
-                       f"joins the cluster at {joining}, whose store is already sized; remove "
-                       "limits.object_store_bytes, or size the cluster's store with `ray start --object-store-memory`")
+    from runtime.engine.ray_setup import refuse_store_size_when_joining
+
+    refuse_store_size_when_joining(address, spec.limits.object_store_bytes)
 
 
 def needed_resources(spec, plan) -> dict:

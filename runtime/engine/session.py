@@ -62,7 +62,7 @@ class RunSession:
             return self
         preflight(self.spec, self.plan, self.address)
         ray_setup.ensure_ray(address=self.address, num_cpus=needed_resources(self.spec, self.plan)["CPU"],
-                             object_store_bytes=self.spec.limits.object_store_bytes)
+                             object_store_bytes=self.spec.limits.object_store_bytes, verbose=self.verbose)
         check_fits(self.spec, self.plan, ray_setup.STARTED_LOCALLY)
         self._checked = True
         return self

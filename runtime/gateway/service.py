@@ -23,8 +23,8 @@ from runtime.gateway.batching import Collector, Ticket
 
 class GatewayService:
     def __init__(self, spec, plan, run_name: str | None = None, address: str | None = None,
-                 batch_window_s: float = 0.01):
-        self.spec, self.plan, self.address = spec, plan, address
+                 batch_window_s: float = 0.01, verbose: bool = False):
+        self.spec, self.plan, self.address, self.verbose = spec, plan, address, verbose
         self.run_name = run_name or f"{spec.name}-gw-{uuid.uuid4().hex[:6]}"
         self.batch_window_s = batch_window_s
         self.session = None
@@ -38,7 +38,7 @@ class GatewayService:
 
     def start(self) -> "GatewayService":
         """Pre-flight, start the actors (models loaded) and compile the steps."""
-        self.session = RunSession(self.spec, self.plan, self.run_name, self.address).start()
+        self.session = RunSession(self.spec, self.plan, self.run_name, self.address, self.verbose).start()
         self.metrics = self.session.metrics
         self._collector = Collector(self.spec.run.batch_size, self.batch_window_s, self._run_group)
         self.started_at = time.monotonic()
