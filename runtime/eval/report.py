@@ -1,5 +1,6 @@
 """`latentray report DIR`: the comparison table of an evaluation directory, and PNG plots
-of accuracy (with 95% intervals), decoded tokens and seconds per problem per method."""
+of accuracy (with 95% intervals, and the chance line of a multiple-choice set), decoded
+tokens and seconds per problem per method."""
 from __future__ import annotations
 
 import json
@@ -49,6 +50,11 @@ def write_plots(out_dir: Path, figures: list) -> list:
         fig, ax = plt.subplots(figsize=(4.5, 3.2))
         ax.bar(methods, values, yerr=err, capsize=6, color=["#888888", "#4c72b0", "#dd8452", "#55a868"][:len(values)])
         ax.set_title(title)
+        odds = [f["chance"] for f in figures if f.get("chance") is not None]
+        if name == "accuracy.png" and odds:  # the methods share their problems, so one line
+            ax.axhline(sum(odds) / len(odds), color="#c44e52", linestyle="--", linewidth=1.2,
+                       label=f"chance {sum(odds) / len(odds):.1%}")
+            ax.legend(loc="upper right", fontsize=7, frameon=False)
         for i, v in enumerate(values):
             ax.annotate(f"{v:.1%}" if name == "accuracy.png" else f"{v:.1f}", (i, v), ha="center", va="bottom",
                         fontsize=8, xytext=(0, 2), textcoords="offset points")

@@ -64,13 +64,18 @@ def _per_problem_tokens(steps: list) -> tuple:
     return decoded, prompt
 
 
+def options(problem) -> int:
+    """How many options a multiple-choice problem offers (0 for other tasks): its chance is 1 / that."""
+    return len(problem.choices) if problem.task == "choice" else 0
+
+
 def _failed_row(p, method: str, dataset: str, spec_name: str, reason: str) -> dict:
     """A problem that failed scores as wrong, so a failure can never raise an accuracy."""
     return {"dataset": dataset, "spec": spec_name, "method": method, "id": p.id, "task": p.task,
             "question": p.question, "context": p.context, "gold": p.gold, "answer": None, "extracted": None,
             "correct": False, "detail": "failed", "prompt_tokens": 0, "decoded_tokens": 0, "tokens_by_agent": {},
             "latent_steps": 0, "seconds": 0.0, "seconds_by_agent": {}, "message_bytes": 0, "batch": -1,
-            "error": reason}
+            "options": options(p), "error": reason}
 
 
 def method_rows(answers: list, steps: list, trace: list, problems: list, method: str, dataset: str,
@@ -95,7 +100,7 @@ def method_rows(answers: list, steps: list, trace: list, problems: list, method:
             "tokens_by_agent": {ag: int(n) for ag, n in decoded[i].items()},
             "latent_steps": int(c["latent_steps"]), "seconds": float(sum(seconds.values())),
             "seconds_by_agent": seconds, "message_bytes": int(round(c["bytes"] * share)),
-            "batch": int(a["batch"]), "error": None,
+            "batch": int(a["batch"]), "options": options(p), "error": None,
         })
     order = [a["index"] for a in sorted(answers, key=lambda r: r["index"])]
     for i, why in (failed or {}).items():
