@@ -49,10 +49,38 @@ def check_transports(spec, plan) -> None:
             except ValueError as exc:
                 raise SpecError(str(exc), field=f"channels.compression (edge {edge.src} -> {edge.dst})",
                                 fix="order: latent_only, layers:..., bf16|fp16, int8") from None
-    if uses_rdt and spec.channels.rdt_backend == "gloo":
+    if uses_rdt:
+        check_rdt_backend(spec, plan)
+
+
+# rdt backends that move tensors between GPUs: each actor on such an edge needs a GPU.
+GPU_BACKENDS = ("nccl", "cuda_ipc", "nixl")
+
+
+def check_rdt_backend(spec, plan) -> None:
+    """gloo must import here; a GPU backend needs every agent on an rdt edge to ask for a GPU
+    (whether the GPU can run the backend is checked inside each actor, where it is)."""
+    backend = spec.channels.rdt_backend
+    if backend not in GPU_BACKENDS:
         from channels.transports.rdt import require_backend
 
-        require_backend("gloo")  # CUDA backends are checked inside the actors, where the GPUs are
+        require_backend(backend)
+        return
+    on_rdt = {agent for s in plan.steps for e in s.inputs if e.transport == "rdt"
+              for agent in (plan.step(e.src).agent, s.agent)}
+    cpu_only = sorted(a for a in on_rdt if spec.agents[a].resources.num_gpus <= 0)
+    if cpu_only:
+        raise SpecError(f"rdt backend {backend!r} moves tensors between GPUs, but agent(s) {', '.join(cpu_only)} "
+                        "ask for no GPU", field="channels.rdt_backend",
+                        fix="give them agents.<id>.resources.num_gpus, or use rdt_backend: gloo on CPUs")
+
+
+def rejected_questions(spec, questions: list, known: dict | None = None) -> dict:
+    """{index: reason} of the questions that cannot run: `known` ones (unreadable lines) and
+    each one the question checks refuse (empty, binary, not Unicode, over the limit)."""
+    from runtime.engine.question_checks import rejected_questions as check
+
+    return check(questions, spec.limits.max_question_chars, known)
 
 
 def check_codecs(spec, plan) -> None:

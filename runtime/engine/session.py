@@ -17,8 +17,7 @@ import uuid
 from runtime.engine.actors import actor_names, kill_actors, start_actors
 from runtime.engine.groups import open_groups
 from runtime.engine.metrics import RunMetrics
-from runtime.engine.preflight import check_fits, needed_resources, preflight
-from runtime.engine.question_checks import rejected_questions
+from runtime.engine.preflight import check_fits, needed_resources, preflight, rejected_questions
 from runtime.engine.scheduler import BatchDone, run_plan
 from runtime.engine.steps import spec_steps
 
@@ -81,7 +80,7 @@ class RunSession:
 
     def rejected(self, questions: list, known: dict | None = None) -> dict:
         """{index: reason} of the questions that cannot run (known ones plus each the checks refuse)."""
-        return rejected_questions(questions, self.spec.limits.max_question_chars, known)
+        return rejected_questions(self.spec, questions, known)
 
     def run(self, questions: list, todo: list | None = None, rejected: dict | None = None, on_wait=None,
             on_submit=None):

@@ -4,7 +4,7 @@ that session on those same actors.
 
 Concurrent requests are batched by the Collector (batching.py); several groups run at once
 on the same actor handles (Ray queues their calls on each actor). Each question is checked
-with runtime/engine/question_checks.py first: a bad one fails alone, with its reason, unrun.
+by the pre-flight's question checks first: a bad one fails alone, with its reason, unrun.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import uuid
 from agents.errors import first_line
 
 from runtime.engine.actors import actor_names
-from runtime.engine.question_checks import rejected_questions
+from runtime.engine.preflight import rejected_questions
 from runtime.engine.session import RunSession
 from runtime.gateway.batching import Collector, Ticket
 
@@ -57,7 +57,7 @@ class GatewayService:
     def submit(self, questions: list, on_event=None) -> Ticket:
         """Queue a request's questions (strings or {"question", "context"} maps); returns its
         Ticket, done once each question is answered or failed. on_event(dict): progress."""
-        bad = rejected_questions(questions, self.spec.limits.max_question_chars)
+        bad = rejected_questions(self.spec, questions)
         if bad:
             self.metrics.problems_failed(len(bad))
         ticket = Ticket(questions, bad, on_event)
