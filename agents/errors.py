@@ -20,10 +20,6 @@ class StepTimeoutError(LatentrayError):
     """A step ran past limits.step_timeout_s; checked between forward passes."""
 
 
-class MessageTooLargeError(LatentrayError):
-    """A message larger than limits.max_message_bytes."""
-
-
 class ProblemInputError(LatentrayError):
     """Some problems of a batch cannot run (their prompt is too long...): `rows` maps each
     row of the batch to its reason, so the others can run without them."""

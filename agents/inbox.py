@@ -1,13 +1,15 @@
 """Turn the messages a step receives into what its prefill consumes.
 
-Order is the plan's inbox order (the step's `inputs`). Per kind:
-  kv:            becomes the working-memory prefix (past_key_values); several kv messages
+Order is the plan's inbox order (the step's `inputs`). Each message's kind says how it is
+read (its role, channels/kinds/):
+  memory (kv):   becomes the working-memory prefix (past_key_values); several kv messages
                  (one model) are laid side by side in inbox order by `rope_join`
                  (agents/kv_join.join_kv: later caches' keys re-rotated to continue after
                  the earlier ones, per row; nothing recomputed), or, with merge "concat",
                  are the parts of one working memory (a chain's delta memory: each agent
                  sent only the slots it added), kept as parts for the cache to assemble
-  hidden/embeds: concatenated along the sequence, in inbox order, and placed as soft
+  soft tokens (hidden/embeds):
+                 concatenated along the sequence, in inbox order, and placed as soft
                  tokens before the prompt (a `hidden` message arrives here already
                  decoded by its edge codec into this model's input space)
   text:          joined per row, in inbox order, into the prompt
@@ -20,6 +22,7 @@ from typing import Optional
 import torch
 
 from channels.errors import MessageError
+from channels.kinds import MEMORY, SOFT_TOKENS, TEXT, get_kind
 from channels.message import LatentMessage
 
 
@@ -43,12 +46,23 @@ def check_parts(parts: list, receiver: str) -> None:
                                sender=m.sender, receiver=receiver, field="keys")
 
 
+def by_role(messages, receiver: str) -> dict:
+    """{role: [messages]} in inbox order; a kind no agent reads is refused."""
+    groups: dict = {MEMORY: [], SOFT_TOKENS: [], TEXT: []}
+    for m in messages:
+        role = get_kind(m.kind).role
+        if role not in groups:
+            raise MessageError(f"an agent cannot read {m.kind} messages; send them to a step that consumes them",
+                               sender=m.sender, receiver=receiver, field="kind")
+        groups[role].append(m)
+    return groups
+
+
 def merge_inbox(messages, receiver: str = "?", rope_join=None, kv_merge: str = "join") -> Inbox:
-    """Group messages by kind. Several kv messages need `rope_join(list) -> message`, or are
-    the parts of one memory (kv_merge "concat")."""
-    kv = [m for m in messages if m.kind == "kv"]
-    soft = [m for m in messages if m.kind in ("hidden", "embeds")]
-    texts = [m for m in messages if m.kind == "text"]
+    """Group messages by how they are read. Several kv messages need `rope_join(list) ->
+    message`, or are the parts of one memory (kv_merge "concat")."""
+    groups = by_role(messages, receiver)
+    kv, soft, texts = groups[MEMORY], groups[SOFT_TOKENS], groups[TEXT]
     inbox = Inbox()
     if len(kv) == 1:
         inbox.kv = kv[0]
@@ -61,10 +75,10 @@ def merge_inbox(messages, receiver: str = "?", rope_join=None, kv_merge: str = "
                                receiver=receiver, field="kind")
         inbox.kv = rope_join(kv)
     if soft:
-        key = lambda m: "hidden" if m.kind == "hidden" else "embeds"  # noqa: E731
-        inbox.embeds = torch.cat([m.tensors[key(m)] for m in soft], dim=1)
-        inbox.embeds_mask = torch.cat([m.tensors["mask"] for m in soft], dim=1)
+        vectors, masks = zip(*(get_kind(m.kind).soft_tokens(m) for m in soft))
+        inbox.embeds = torch.cat(vectors, dim=1)
+        inbox.embeds_mask = torch.cat(masks, dim=1)
     if texts:
-        rows = len(texts[0].header.texts)
-        inbox.texts = ["\n\n".join(f"[{m.sender}] {m.header.texts[b]}" for m in texts) for b in range(rows)]
+        rows = [get_kind(m.kind).texts(m) for m in texts]
+        inbox.texts = ["\n\n".join(f"[{m.sender}] {r[b]}" for m, r in zip(texts, rows)) for b in range(len(rows[0]))]
     return inbox

@@ -31,9 +31,9 @@ def in_process(spec, plan, questions: list) -> tuple:
     import torch
 
     from agents.agent import Agent
-    from agents.aggregate import aggregate_messages
     from agents.fingerprint import model_fingerprint
     from agents.models import load_model
+    from channels.aggregate import aggregate_messages
 
     agents = {}
     for model_id, m in spec.models.items():

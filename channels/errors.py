@@ -21,6 +21,15 @@ class TransportUnavailable(TransportError):
     """The transport a channel asks for cannot run here (no CUDA, Ray too old, missing library)."""
 
 
+class MessageTooLargeError(MessageError):
+    """A message larger than limits.max_message_bytes. Its text says the step, the size and
+    what to do, so it is not prefixed like other message errors."""
+
+    def __init__(self, message: str, *, sender: str = "?", field: str = "limits.max_message_bytes"):
+        self.sender, self.receiver, self.field = sender, "?", field
+        ValueError.__init__(self, message)
+
+
 class FingerprintMismatchError(MessageError):
     """A kv message from a model other than the receiver's (weights, tokenizer or geometry)."""
 
@@ -35,3 +44,12 @@ class CodecError(ValueError):
 
 class CodecMismatchError(CodecError):
     """A fitted codec (or an encoded message) that belongs to other models or another fit."""
+
+
+class UnknownKindError(ValueError):
+    """A message kind no module registered: says which kinds exist and how to add one."""
+
+    def __init__(self, name, known):
+        self.kind, self.known = name, tuple(known)
+        super().__init__(f"unknown message kind {name!r}; use one of {', '.join(self.known)} "
+                         "(a new kind is a MessageKind subclass registered with channels.kinds.register_kind)")

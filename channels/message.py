@@ -1,14 +1,9 @@
 """LatentMessage: a small plain-data header plus named tensors.
 
-Tensor layout by kind (B = batch rows, T/S = sequence slots, left padded):
-  kv:     keys, values [L, B, H_kv, T, D] (L = len(header.layers)); mask [B, T];
-          positions [B, T] (the RoPE position each cached slot was written at)
-  hidden: hidden [B, S, D] latent vectors; mask [B, S]
-  embeds: embeds [B, S, D] soft tokens in the receiver's input space; mask [B, S]
-  text:   no tensors; header.texts holds one string per row
-Shapes are logical: a tensor may lie in memory in another dimension order (a sending
-agent's keys are views of its slot-major cache); transports keep that order
-(transports/memory_order.py).
+Which tensors a message carries, and their layout, is up to its kind (channels/kinds/:
+kv, hidden, embeds, text; B = batch rows, T/S = sequence slots, left padded). Shapes are
+logical: a tensor may lie in memory in another dimension order (a sending agent's keys
+are views of its slot-major cache); transports keep that order (transports/memory_order.py).
 The header is msgpack-serialisable, so it can be inspected without touching tensors.
 """
 from __future__ import annotations
@@ -21,13 +16,9 @@ from dataclasses import dataclass, field
 import msgpack
 import torch
 
-KINDS = ("kv", "hidden", "embeds", "text")
-TENSOR_NAMES = {
-    "kv": ("keys", "values", "mask", "positions"),
-    "hidden": ("hidden", "mask"),
-    "embeds": ("embeds", "mask"),
-    "text": (),
-}
+from .kinds import KINDS, MessageKind, find_kind, get_kind  # noqa: F401  (KINDS: re-exported)
+
+_UNKNOWN_KIND = MessageKind()  # counts the bytes of a message whose kind is not (yet) checked
 
 
 @dataclass(frozen=True)
@@ -81,15 +72,13 @@ class LatentMessage:
 
     @property
     def nbytes(self) -> int:
-        """Payload bytes: every tensor, plus the UTF-8 bytes of a text message's texts."""
-        texts = sum(len(t.encode()) for t in (self.header.texts or ()))
-        return sum(t.numel() * t.element_size() for t in self.tensors.values()) + texts
+        """Payload bytes, as the message's kind counts them (every tensor, a text message's texts)."""
+        return (find_kind(self.kind) or _UNKNOWN_KIND).nbytes(self)
 
     @classmethod
     def build(cls, kind: str, sender: str, fingerprint: dict, tensors: dict, **header) -> "LatentMessage":
         """Build a message, filling shapes and dtypes from the tensors themselves."""
-        if kind not in KINDS:
-            raise ValueError(f"unknown message kind {kind!r}; use one of {KINDS}")
+        get_kind(kind)  # UnknownKindError (a ValueError) naming the known kinds
         header.setdefault("trace_id", uuid.uuid4().hex[:16])
         head = MessageHeader(
             kind=kind, sender=sender, fingerprint=dict(fingerprint),

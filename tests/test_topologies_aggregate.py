@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from agents.aggregate import agreement_weights, aggregate_messages
+from channels.aggregate import aggregate_messages, agreement_weights
 from channels.errors import MessageError
 from channels.message import LatentMessage
 

@@ -133,3 +133,62 @@ def test_gpu_hand_off_is_bit_exact(remote_classes, backend):
         destroy_group(group)
         for actor in (producer, receiver):
             ray.kill(actor)
+
+
+def test_pop_stats_raises_the_error_of_a_failed_step():
+    """An rdt step's stats wait in the actor for pop_stats; a step that failed leaves its
+    error there instead, and pop_stats raises it (then forgets it) rather than a KeyError."""
+    from agents.actor import AgentActor
+    from agents.errors import ProblemInputError
+    from agents.step_call import StepCall
+
+    actor = AgentActor.__new__(AgentActor)  # no model: only the stats bookkeeping runs
+    actor._stats = {}
+
+    def too_long(call, questions, inbox):
+        raise ProblemInputError("prompt too long", {0: "prompt too long"})
+
+    actor._execute = too_long
+    with pytest.raises(ProblemInputError):
+        actor.produce(StepCall("planner", "planner", "latent", batch=3), ["q"])
+    with pytest.raises(ProblemInputError, match="prompt too long") as e:
+        actor.pop_stats(3, "planner")
+    assert e.value.rows == {0: "prompt too long"} and actor._stats == {}
+    actor._execute = lambda call, questions, inbox: (["message"], {"step": call.step_id})
+    assert actor.produce(StepCall("critic", "critic", "latent", batch=3), ["q"]) == "message"
+    assert actor.pop_stats(3, "critic") == {"step": "critic"}
+
+
+def rdt_chain(**limits):
+    """The example chain on a tiny model, every edge over rdt (gloo on CPU), short steps."""
+    from pathlib import Path
+
+    from helpers import with_model_ref
+    from topologies import load_spec
+
+    spec = with_model_ref(load_spec(Path(__file__).resolve().parents[1] / "topologies/examples/latent_chain.yaml"),
+                          "tiny:qwen3-64")
+    agents = {k: a.model_copy(update={"max_new_tokens": 4, "latent_steps": 1}) for k, a in spec.agents.items()}
+    return spec.model_copy(update={
+        "agents": agents, "run": spec.run.model_copy(update={"batch_size": 3}),
+        "channels": spec.channels.model_copy(update={"transport": "rdt", "rdt_backend": "gloo"}),
+        "limits": spec.limits.model_copy(update=limits)})
+
+
+@pytest.mark.ray
+def test_a_step_error_on_an_rdt_edge_reaches_the_driver_as_itself(ray_session):
+    """A step that fails on an rdt edge keeps its stats slot for its error, so the driver's
+    scheduler sees the ProblemInputError (not a KeyError for missing stats): the problem
+    whose prompt is too long fails with that reason and its batch-mates are answered."""
+    from runtime.engine.run import run_spec
+    from topologies import build_plan
+
+    spec = rdt_chain(max_prompt_tokens=400)
+    plan = build_plan(spec)
+    assert {e.transport for s in plan.steps for e in s.inputs} == {"rdt"}
+    long = "Please consider this carefully. " * 20 + "What is 1 plus 1?"
+    questions = ["What is 2 plus 3?", long, "What is 4 plus 5?"]
+    result = run_spec(spec, plan, questions, run_name="rdt-step-error")
+    assert set(result.failed) == {1}, result.failed
+    assert "limits.max_prompt_tokens = 400" in result.failed[1] and "step planner" in result.failed[1]
+    assert all(isinstance(result.answers[i], str) for i in (0, 2))

@@ -18,6 +18,8 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict
 
+from channels.kinds import MEMORY, get_kind
+
 from .edges import make_edge
 from .plan import Plan, Step
 from .roles import with_emits
@@ -33,9 +35,10 @@ class ChainParams(BaseModel):
 
 
 def _delta(edge, params: ChainParams) -> bool:
-    """Delta parts give exactly the full memory's result only without compression (int8
-    scales and latent_only's slot choice would apply per part instead of per memory)."""
-    return (params.memory == "accumulate" and params.transfer == "delta" and edge.kind == "kv"
+    """A working memory (kv) can travel as the parts each agent added. Delta parts give
+    exactly the full memory's result only without compression (int8 scales and
+    latent_only's slot choice would apply per part instead of per memory)."""
+    return (params.memory == "accumulate" and params.transfer == "delta" and get_kind(edge.kind).role == MEMORY
             and edge.transport == "object_store" and not edge.compression)
 
 

@@ -1,6 +1,8 @@
 """Resolve the channel settings of one edge: spec defaults, then any per-edge override."""
 from __future__ import annotations
 
+from channels.kinds import get_kind
+
 from .plan import Edge
 from .spec import GraphSpec
 
@@ -12,8 +14,9 @@ def same_model(spec: GraphSpec, a: str, b: str) -> bool:
 
 
 def auto_codec(spec: GraphSpec, kind: str, src_agent: str, dst_agent: str) -> str:
-    """hidden: realign within one model, the hub space between different ones; else identity."""
-    if kind != "hidden":
+    """A kind codecs map (hidden): realign within one model, the hub space between different
+    ones; any other kind: identity."""
+    if not get_kind(kind).takes_codec:
         return "identity"
     if src_agent not in spec.agents or dst_agent not in spec.agents:
         return "realign"  # an unknown agent is reported by validation

@@ -1,7 +1,7 @@
 """hub: spokes talk only through a hub that aggregates their messages in one shared space.
 
 Each round every spoke thinks and sends its message to the hub; the hub combines them
-(action "aggregate": concat, mean or weighted, see agents/aggregate.py; no model call)
+(action "aggregate": concat, mean or weighted, see channels/kinds/soft.py; no model call)
 and sends the one result back to every spoke for the next round. After the last round
 the hub agent reads the final aggregate and decodes the answer. The spokes' edge codec
 decides the space the hub aggregates in: with one model, the model's own hidden space
@@ -26,6 +26,8 @@ from dataclasses import replace
 from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from channels.kinds import TEXT, get_kind
 
 from .edges import make_edge
 from .plan import Plan, Step
@@ -55,7 +57,7 @@ def hub(spec: GraphSpec, params: HubParams) -> Plan:
             steps.append(Step(id=sid, agent=s, action="latent", inputs=inputs, round=r))
         hub_id = f"r{r}/{center}"
         inputs = tuple(make_edge(spec, f"r{r}/{s}", hub_id, s, center) for s in spokes)
-        textual = all(e.kind == "text" for e in inputs)
+        textual = all(get_kind(e.kind).role == TEXT for e in inputs)  # the hub agent reads and writes text
         space_codec = None if textual else inputs[0].codec
         steps.append(Step(id=hub_id, agent=center, action="latent" if textual else "aggregate", inputs=inputs,
                           round=r, aggregate="" if textual else params.aggregate))
@@ -69,4 +71,4 @@ def hub(spec: GraphSpec, params: HubParams) -> Plan:
 def _from_hub(spec: GraphSpec, src_step: str, dst_step: str, center: str, dst: str, space_codec):
     """An edge out of the hub: an aggregate is decoded with the codec its spokes encoded with."""
     edge = make_edge(spec, src_step, dst_step, center, dst)
-    return replace(edge, codec=space_codec) if space_codec and edge.kind == "hidden" else edge
+    return replace(edge, codec=space_codec) if space_codec and get_kind(edge.kind).takes_codec else edge

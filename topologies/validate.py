@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 
+from channels.kinds import get_kind, kinds_with
+
 from .errors import SpecError
 from .plan import Plan
 from .edges import same_model
@@ -97,20 +99,17 @@ def _check_edge(spec: GraphSpec, plan: Plan, edge, step, file: str) -> None:
     where = f"{src_agent} -> {step.agent}"
     check_codec(edge.codec, file, "channels.codec")
     one_model = same_model(spec, src_agent, step.agent)
-    if edge.kind == "kv" and not one_model:
-        raise SpecError(f"kv edge {where} joins different models {src_model!r} and {dst_model!r}",
-                        file=file, field="channels.kind",
-                        fix="kv messages need one model on both ends; use kind hidden with a codec")
-    if edge.kind != "hidden" and edge.codec != "identity":
-        raise SpecError(f"{edge.kind} edge {where} has codec {edge.codec}, but codecs map hidden messages only",
+    kind = get_kind(edge.kind)
+    if kind.same_model_only and not one_model:
+        raise SpecError(f"{kind.name} edge {where} joins different models {src_model!r} and {dst_model!r}"
+                        f"{kind.same_model_why}", file=file, field="channels.kind", fix=kind.same_model_fix)
+    if not kind.takes_codec and edge.codec != "identity":
+        coded = " or ".join(kinds_with("takes_codec"))
+        raise SpecError(f"{kind.name} edge {where} has codec {edge.codec}, but codecs map {coded} messages only",
                         file=file, field="channels.codec",
-                        fix=f"use kind hidden for {where}, or codec identity (auto)")
-    if edge.kind == "embeds" and not one_model:
-        raise SpecError(f"embeds edge {where} joins different models {src_model!r} and {dst_model!r}: embeds are "
-                        "vectors in the sender's own input space", file=file, field="channels.kind",
-                        fix="use kind hidden with a codec (ridge, relative or hub) between different models")
-    if edge.kind == "hidden" and edge.codec in SAME_SPACE_CODECS and not one_model:
-        raise SpecError(f"hidden edge {where} joins different models {src_model!r} and {dst_model!r} with codec "
+                        fix=f"use kind {coded} for {where}, or codec identity (auto)")
+    if kind.takes_codec and edge.codec in SAME_SPACE_CODECS and not one_model:
+        raise SpecError(f"{kind.name} edge {where} joins different models {src_model!r} and {dst_model!r} with codec "
                         f"{edge.codec}, which maps nothing between them", file=file, field="channels.codec",
                         fix=f"set a codec that maps between models (ridge, relative, hub, or auto) for {where} "
                             "and fit it with latentray fit-codec")
@@ -119,18 +118,21 @@ def _check_edge(spec: GraphSpec, plan: Plan, edge, step, file: str) -> None:
 def _check_inbox(spec: GraphSpec, plan: Plan, step, file: str) -> None:
     kinds = [e.kind for e in step.inputs]
     model = spec.models[spec.agents[step.agent].model]
-    if kinds.count("kv") > 1 and has_no_rope(model.ref):
-        raise SpecError(f"step {step.id!r} joins kv from {kinds.count('kv')} senders on {model.ref}, "
+    rotated = [k for k in kinds if get_kind(k).rope_joined]
+    if len(rotated) > 1 and has_no_rope(model.ref):
+        raise SpecError(f"step {step.id!r} joins {rotated[0]} from {len(rotated)} senders on {model.ref}, "
                         "which has absolute positions (no RoPE) so caches cannot be re-positioned",
                         file=file, field="channels.kind", fix="use kind hidden for this model")
     if step.action == "aggregate":
         if step.aggregate not in AGGREGATES:
             raise SpecError(f"unknown aggregate {step.aggregate!r}", file=file, field="topology.aggregate",
                             fix=f"use one of: {', '.join(AGGREGATES)}")
-        if not kinds or any(k not in ("hidden", "embeds") for k in kinds) or len(set(kinds)) > 1:
+        if not kinds or not all(get_kind(k).aggregatable for k in kinds) or len(set(kinds)) > 1:
+            first, *others = kinds_with("aggregatable")
             raise SpecError(f"step {step.id!r} aggregates {', '.join(sorted(set(kinds))) or 'nothing'}; "
-                            "aggregation needs hidden or embeds messages of one kind", file=file,
-                            field="channels.kind", fix="set channels.kind to hidden (or embeds)")
+                            f"aggregation needs {' or '.join([first, *others])} messages of one kind", file=file,
+                            field="channels.kind",
+                            fix=f"set channels.kind to {first}" + (f" (or {' or '.join(others)})" if others else ""))
         codecs = sorted({e.codec for e in step.inputs})
         if len(codecs) > 1:
             raise SpecError(f"step {step.id!r} aggregates messages of codecs {', '.join(codecs)}; they must share "
@@ -152,7 +154,7 @@ def _check_emits(spec: GraphSpec, plan: Plan, file: str) -> None:
         if step.action == "aggregate" and step.inputs:
             space = step.inputs[0].codec
             for e in out:
-                if e.kind == "hidden" and e.codec != space:
+                if get_kind(e.kind).takes_codec and e.codec != space:
                     raise SpecError(f"edge {step.agent} -> {plan.step(e.dst).agent} decodes the aggregate of step "
                                     f"{step.id!r} with codec {e.codec}, but it was combined in {space}'s space",
                                     file=file, field="channels.codec", fix=f"use codec {space} on that edge")
@@ -162,7 +164,7 @@ def _check_emits(spec: GraphSpec, plan: Plan, file: str) -> None:
                             "a step emits one message kind", file=file, field="channels.edges",
                             fix=f"give every edge out of {step.agent} the same kind")
         cfg = spec.agents[step.agent]
-        if step.action == "latent" and out and step.emit in ("hidden", "embeds") and cfg.latent_steps == 0:
+        if step.action == "latent" and out and get_kind(step.emit).needs_latent_steps and cfg.latent_steps == 0:
             raise SpecError(f"agent {step.agent!r} sends {step.emit} messages but has latent_steps 0",
                             file=file, field=f"agents.{step.agent}.latent_steps",
                             fix="set latent_steps > 0, or send kind kv")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from channels.errors import MessageError
+from channels.kinds import get_kind
 from channels.message import LatentMessage
 
 from .base import Decoder, Encoder, raw_space
@@ -25,7 +26,8 @@ def _map_rows(vecs: torch.Tensor, fn) -> torch.Tensor:
 
 
 def encode_message(msg: LatentMessage, encoder: Encoder, codec: str) -> LatentMessage:
-    if msg.kind != "hidden":
+    """A message of a kind codecs map (hidden), in the encoder's wire space; any other as is."""
+    if not get_kind(msg.kind).takes_codec:
         return msg
     vecs = msg.tensors["hidden"]
     out = _map_rows(vecs, encoder).to(vecs.dtype if vecs.is_floating_point() else torch.float32)
@@ -39,8 +41,9 @@ def decode_message(msg: LatentMessage, decoder: Decoder, realign, *, receiver: s
     `read` map (fitted codecs), prompt states take it; so do the trailing
     header.latent_slots latent-step states unless latent_decode is "think": then they are
     decoded into the receiver's last-layer space and realigned by `realign` (the receiving
-    agent's W_a, [N, D] -> [N, D]), as are all states of a decoder without a read map."""
-    if msg.kind != "hidden":
+    agent's W_a, [N, D] -> [N, D]), as are all states of a decoder without a read map.
+    A message of a kind codecs do not map is returned as is."""
+    if not get_kind(msg.kind).takes_codec:
         return msg
     try:
         decoder.check_space(message_space(msg), msg.sender)

@@ -52,7 +52,8 @@ def compress_message(msg: LatentMessage, names, *, receiver: str = "?") -> Laten
     if not names:
         return msg
     try:
-        steps = check_compression_names(names)
+        check_compression_names(record(msg) + names)  # after what the message already went through
+        steps = [get_compression(n) for n in names]
     except ValueError as e:
         raise CompressionError(str(e), sender=msg.sender, receiver=receiver, field=RECORD) from None
     before = msg.nbytes

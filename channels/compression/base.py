@@ -13,10 +13,9 @@ from abc import ABC, abstractmethod
 import torch
 
 from channels.errors import CompressionError, MessageError
+from channels.kinds import KINDS, MessageKind, find_kind
 from channels.message import LatentMessage
 
-# Tensors that carry the content of each kind (the rest is bookkeeping: mask, positions).
-PAYLOAD = {"kv": ("keys", "values"), "hidden": ("hidden",), "embeds": ("embeds",), "text": ()}
 RECORD = "compression"
 
 
@@ -33,12 +32,17 @@ def compact(t: torch.Tensor) -> torch.Tensor:
 
 
 class Compression(ABC):
-    """One compression step. Subclasses set name, stage and kinds and implement compress and
-    decompress; a step that adds tensors also names them (added_tensors) and checks them."""
+    """One compression step. Subclasses set name and stage and implement compress and
+    decompress; a step that adds tensors also names them (added_tensors) and checks them.
+    A step acts on a kind's payload tensors (channels/kinds/); `applies_to` says which
+    kinds it can act on at all."""
 
     name: str = ""
     stage: int = 0
-    kinds: tuple = ("kv", "hidden", "embeds")
+
+    def applies_to(self, kind: MessageKind) -> bool:
+        """Whether this step can compress messages of `kind` (default: any kind with a payload)."""
+        return bool(kind.payload)
 
     @abstractmethod
     def compress(self, msg: LatentMessage, receiver: str = "?") -> LatentMessage:
@@ -57,19 +61,20 @@ class Compression(ABC):
 
     # ---- helpers for subclasses ------------------------------------------------------
     def begin(self, msg: LatentMessage, receiver: str) -> list:
-        """Refuse a kind this step does not apply to, a repeat, or an out-of-order step."""
+        """Refuse a kind this step does not apply to; the steps already applied."""
         fail = lambda text: CompressionError(text, sender=msg.sender, receiver=receiver,  # noqa: E731
                                              field=f"{RECORD}.{self.name}")
-        if msg.kind not in self.kinds:
-            raise fail(f"{self.name!r} does not apply to a {msg.kind!r} message (only {', '.join(self.kinds)}); "
+        kind = find_kind(msg.kind)
+        if kind is None or not self.applies_to(kind):
+            fits = [name for name in KINDS if self.applies_to(find_kind(name))]
+            raise fail(f"{self.name!r} does not apply to a {msg.kind!r} message (only {', '.join(fits)}); "
                        "remove it from this channel's compression list")
-        done = record(msg)
-        from . import get_compression  # registry lives in the package; imported late to avoid a cycle
-        for prev in done:
-            if get_compression(prev).stage >= self.stage:
-                raise fail(f"{self.name!r} cannot follow {prev!r}; order the list as "
-                           "latent_only, layers:<...>, bf16|fp16, int8 (each at most once)")
-        return done
+        return record(msg)  # the order against earlier steps is the registry's check (compress_message)
+
+    @staticmethod
+    def payload(msg: LatentMessage) -> tuple:
+        """Names of the tensors that carry `msg`'s content (its kind's payload)."""
+        return find_kind(msg.kind).payload
 
     def finish(self, msg: LatentMessage, tensors: dict, **header) -> LatentMessage:
         extra = {**msg.header.extra, **header.pop("extra", {}), RECORD: record(msg) + [self.name]}

@@ -10,7 +10,7 @@ import torch
 from channels.errors import CompressionError
 from channels.message import LatentMessage
 
-from .base import PAYLOAD, Compression
+from .base import Compression
 
 
 class Cast(Compression):
@@ -33,7 +33,7 @@ class Cast(Compression):
                     f"{float(t.abs().max()):.3g}); use bf16 on this channel", sender=msg.sender,
                     receiver=receiver, field=f"compression.{self.name}")
             out[key] = cast
-        source = msg.tensors[PAYLOAD[msg.kind][0]].dtype
+        source = msg.tensors[self.payload(msg)[0]].dtype
         extra = {"source_dtype": msg.header.extra.get("source_dtype", str(source).removeprefix("torch."))}
         return self.finish(msg, out, extra=extra)
 

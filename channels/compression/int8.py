@@ -13,7 +13,9 @@ import torch
 
 from channels.message import LatentMessage
 
-from .base import PAYLOAD, Compression
+from channels.kinds import MessageKind
+
+from .base import Compression
 
 QMAX = 127
 
@@ -35,26 +37,30 @@ class Int8(Compression):
     name = "int8"
     stage = 3
 
+    def applies_to(self, kind: MessageKind) -> bool:
+        """Scales are per channel over the sequence: every payload tensor needs a sequence axis."""
+        return bool(kind.payload) and all(p in kind.seq_axis for p in kind.payload)
+
     def compress(self, msg: LatentMessage, receiver: str = "?") -> LatentMessage:
         self.begin(msg, receiver)
         out = dict(msg.tensors)
-        for key in PAYLOAD[msg.kind]:
+        for key in self.payload(msg):
             out[key], out[key + "_scale"] = quantise(msg.tensors[key])
-        source = msg.tensors[PAYLOAD[msg.kind][0]].dtype
+        source = msg.tensors[self.payload(msg)[0]].dtype
         extra = {"source_dtype": msg.header.extra.get("source_dtype", str(source).removeprefix("torch."))}
         return self.finish(msg, out, extra=extra)
 
     def decompress(self, msg: LatentMessage, dtype: torch.dtype) -> LatentMessage:
         out = {k: t for k, t in msg.tensors.items() if not k.endswith("_scale")}
-        for key in PAYLOAD[msg.kind]:
+        for key in self.payload(msg):
             out[key] = dequantise(msg.tensors[key], msg.tensors[key + "_scale"], dtype)
         return self.undo(msg, out)
 
     def added_tensors(self, msg: LatentMessage) -> tuple:
-        return tuple(key + "_scale" for key in PAYLOAD[msg.kind])
+        return tuple(key + "_scale" for key in self.payload(msg))
 
     def check(self, msg: LatentMessage, fail) -> None:
-        for key in PAYLOAD[msg.kind]:
+        for key in self.payload(msg):
             q, scale = msg.tensors[key], msg.tensors[key + "_scale"]
             if q.dtype != torch.int8:
                 fail(f"dtypes.{key}", f"{q.dtype} but the message records int8 compression")

@@ -10,17 +10,19 @@ from __future__ import annotations
 import torch
 
 from channels.errors import CompressionError
+from channels.kinds import MessageKind, find_kind
 from channels.message import LatentMessage
 
 from .base import Compression
-
-# Sequence axis of each tensor a kind carries.
-_SEQ_AXIS = {"keys": 3, "values": 3, "mask": 1, "positions": 1, "hidden": 1, "embeds": 1}
 
 
 class LatentOnly(Compression):
     name = "latent_only"
     stage = 0
+
+    def applies_to(self, kind: MessageKind) -> bool:
+        """Needs a mask and a sequence axis on every tensor of the kind, to cut them all."""
+        return bool(kind.payload) and "mask" in kind.tensors and all(t in kind.seq_axis for t in kind.tensors)
 
     def compress(self, msg: LatentMessage, receiver: str = "?") -> LatentMessage:
         self.begin(msg, receiver)
@@ -33,11 +35,12 @@ class LatentOnly(Compression):
         if m > mask.shape[1] or not bool(mask[:, -m:].bool().all()):
             raise fail(f"the last {m} slots are not real in every row (mask width {mask.shape[1]}); "
                        "the message was not built by latent steps")
+        seq_axis = find_kind(msg.kind).seq_axis
         out = {}
         for key, t in msg.tensors.items():
-            if key not in _SEQ_AXIS:
+            if key not in seq_axis:
                 raise fail(f"tensor {key!r} has no known sequence axis; apply latent_only first")
-            out[key] = t.narrow(_SEQ_AXIS[key], t.shape[_SEQ_AXIS[key]] - m, m)
+            out[key] = t.narrow(seq_axis[key], t.shape[seq_axis[key]] - m, m)
         seq_lens = tuple(int(n) for n in out["mask"].sum(-1))
         return self.finish(msg, out, seq_lens=seq_lens)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 
 from channels.errors import CompressionError, MessageError
+from channels.kinds import MessageKind
 from channels.message import LatentMessage
 
 from .base import Compression
@@ -43,7 +44,10 @@ def first_real_slot(mask: torch.Tensor) -> torch.Tensor:
 
 class LayerSelection(Compression):
     stage = 1
-    kinds = ("kv",)
+
+    def applies_to(self, kind: MessageKind) -> bool:
+        """Kinds whose keys and values are stacked per model layer (header.layers)."""
+        return kind.layered
 
     def __init__(self, layers: tuple):
         self.layers = tuple(layers)

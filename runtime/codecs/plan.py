@@ -1,9 +1,11 @@
 """Which codec half runs where, and the pre-flight check that every fitted part exists.
 
-For each hidden edge the sender encodes (if its codec has an encoder part) and the
-receiver decodes; an aggregation step (the hub) does neither: it combines messages in
-the wire space they arrive in, and its receivers decode the result. Part names come
-from the models' refs, so the check runs on metadata alone, before any actor starts.
+For each edge of a kind codecs map (hidden) the sender encodes (if its codec has an
+encoder part) and the receiver decodes; an edge of another soft-token kind (embeds)
+only decodes, with identity, which sets the vector size its messages must have. An
+aggregation step (the hub) does neither: it combines messages in the wire space they
+arrive in, and its receivers decode the result. Part names come from the models' refs,
+so the check runs on metadata alone, before any actor starts.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from agents.step_call import CodecUse
 from channels.codecs import make_codec, part_role
 from channels.codecs.storage import read_meta
 from channels.errors import CodecError
+from channels.kinds import SOFT_TOKENS, get_kind
 
 
 @dataclass(frozen=True)
@@ -28,12 +31,13 @@ def edge_refs(spec, plan, edge) -> tuple:
 
 
 def edge_codec(spec, plan, edge) -> EdgeCodec:
-    if edge.kind not in ("hidden", "embeds"):
+    kind = get_kind(edge.kind)
+    if kind.role != SOFT_TOKENS:
         return EdgeCodec(None, None)
     codec = make_codec(edge.codec)
     src, dst = edge_refs(spec, plan, edge)
     encode = None
-    if edge.kind == "hidden" and plan.step(edge.src).action != "aggregate":
+    if kind.takes_codec and plan.step(edge.src).action != "aggregate":
         part = codec.encode_part(src, dst)
         encode = CodecUse(edge.codec, part) if part else None
     decode = None
@@ -47,11 +51,11 @@ def codec_dir(spec) -> str:
 
 
 def required_fits(spec, plan, codecs: list | None = None) -> dict:
-    """{codec name: [(src ref, dst ref), ...]} the plan's hidden edges need fitted; with
-    `codecs`, those codecs for every hidden edge instead of each edge's own."""
+    """{codec name: [(src ref, dst ref), ...]} the plan's hidden edges (of kinds codecs map)
+    need fitted; with `codecs`, those codecs for every such edge instead of each edge's own."""
     out: dict = {}
     for edge in plan.edges:
-        if edge.kind != "hidden":
+        if not get_kind(edge.kind).takes_codec:
             continue
         for name in (codecs or [edge.codec]):
             if make_codec(name).needs_fit:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 
+from channels.kinds import MEMORY, get_kind
 from topologies.errors import SpecError
 from topologies.loader import load_plan
 
@@ -20,7 +21,8 @@ def plan_rows(plan) -> list:
     rows = []
     for s in plan.steps:
         action = f"aggregate:{s.aggregate}" if s.action == "aggregate" else s.action
-        emits = "answer" if s.action == "text" else s.emit + (f" ({s.kv_scope})" if s.emit == "kv" else "")
+        memory = s.action != "text" and get_kind(s.emit).role == MEMORY  # a memory is sent whole or in part
+        emits = "answer" if s.action == "text" else s.emit + (f" ({s.kv_scope})" if memory else "")
         inputs = ", ".join(f"{e.src}:{e.kind}" + (f"/{e.codec}" if e.codec != "identity" else "")
                            for e in s.inputs) or "-"
         rows.append((s.id, s.agent, action, str(s.round), emits, inputs))
