@@ -24,6 +24,7 @@ import torch
 from channels.codecs import make_codec
 from channels.codecs.apply import decode_message
 from channels.codecs.base import Receiver
+from channels.kinds import MEMORY, SOFT_TOKENS, TEXT, get_kind
 from channels.message import LatentMessage
 
 from .errors import ProblemInputError, StepTimeoutError
@@ -165,11 +166,12 @@ class Agent:
         """A raw hidden message handed straight to the agent (no actor, so no edge codec)
         is read as the realign codec reads it: this model's states, realigned into its
         input space; another model's states are refused (they need a fitted codec)."""
-        if not any(m.kind == "hidden" for m in messages):
+        coded = [get_kind(m.kind).takes_codec for m in messages]
+        if not any(coded):
             return messages
         decoder = make_codec("realign").decoder(None, Receiver(self.fingerprint, int(self.fingerprint["hidden_size"])))
         return [decode_message(m, decoder, self.realigner, receiver=self.config.name, out_dtype=self.model.dtype)
-                if m.kind == "hidden" else m for m in messages]
+                if c else m for m, c in zip(messages, coded)]
 
     def prefill(self, questions: list, inbox=(), reserve: int = 0, kv_merge: str = "join",
                 layout: str = "heads") -> WorkingState:
@@ -179,24 +181,12 @@ class Agent:
         kv_merge: how several kv messages combine (inbox.py)."""
         name = self.config.name
         box = inbox if isinstance(inbox, Inbox) else merge_inbox(
-            self._as_received(list(inbox)), receiver=name, rope_join=lambda msgs: join_kv(msgs, self.model, name),
-            kv_merge=kv_merge)
-        device = self.model.device
+            self._as_received(list(inbox)), receiver=name, rope_join=self._join, kv_merge=kv_merge)
         rows = [self.render(q, box.texts[b] if box.texts else None, continuing=box.kv is not None,
                             soft_slot=box.embeds is not None) for b, q in enumerate(questions)]
         self._check_prompt_lengths(rows)
         embeds, new_mask = self._embed_rows(rows, box.embeds, box.embeds_mask)
-        room = embeds.shape[1] + reserve
-        if box.kv is not None:
-            parts = box.kv_parts or [box.kv]
-            cache = SlotCache.from_parts([(m.tensors["keys"], m.tensors["values"]) for m in parts], room, device,
-                                         layout)
-            past_mask = torch.cat([m.tensors["mask"] for m in parts], 1).to(device).long()
-            past_pos = torch.cat([m.tensors["positions"] for m in parts], 1).to(device).long()
-        else:
-            cache = empty_cache(self.model, room, layout)
-            past_mask = torch.zeros((len(questions), 0), dtype=torch.long, device=device)
-            past_pos = past_mask.clone()
+        cache, past_mask, past_pos = self._memory(box, len(questions), embeds.shape[1] + reserve, layout)
         positions = new_positions(next_positions(past_mask, past_pos), new_mask)
         out = forward_slots(self.model, cache=cache, past_mask=past_mask, past_positions=past_pos,
                             inputs_embeds=embeds, new_mask=new_mask, positions=positions)
@@ -204,6 +194,43 @@ class Agent:
                             torch.cat([past_pos, positions], 1), past_mask.shape[1],
                             out.last_hidden, out.logits, [], [len(a) + len(b) for a, b in rows],
                             [], out.hidden, self._content_mask(rows, box.embeds_mask, new_mask.shape[1]))
+
+    def _join(self, messages: list) -> LatentMessage:
+        """Several senders' kv side by side, with one conversation head between them."""
+        return join_kv(messages, self.model, self.config.name, head_slots=len(self.layout.head()))
+
+    def _memory(self, box: Inbox, rows: int, room: int, layout: str) -> tuple:
+        """(cache, mask, positions) of the working memory the inbox's kv makes, with room for
+        `room` more slots. A memory that does not start at the conversation's start (only
+        the sender's own slots) gets the head written first: the first token is the model's
+        attention sink, and a full-context run has it there."""
+        device = self.model.device
+        if box.kv is None:
+            mask = torch.zeros((rows, 0), dtype=torch.long, device=device)
+            return empty_cache(self.model, room, layout), mask, mask.clone()
+        parts = box.kv_parts or [box.kv]
+        tensors = [(m.tensors["keys"], m.tensors["values"]) for m in parts]
+        mask = torch.cat([m.tensors["mask"] for m in parts], 1).to(device).long()
+        positions = torch.cat([m.tensors["positions"] for m in parts], 1).to(device).long()
+        headless = ~(mask.bool() & (positions == 0)).any(-1)  # rows with no slot at the conversation's start
+        if not self.layout.head() or not bool(headless.any()):
+            return SlotCache.from_parts(tensors, room, device, layout), mask, positions
+        cache, head_mask, head_pos = self._write_head(headless, mask.shape[1] + room, layout)
+        cache.append_parts(tensors)  # the memory's one copy, after the head
+        return cache, torch.cat([head_mask, mask], 1), torch.cat([head_pos, positions], 1)
+
+    def _write_head(self, rows: torch.Tensor, room: int, layout: str) -> tuple:
+        """A cache holding the conversation's head at positions 0.. in the rows flagged in
+        `rows` [B] (pads in the others), with room for `room` more slots; and its mask and
+        positions. The head attends only to itself, so this is what the first agent wrote."""
+        ids = torch.tensor(self.layout.head(), dtype=torch.long, device=self.model.device)
+        n = ids.shape[0]
+        embeds = self.model.get_input_embeddings()(ids)[None].repeat(rows.shape[0], 1, 1)
+        mask = rows.long()[:, None].repeat(1, n)
+        positions = torch.arange(n, device=ids.device)[None].repeat(rows.shape[0], 1)
+        out = forward_slots(self.model, cache=empty_cache(self.model, n + room, layout), past_mask=mask[:, :0],
+                            past_positions=positions[:, :0], inputs_embeds=embeds, new_mask=mask, positions=positions)
+        return out.cache, mask, positions
 
     def think(self, state: WorkingState, steps: int | None = None) -> WorkingState:
         steps = self.config.latent_steps if steps is None else steps
@@ -227,12 +254,15 @@ class Agent:
                        logits=out.logits)
 
     def emit(self, state: WorkingState, kind: str = "kv", scope: str = "all") -> LatentMessage:
+        """A message of `kind` from the working state; what it holds follows the kind's role:
+        the memory (kv), soft-token vectors (hidden, embeds) or decoded text."""
+        spec = get_kind(kind)  # UnknownKindError naming the known kinds
         start = state.own_start if scope == "own" else 0
         latent = len(state.latents)
         common = dict(sender=self.config.name, fingerprint=self.fingerprint, latent_steps=latent,
                       latent_slots=latent, seq_lens=tuple(int(n) for n in state.mask[:, start:].sum(-1)),
                       extra={"prompt_tokens": list(state.prompt_tokens or [])})
-        if kind == "kv":
+        if spec.role == MEMORY:
             mask = state.mask[:, start:]
             state.cache.zero_pads(start, mask)  # so a message depends only on its real content
             # Views of the cache: no copy here. In the slots layout they are blocks of memory
@@ -240,27 +270,32 @@ class Agent:
             keys, values = state.cache.memory(start)
             tensors = {"keys": keys, "values": values, "mask": mask.clone(),
                        "positions": state.positions[:, start:].clone()}
-            return LatentMessage.build("kv", tensors=tensors, layers=tuple(range(keys.shape[0])), **common)
-        if kind in ("hidden", "embeds"):
-            vecs, mask = self._soft_vectors(state, kind, scope)
-            return LatentMessage.build(kind, tensors={kind: vecs, "mask": mask},
+            return LatentMessage.build(kind, tensors=tensors, layers=tuple(range(keys.shape[0])), **common)
+        if spec.role == SOFT_TOKENS:
+            vecs, mask = self._soft_vectors(state, spec, scope)
+            return LatentMessage.build(kind, tensors={spec.vectors: vecs, "mask": mask},
                                        **{**common, "seq_lens": tuple(int(n) for n in mask.sum(-1))})
-        if kind == "text":
+        if spec.role == TEXT:
             result = self.decode(state)
             common["extra"]["tokens"] = result.tokens
-            return LatentMessage.build("text", tensors={}, texts=tuple(result.texts), **common)
-        raise ValueError(f"unknown message kind {kind!r}")
+            return LatentMessage.build(kind, tensors={}, texts=tuple(result.texts), **common)
+        raise ValueError(f"an agent cannot emit {kind} messages: the kind has no role an agent makes "
+                         "(memory, soft tokens or text)")
 
-    def _soft_vectors(self, state: WorkingState, kind: str, scope: str) -> tuple:
-        """([B, S, D] vectors, [B, S] mask) of a hidden or embeds message."""
-        if not state.latents and not (kind == "hidden" and scope == "prompt"):
-            raise ValueError(f"agent {self.config.name!r} has latent_steps 0 and cannot emit {kind}; "
+    def _soft_vectors(self, state: WorkingState, kind, scope: str) -> tuple:
+        """([B, S, D] vectors, [B, S] mask) of a soft-token message (`kind`, a SoftTokenKind):
+        last-layer states for a kind a codec maps (hidden), the fed-back input-space
+        latents otherwise (embeds); scope "prompt" puts the prompt's states first."""
+        last_layer = kind.takes_codec
+        with_prompt = last_layer and scope == "prompt"
+        if not state.latents and not with_prompt:
+            raise ValueError(f"agent {self.config.name!r} has latent_steps 0 and cannot emit {kind.name}; "
                              "set latent_steps > 0, send the prompt's states (hidden_states: prompt) or use kind kv")
         rows = state.last_hidden.shape[0]
-        steps = state.thoughts if kind == "hidden" else state.latents
+        steps = state.thoughts if last_layer else state.latents
         vecs = torch.stack(steps, dim=1) if steps else state.last_hidden.new_zeros((rows, 0, state.last_hidden.shape[-1]))
         mask = torch.ones(vecs.shape[:2], dtype=torch.long, device=vecs.device)
-        if kind == "hidden" and scope == "prompt":
+        if with_prompt:
             vecs = torch.cat([state.prompt_hidden.to(vecs.dtype), vecs], dim=1)
             mask = torch.cat([state.prompt_mask.long(), mask], dim=1)
         return vecs, mask
@@ -299,8 +334,9 @@ class Agent:
         """prefill + think, then emit a message (action "latent") or decode (action "text"),
         within `limits` (none by default)."""
         self.limits = limits or StepLimits()
-        reserve = self.config.latent_steps + (self.config.max_new_tokens if action == "text" or emit == "text" else 0)
-        layout = "slots" if action == "latent" and emit == "kv" else "heads"
+        role = get_kind(emit).role
+        reserve = self.config.latent_steps + (self.config.max_new_tokens if action == "text" or role == TEXT else 0)
+        layout = "slots" if action == "latent" and role == MEMORY else "heads"  # a sent memory is a view
         state = self.think(self.prefill(questions, inbox, reserve=reserve, kv_merge=kv_merge, layout=layout))
         if action == "text":
             return self.decode(state)

@@ -8,7 +8,10 @@ keys by a per-row offset d (Hogwild!-style), values unchanged, positions shifted
 Messages are laid out along the slot axis in inbox order. Each row moves by its own
 offset (rows of a left-padded batch end at different positions). A sender's slots were
 computed without seeing the other senders, and stay that way: the join places caches
-side by side, it does not make them attend to each other.
+side by side, it does not make them attend to each other. Every fresh sender's cache
+starts with the conversation's head (BOS, system header): given its length, the join
+keeps the first message's head and masks out the others', so the memory has one
+attention sink.
 
 Supported: full-width rotate-half RoPE with static frequencies (rope types default,
 linear, llama3, yarn; yarn's attention scaling is already inside the cached keys and
@@ -119,11 +122,14 @@ def move_keys(keys: torch.Tensor, offset: torch.Tensor, layers: tuple, freqs: li
 
 
 def _check(messages: list, receiver: str) -> None:
+    from channels.kinds import find_kind, kinds_with
+
     first = messages[0]
     for m in messages:
-        if m.kind != "kv":
-            raise MessageError(f"only kv messages can be joined, got {m.kind}", sender=m.sender,
-                               receiver=receiver, field="kind")
+        kind = find_kind(m.kind)
+        if kind is None or not kind.rope_joined:
+            raise MessageError(f"only {' or '.join(kinds_with('rope_joined'))} messages can be joined, got {m.kind}",
+                               sender=m.sender, receiver=receiver, field="kind")
         if m.header.fingerprint.get("weights_hash") != first.header.fingerprint.get("weights_hash"):
             raise MessageError(f"kv from {first.sender} and {m.sender} come from different models",
                                sender=m.sender, receiver=receiver, field="fingerprint")
@@ -136,8 +142,17 @@ def _check(messages: list, receiver: str) -> None:
                                sender=m.sender, receiver=receiver, field="keys")
 
 
-def join_kv(messages: list, model, receiver: str = "?") -> LatentMessage:
-    """One kv message holding every message's slots in order, later ones moved to follow."""
+def without_head(mask: torch.Tensor, positions: torch.Tensor, head_slots: int) -> torch.Tensor:
+    """mask [B, T] with the conversation's head (real slots at positions below head_slots in
+    rows that start at position 0) masked out: a joined memory keeps one head."""
+    starts = (mask.bool() & (positions == 0)).any(-1, keepdim=True)
+    return mask * ~(starts & (positions < head_slots))
+
+
+def join_kv(messages: list, model, receiver: str = "?", head_slots: int = 0) -> LatentMessage:
+    """One kv message holding every message's slots in order, later ones moved to follow.
+    head_slots: the length of the conversation's head; a later message that starts with it
+    has it masked out (its slots stay, as pads), so only the first message's head is kept."""
     if len(messages) == 1:
         return messages[0]
     _check(messages, receiver)
@@ -147,7 +162,8 @@ def join_kv(messages: list, model, receiver: str = "?") -> LatentMessage:
     mask, positions = [first.tensors["mask"].long()], [first.tensors["positions"].long()]
     for m in messages[1:]:
         acc_mask, acc_pos = torch.cat(mask, 1), torch.cat(positions, 1)
-        m_mask, m_pos = m.tensors["mask"].long(), m.tensors["positions"].long()
+        m_pos = m.tensors["positions"].long()
+        m_mask = without_head(m.tensors["mask"].long(), m_pos, head_slots)
         start = torch.where(m_mask.bool(), m_pos, torch.full_like(m_pos, torch.iinfo(torch.long).max)).min(-1).values
         offset = torch.where(m_mask.any(-1), next_positions(acc_mask, acc_pos) - start, torch.zeros_like(start))
         keys.append(move_keys(m.tensors["keys"], offset, tuple(m.header.layers), freqs)

@@ -12,6 +12,12 @@ Soft tokens (hidden / embeds messages) go at the start of the user turn, before 
 text. Models without a chat template (base models) get a plain layout: BOS, the system
 prompt and a blank line if one is set, then the role text; a later agent adds a blank
 line and its role text.
+
+A memory may reach a later agent without its start (memory "previous", a mesh's later
+rounds: only the slots the sender added). Real models use the sequence's first token as
+an attention sink, so the receiver then writes the head itself (`head()`: BOS and the
+system header up to where the first turn's content starts) at positions 0.., before the
+memory; a memory has one head, whatever its parts.
 """
 from __future__ import annotations
 
@@ -27,6 +33,7 @@ class PromptLayout:
         self.system_prompt = system_prompt
         self.template_kwargs = dict(template_kwargs or {})
         self.chat = bool(getattr(tokenizer, "chat_template", None))
+        self._head = None
 
     def render(self, content: str, *, continuing: bool, soft_slot: bool = False) -> tuple:
         """(ids before the soft tokens, ids after them); all ids are in `before` when
@@ -36,6 +43,16 @@ class PromptLayout:
         before, _, after = text.partition(SLOT) if soft_slot else (text, "", "")
         first_bos = not continuing and not self.chat  # a chat template writes its own BOS
         return self._ids(before, special=first_bos), self._ids(after, special=False)
+
+    def head(self) -> list:
+        """Token ids of the conversation's head: what every first render holds before its
+        turn's content (BOS, the system header, the first turn's opening). Cut from two
+        renders as their common start, so the ids are the ones a full render tokenizes."""
+        if self._head is None:
+            a, b = (self.render(probe, continuing=False)[0] for probe in ("A", "B"))
+            same = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+            self._head = a[:same]
+        return list(self._head)
 
     def _ids(self, text: str, special: bool) -> list:
         return list(self.tokenizer(text, add_special_tokens=special)["input_ids"]) if text else []

@@ -163,16 +163,23 @@ class SlotCache(Cache):
         cache = cls(keys0.shape[0], total + reserve, layout)
         device = keys0.device if device is None else torch.device(device)
         cache._allocate(keys0[0][:, :, :0].to(device), values0[0][:, :, :0].to(device))
-        n = 0
+        cache.append_parts(parts)
+        return cache
+
+    @torch.inference_mode()  # the buffers may have been made by a forward, in inference mode
+    def append_parts(self, parts: list) -> None:
+        """Copy `parts` ([(keys [L,B,H,T,D], values), ...] in slot order) after the slots
+        the cache holds, each once; the parts themselves are never written."""
+        n = self.layers[0].length
+        self._reserve(n + sum(k.shape[3] for k, _ in parts))
         for keys, values in parts:
             t = keys.shape[3]
-            cache._span(cache.k, n, n + t).copy_(keys)
-            cache._span(cache.v, n, n + t).copy_(values)
+            self._span(self.k, n, n + t).copy_(keys)
+            self._span(self.v, n, n + t).copy_(values)
             n += t
-        for layer in cache.layers:
-            layer.dtype, layer.device, layer.is_initialized, layer.length = cache.k.dtype, cache.k.device, True, n
-        cache._refresh()
-        return cache
+        for layer in self.layers:
+            layer.dtype, layer.device, layer.is_initialized, layer.length = self.k.dtype, self.k.device, True, n
+        self._refresh()
 
     def memory(self, start: int = 0) -> tuple:
         """Keys and values of every layer from slot `start` on, [L, B, H, T, D]: views of the
