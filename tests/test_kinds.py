@@ -3,9 +3,6 @@ kind defined here and registered with one line, which the object-store transport
 validation, compression and byte accounting then handle with no other change."""
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
 from types import MappingProxyType
 
 import pytest
@@ -19,8 +16,6 @@ from channels.message import LatentMessage, message_checksum
 from channels.transports import get_transport
 from channels.transports.object_store import INLINE_BYTES, ByteViewMessage, InlineMessage
 from channels.validate import validate_message
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 class ScoresKind(MessageKind):
@@ -195,23 +190,3 @@ def test_send_gives_one_variant_per_compression_list_and_holds_the_limit():
     with pytest.raises(MessageTooLargeError, match=r"agent 'ranker' \(step r1/ranker\) made a scores message of "
                                                    r"128 bytes for 4 problem\(s\), more than limits.max_message_bytes"):
         send(msg, compressions=((),), encodes=(), encoder_for=None, limit=100, agent="ranker", step_id="r1/ranker")
-
-
-# ---- what imports what ------------------------------------------------------------------
-def _modules_after(statement: str) -> set:
-    code = f"import sys; {statement}; print(' '.join(sorted(sys.modules)))"
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
-    return set(out.stdout.split())
-
-
-def test_kinds_import_neither_torch_nor_ray():
-    mods = _modules_after("import channels.kinds")
-    assert "torch" not in mods and "ray" not in mods
-
-
-def test_only_rdt_and_the_actor_import_ray():
-    skip = {"channels.transports.rdt", "agents.actor"}
-    names = sorted(".".join(p.relative_to(ROOT).with_suffix("").parts) for pkg in ("channels", "agents")
-                   for p in (ROOT / pkg).rglob("*.py") if p.name != "__init__.py")
-    statement = "; ".join(f"import {n}" for n in names if n not in skip)
-    assert "ray" not in _modules_after(statement)

@@ -46,6 +46,11 @@ def test_agents_and_channels_import_without_ray():
     assert "ray" not in loaded, "a module of agents/ or channels/ imports Ray"
 
 
+def test_the_kinds_import_neither_torch_nor_ray():
+    mods = _modules_after_import("import channels.kinds")
+    assert "torch" not in mods and "ray" not in mods
+
+
 def test_topologies_import_nothing_of_ours_but_the_message_kinds():
     mods = _modules_after_import("import topologies, topologies.loader")
     ours = {m for m in mods if m.split(".")[0] in ("agents", "channels", "runtime")}
