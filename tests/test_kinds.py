@@ -190,3 +190,24 @@ def test_send_gives_one_variant_per_compression_list_and_holds_the_limit():
     with pytest.raises(MessageTooLargeError, match=r"agent 'ranker' \(step r1/ranker\) made a scores message of "
                                                    r"128 bytes for 4 problem\(s\), more than limits.max_message_bytes"):
         send(msg, compressions=((),), encodes=(), encoder_for=None, limit=100, agent="ranker", step_id="r1/ranker")
+
+
+# ---- a spec names a registered kind ------------------------------------------------------
+def test_a_spec_names_a_registered_kind_an_agent_can_send():
+    from channels.kinds.embeds import EmbedsKind
+    from topologies.errors import SpecError
+    from topologies.loader import parse_spec
+
+    @register_kind
+    class Gist(EmbedsKind):  # a soft-token kind of its own name: agents send it as they send embeds
+        name = "gist"
+
+    def spec(kind: str) -> dict:
+        return {"version": 1, "name": "k", "models": {"m": {"ref": "tiny:qwen3-64"}},
+                "agents": {"a": {"model": "m", "role": "A {question}"},
+                           "j": {"model": "m", "role": "J {question}", "output": "text"}},
+                "topology": {"type": "chain", "order": ["a", "j"]}, "channels": {"kind": kind}}
+
+    assert parse_spec(spec("gist")).channels.kind == "gist"
+    with pytest.raises(SpecError, match="'scores' is not a message kind an agent can send; use one of "):
+        parse_spec(spec("scores"))  # registered, but no agent makes it: refused, not accepted and ignored

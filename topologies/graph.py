@@ -27,7 +27,7 @@ from .edges import make_edge
 from .errors import SpecError
 from .plan import Plan, Step
 from .roles import check_agent, with_emits
-from .spec import GraphSpec
+from .spec import GraphSpec, KindName
 from .validate import check_codec
 
 
@@ -35,7 +35,7 @@ class GraphEdge(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     src: str
     dst: str
-    kind: Optional[Literal["kv", "hidden", "embeds", "text"]] = None
+    kind: Optional[KindName] = None
     transport: Optional[Literal["object_store", "rdt"]] = None
     codec: Optional[str] = None
     compression: Optional[tuple[str, ...]] = None

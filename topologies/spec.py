@@ -6,15 +6,29 @@ only knows the shape every spec shares.
 from __future__ import annotations
 
 import re
-from typing import Literal, Optional, Union
+from typing import Annotated, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-MESSAGE_KINDS = ("kv", "hidden", "embeds", "text")
 TRANSPORTS = ("object_store", "rdt")
 COMPRESSIONS = ("bf16", "fp16", "latent_only", "int8")  # plus "layers:<i,j,...>"
 CODECS = ("auto", "identity", "realign", "ridge", "relative", "hub")  # plus a user's "module:Class"
 AGGREGATES = ("concat", "mean", "weighted")
+
+
+def _sendable_kind(name: str) -> str:
+    """A message kind of the registry (channels/kinds/) that an agent can send: a kind
+    registered with register_kind is named in a spec like the built-in ones."""
+    from channels.kinds import KINDS, find_kind
+
+    kind = find_kind(name)
+    sendable = [k for k in KINDS if find_kind(k).role is not None]
+    if kind is None or kind.role is None:
+        raise ValueError(f"{name!r} is not a message kind an agent can send; use one of {', '.join(sendable)}")
+    return name
+
+
+KindName = Annotated[str, AfterValidator(_sendable_kind)]
 
 
 class Strict(BaseModel):
@@ -88,14 +102,14 @@ class AgentSpec(Strict):
 class EdgeChannel(Strict):
     src: str
     dst: str
-    kind: Optional[Literal["kv", "hidden", "embeds", "text"]] = None
+    kind: Optional[KindName] = None
     transport: Optional[Literal["object_store", "rdt"]] = None
     compression: Optional[tuple[str, ...]] = None
     codec: Optional[str] = None
 
 
 class ChannelSpec(Strict):
-    kind: Literal["kv", "hidden", "embeds", "text"] = "kv"
+    kind: KindName = "kv"
     transport: Literal["object_store", "rdt"] = "object_store"
     rdt_backend: Literal["nccl", "gloo", "cuda_ipc", "nixl"] = "nccl"
     compression: tuple[str, ...] = ()
