@@ -87,20 +87,21 @@ def run_spec(spec, plan, questions: list, run_name: str | None = None, progress=
         if progress:
             progress.update(len(done.indices) + len(done.failed), sum(done.tokens))
 
-    bad = session.rejected(questions, rejected)
+    t_run = []  # when the actors were up: run_s counts from there, model loading excluded
+
+    def started() -> None:
+        t_run.append(time.perf_counter())
+        if hasattr(progress, "start"):
+            progress.start()
+
     try:
-        if any(i not in bad for i in todo):  # no actor starts for a run of rejected questions only
-            session.start()
-        if session.handles:
-            result.actor_info, result.actor_names = session.actor_info, session.actor_names
         with StorePeak() as store:
-            t_run = time.perf_counter()
-            if hasattr(progress, "start"):
-                progress.start()
-            for done in session.run(questions, todo, bad, on_wait=store.sample_soon):
+            for done in session.run(questions, todo, rejected, on_wait=store.sample_soon, on_start=started):
                 report(done)
-            result.run_s = time.perf_counter() - t_run
+            result.run_s = time.perf_counter() - t_run[0] if t_run else 0.0
         result.peak_store_bytes, result.spilled_bytes = store.peak_bytes, store.spilled_bytes
+        if session.handles:  # none started for a run of rejected questions only
+            result.actor_info, result.actor_names = session.actor_info, session.actor_names
     finally:
         session.close()
     result.wall_s = time.perf_counter() - t0

@@ -67,7 +67,10 @@ class RunSession:
         return self
 
     def start(self) -> "RunSession":
-        """Pre-flight, Ray, the actors with their models loaded, rdt groups, compiled steps."""
+        """Pre-flight, Ray, the actors with their models loaded, rdt groups, compiled steps
+        (once: a started session returns at once)."""
+        if self.handles:
+            return self
         self.check()
         self.handles = start_actors(self.spec, self.plan, self.run_name, ready=self.actor_info)
         try:
@@ -83,11 +86,12 @@ class RunSession:
         return rejected_questions(self.spec, questions, known)
 
     def run(self, questions: list, todo: list | None = None, rejected: dict | None = None, on_wait=None,
-            on_submit=None):
+            on_submit=None, on_start=None):
         """Yield a BatchDone per unit as it finishes, numbered as `questions`: the problems
         `todo` (default all), less those known bad (`rejected`, {index: reason}) or that the
-        question checks refuse: those are reported failed first, unrun. Metrics are recorded
-        as units finish."""
+        question checks refuse: those are reported failed first, unrun. The actors start on
+        the first call with something to run; on_start() is called once they are up, before
+        the first step is submitted. Metrics are recorded as units finish."""
         todo = list(range(len(questions))) if todo is None else list(todo)
         wanted = set(todo)
         bad = {i: why for i, why in self.rejected(questions, rejected).items() if i in wanted}
@@ -97,6 +101,9 @@ class RunSession:
         valid = [i for i in todo if i not in bad]
         if not valid:
             return
+        self.start()
+        if on_start:
+            on_start()
         for done in run_plan(self.plan, self.handles, questions, self.spec.run.batch_size,
                              self.spec.channels.rdt_backend, self.max_in_flight, self.steps, on_wait=on_wait,
                              metrics=self.metrics, limits=self.spec.limits, on_submit=on_submit, indices=valid):
