@@ -11,21 +11,22 @@ from topologies.spec import GraphSpec
 pytestmark = pytest.mark.ray
 
 FREE_PERIOD_S = 1.0
-ROLE = "You are one of a team of careful solvers; read the team's memory and think. " * 3 + "Problem: {question}"
+ROLE = "You are one of a team of careful solvers; read the team's memory and think. Problem: {question}"
 
 
-def chain(max_in_flight):
+def chain(max_in_flight, actor=None):
+    """actor: an actor group every agent shares (None: an actor per agent)."""
+    agent = {"model": "m", "role": ROLE, "latent_steps": 1, "actor": actor}
     return GraphSpec.model_validate({
         "version": 1, "name": "backpressure", "models": {"m": {"ref": "tiny:qwen3-64"}},
-        "agents": {"planner": {"model": "m", "role": ROLE, "latent_steps": 1},
-                   "critic": {"model": "m", "role": ROLE, "latent_steps": 1},
-                   "judger": {"model": "m", "role": ROLE, "output": "text", "max_new_tokens": 1}},
+        "agents": {"planner": agent, "critic": agent,
+                   "judger": {**agent, "latent_steps": 0, "output": "text", "max_new_tokens": 1}},
         "topology": {"type": "chain", "order": ["planner", "critic", "judger"], "memory": "accumulate"},
         "run": {"batch_size": 40, "max_in_flight": max_in_flight}})
 
 
 def test_peak_object_store_is_bounded_by_batches_in_flight_not_problem_count(ray_session):
-    spec = chain(2)
+    spec = chain(2, actor="team")  # one process to start; the store sees the same messages
     questions = [f"What is {i} + {i}?" for i in range(1000)]
     result = run_spec(spec, build_plan(spec), questions, run_name="backpressure")
     assert len(result.answers) == 1000 and all(isinstance(a, str) for a in result.answers)

@@ -14,7 +14,7 @@ from runtime.engine.run import run_spec
 from runtime.engine.steps import compile_steps, submit_unit
 from topologies import build_plan, load_spec
 
-from helpers import QUESTIONS, settled_store_bytes, with_model_ref
+from helpers import QUESTIONS, one_actor, settled_store_bytes, with_model_ref
 
 pytestmark = pytest.mark.ray
 EXAMPLE = "topologies/examples/latent_chain.yaml"
@@ -29,7 +29,15 @@ def example():
     return spec, build_plan(spec)
 
 
-def test_example_runs_and_names_actors(ray_session, example):
+def transfer_full(spec):
+    """The spec re-sending the whole memory at every hop instead of each agent's part once."""
+    return spec.model_copy(update={"topology": spec.topology.model_copy(update={"transfer": "full"})})
+
+
+@pytest.fixture(scope="module")
+def example_run(ray_session, example):
+    """The example on QUESTIONS (2 batches), read by several tests: its result, the actor
+    ids seen while it ran, and the store's bytes in use before and after it."""
     spec, plan = example
     seen = []
 
@@ -39,8 +47,21 @@ def test_example_runs_and_names_actors(ray_session, example):
 
     before = settled_store_bytes(ray_session)
     result = run_spec(spec, plan, QUESTIONS, run_name="e2e", on_batch=on_batch)
+    return result, seen, before, settled_store_bytes(ray_session)
+
+
+@pytest.fixture(scope="module")
+def full_run(ray_session, example):
+    """The same run with the whole memory re-sent at every hop, in one shared actor."""
+    full = one_actor(transfer_full(example[0]))
+    return run_spec(full, build_plan(full), QUESTIONS, run_name="full")
+
+
+def test_example_runs_and_names_actors(ray_session, example, example_run):
+    spec, plan = example
+    result, seen, before, after = example_run
     # every message of the run was freed once its batch finished and the actors stopped
-    assert settled_store_bytes(ray_session) <= before + (64 << 10)
+    assert after <= before + (64 << 10)
     assert len(result.answers) == len(QUESTIONS) and all(isinstance(a, str) for a in result.answers)
     assert result.actor_names == sorted(f"e2e/{a}" for a in ("planner", "critic", "refiner", "judger"))
     assert len(set(seen)) == 4 and len(seen) == 4 * 2  # 2 batches, the same 4 actors
@@ -98,22 +119,20 @@ def test_batch_equals_alone_across_actors(ray_session, example):
         kill_actors(handles.values())
 
 
-def test_chain_over_rdt_gloo_answers_like_object_store(ray_session, example):
+def test_chain_over_rdt_gloo_answers_like_object_store(ray_session, example, full_run):
     """The rdt code path (gloo on CPU) through the engine: same messages, same answers."""
     spec, plan = example
     channels = spec.channels.model_copy(update={"transport": "rdt", "rdt_backend": "gloo"})
     rdt_spec = spec.model_copy(update={"channels": channels})
     rdt_plan = build_plan(rdt_spec)
     assert {e.transport for s in rdt_plan.steps for e in s.inputs} == {"rdt"}
-    questions = QUESTIONS[:2]
-    over_rdt = run_spec(rdt_spec, rdt_plan, questions, run_name="rdt")  # rdt re-sends the whole memory
-    full = spec.model_copy(update={"topology": spec.topology.model_copy(update={"transfer": "full"})})
-    over_store = run_spec(full, build_plan(full), questions, run_name="store")
-    assert over_rdt.answers == over_store.answers
-    assert [r["bytes"] for r in over_rdt.trace] == [r["bytes"] for r in over_store.trace]
+    over_rdt = run_spec(rdt_spec, rdt_plan, QUESTIONS[:2], run_name="rdt")  # rdt re-sends the whole memory
+    # the object store's whole-memory run had the same first batch (batch size 2)
+    assert over_rdt.answers == full_run.answers[:2]
+    assert [r["bytes"] for r in over_rdt.trace] == [r["bytes"] for r in full_run.trace if r["batch"] == 0]
 
 
-def test_per_edge_compression_through_actors(ray_session, example):
+def test_per_edge_compression_through_actors(ray_session, example, full_run):
     """Each edge compresses on the sender and decompresses on the receiver; the trace
     records the bytes that travelled."""
     spec, plan = example
@@ -122,12 +141,11 @@ def test_per_edge_compression_through_actors(ray_session, example):
              {"src": "refiner", "dst": "judger", "compression": ["latent_only"]})
     from topologies.spec import EdgeChannel
     channels = spec.channels.model_copy(update={"edges": tuple(EdgeChannel(**e) for e in edges)})
-    small = spec.model_copy(update={"channels": channels})
+    small = one_actor(spec.model_copy(update={"channels": channels}))
     questions = QUESTIONS[:2]
     # compressed hops re-send the whole memory (delta parts only travel uncompressed): compare
-    # with the uncompressed whole memories
-    resend = spec.model_copy(update={"topology": spec.topology.model_copy(update={"transfer": "full"})})
-    full = {r["dst"]: r["bytes"] for r in run_spec(resend, build_plan(resend), questions, run_name="full").trace}
+    # with the uncompressed whole memories of the same first batch
+    full = {r["dst"]: r["bytes"] for r in full_run.trace if r["batch"] == 0}
     result = run_spec(small, build_plan(small), questions, run_name="small")
     sent = {r["dst"]: r["bytes"] for r in result.trace}
     assert len(result.answers) == 2 and all(isinstance(a, str) for a in result.answers)
@@ -142,7 +160,7 @@ def test_per_edge_compression_through_actors(ray_session, example):
 @pytest.mark.parametrize("method", ["text", "single"])
 def test_baselines_run_through_the_same_engine(ray_session, example, method):
     spec, _ = example
-    base = spec.model_copy(update={"run": spec.run.model_copy(update={"method": method})})
+    base = one_actor(spec.model_copy(update={"run": spec.run.model_copy(update={"method": method})}))
     plan = build_plan(base)
     result = run_spec(base, plan, QUESTIONS[:2], run_name=f"base-{method}")
     assert len(result.answers) == 2
@@ -169,11 +187,11 @@ def test_actors_that_cannot_be_placed_are_refused_not_awaited(ray_session, examp
         run_spec(big, build_plan(big), QUESTIONS[:1], run_name="too-big")
 
 
-def test_run_survives_an_actor_dying(ray_session, example):
+def test_run_survives_an_actor_dying(ray_session, example, example_run):
     """Kill the critic's actor after the first batch: it restarts, its steps are retried,
     and every problem is answered exactly once, as in an undisturbed run."""
     spec, plan = example
-    one_per_batch = spec.model_copy(update={"run": spec.run.model_copy(update={"batch_size": 1})})
+    clean = example_run[0]
     killed = []
 
     def kill_critic(done):
@@ -182,17 +200,18 @@ def test_run_survives_an_actor_dying(ray_session, example):
             ray_session.kill(critic, no_restart=False)
             killed.append(done.indices[0])
 
-    questions = QUESTIONS * 2  # enough batches that the critic still has work at the kill
-    clean = run_spec(one_per_batch, plan, questions, run_name="clean")
-    crashed = run_spec(one_per_batch, plan, questions, run_name="crash", on_batch=kill_critic)
+    # the undisturbed run's two batches twice over: the critic still has work at the kill
+    questions = QUESTIONS * 2
+    crashed = run_spec(one_actor(spec, alone="critic"), plan, questions, run_name="crash", on_batch=kill_critic)
     assert killed
     # the critic really ran before and after its restart, in two processes
     assert len({s["pid"] for s in crashed.steps if s["agent"] == "critic"}) == 2
-    assert crashed.answers == clean.answers
-    assert crashed.tokens == clean.tokens
+    assert crashed.answers == clean.answers * 2
+    assert crashed.tokens == clean.tokens * 2
     assert crashed.retries >= 1 and clean.retries == 0 and not crashed.failed
-    # one judger step per problem: nothing lost, nothing counted twice
-    assert sorted(s["batch"] for s in crashed.steps if s["agent"] == "judger") == list(range(len(questions)))
+    # one judger step per batch: nothing lost, nothing counted twice
+    batches = len(questions) // spec.run.batch_size
+    assert sorted(s["batch"] for s in crashed.steps if s["agent"] == "judger") == list(range(batches))
 
 
 def test_example_as_shipped_answers_with_its_real_model(ray_session):
@@ -207,8 +226,7 @@ def test_example_as_shipped_answers_with_its_real_model(ray_session):
         ModelRef.parse(spec.models["base"].ref).check_available()
     except ModelRefError as exc:
         pytest.skip(str(exc))
-    questions = ["What is the capital of France?", "Is 91 a prime number?"]
-    result = run_spec(spec, build_plan(spec), questions, run_name="shipped")
+    result = run_spec(spec, build_plan(spec), ["What is the capital of France?"], run_name="shipped")
     print(result.answers)
     assert "Paris" in result.answers[0]
     assert all(0 < t < spec.agents["judger"].max_new_tokens for t in result.tokens)  # stopped at EOS
@@ -217,13 +235,10 @@ def test_example_as_shipped_answers_with_its_real_model(ray_session):
     assert {x["how"] for x in loads} <= {"cache", "converted"} and len(loads) == 4
 
 
-def test_delta_memory_writes_each_part_once_and_answers_like_full_resend(ray_session, example):
+def test_delta_memory_writes_each_part_once_and_answers_like_full_resend(example_run, full_run):
     """transfer delta (the default) against re-sending the whole memory at every hop: the
     same answers and tokens through the actors, each agent's part written to the store once."""
-    spec, plan = example
-    full_spec = spec.model_copy(update={"topology": spec.topology.model_copy(update={"transfer": "full"})})
-    delta = run_spec(spec, plan, QUESTIONS, run_name="delta")
-    full = run_spec(full_spec, build_plan(full_spec), QUESTIONS, run_name="full")
+    delta, full = example_run[0], full_run
     assert delta.answers == full.answers and delta.tokens == full.tokens
 
     def written(result):

@@ -7,7 +7,7 @@ import signal
 
 import pytest
 
-from helpers import with_model_ref
+from helpers import one_actor, with_model_ref
 from runtime.engine.run import run_spec
 from topologies import build_plan, load_spec
 
@@ -17,15 +17,16 @@ EXAMPLE = "topologies/examples/latent_chain.yaml"
 QUESTIONS = [f"What is {i} plus {i + 1}? Think it through." for i in range(8)]
 
 
-def chain(batch_size=1, **limits):
+def chain(batch_size=1, alone=None, **limits):
+    """The example chain on a tiny model, its agents in one actor but the agent `alone`."""
     from pathlib import Path
 
     spec = with_model_ref(load_spec(Path(__file__).resolve().parents[1] / EXAMPLE), "tiny:qwen3-64")
     agents = {k: a.model_copy(update={"max_new_tokens": 8, "latent_steps": min(a.latent_steps, 2)})
               for k, a in spec.agents.items()}
-    return spec.model_copy(update={
+    return one_actor(spec.model_copy(update={
         "agents": agents, "run": spec.run.model_copy(update={"batch_size": batch_size}),
-        "limits": spec.limits.model_copy(update=limits)})
+        "limits": spec.limits.model_copy(update=limits)}), alone)
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +60,7 @@ def signal_actor_once(ray_session, run: str, agent: str, how) -> tuple:
 
 
 def test_sigkill_of_an_actor_process_loses_nothing(ray_session, clean):
-    spec = chain()
+    spec = chain(alone="critic")
     sent, on_batch = signal_actor_once(ray_session, "sigkill", "critic", lambda pid: os.kill(pid, signal.SIGKILL))
     result = run_spec(spec, build_plan(spec), QUESTIONS, run_name="sigkill", on_batch=on_batch)
     assert sent
@@ -73,7 +74,7 @@ def test_a_hung_actor_is_killed_restarted_and_its_problems_rerun(ray_session, cl
     """SIGSTOP: the process is alive but does nothing, where no step timeout can reach it.
     No problem finishes for longer than the steps' timeouts allow, so the scheduler kills
     the actor; it restarts and the problems it held run again."""
-    spec = chain(step_timeout_s=1.0)
+    spec = chain(alone="refiner", step_timeout_s=1.0)
     sent, on_batch = signal_actor_once(ray_session, "hang", "refiner", lambda pid: os.kill(pid, signal.SIGSTOP))
     result = run_spec(spec, build_plan(spec), QUESTIONS, run_name="hang", on_batch=on_batch)
     assert sent
@@ -84,7 +85,7 @@ def test_a_hung_actor_is_killed_restarted_and_its_problems_rerun(ray_session, cl
 
 
 def test_when_retries_run_out_those_problems_fail_and_the_rest_complete(ray_session, clean):
-    spec = chain(retries=0)
+    spec = chain(alone="critic", retries=0)
     sent, on_batch = signal_actor_once(ray_session, "no-retry", "critic",
                                        lambda pid: ray_session.kill(ray_session.get_actor("no-retry/critic"),
                                                                     no_restart=False))

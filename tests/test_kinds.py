@@ -32,7 +32,19 @@ class ScoresKind(MessageKind):
             arrival.fail("scores", f"must be [B, D] with one row per problem in seq_lens; got {list(scores.shape)}")
 
 
-register_kind(ScoresKind)
+@pytest.fixture(autouse=True)
+def toy_kinds_registered():
+    """The toy kinds are registered only while each test here runs: one left registered
+    would change the kind lists that other tests' messages name."""
+    from channels import kinds
+
+    registry, instances = dict(kinds.REGISTRY), dict(kinds._INSTANCES)
+    register_kind(ScoresKind)
+    yield
+    kinds.REGISTRY.clear()
+    kinds.REGISTRY.update(registry)
+    kinds._INSTANCES.clear()
+    kinds._INSTANCES.update(instances)
 
 
 def scores(rows: int = 3, dim: int = 8, seed: int = 0, **header) -> LatentMessage:

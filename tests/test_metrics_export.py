@@ -14,11 +14,12 @@ from topologies.spec import GraphSpec
 
 pytestmark = pytest.mark.ray
 
-SPEC = GraphSpec.model_validate({
+SPEC = GraphSpec.model_validate({  # the driver records the metrics: its agents can share one actor
     "version": 1, "name": "metrics", "models": {"m": {"ref": "tiny:qwen3-64"}},
-    "agents": {"planner": {"model": "m", "role": "Plan: {question}", "latent_steps": 3},
-               "critic": {"model": "m", "role": "Check: {question}", "latent_steps": 2},
-               "judger": {"model": "m", "role": "Answer: {question}", "output": "text", "max_new_tokens": 5}},
+    "agents": {"planner": {"model": "m", "role": "Plan: {question}", "latent_steps": 3, "actor": "team"},
+               "critic": {"model": "m", "role": "Check: {question}", "latent_steps": 2, "actor": "team"},
+               "judger": {"model": "m", "role": "Answer: {question}", "output": "text", "max_new_tokens": 5,
+                          "actor": "team"}},
     "topology": {"type": "chain", "order": ["planner", "critic", "judger"], "memory": "accumulate"},
     "run": {"batch_size": 2}})
 

@@ -1,10 +1,10 @@
-"""object_store transport: received tensors alias the shared store buffer, read-only, in
-constant time; bf16 and every tensor of a message survive bit-exact; objects are freed."""
+"""object_store transport: received tensors alias the shared store buffer, read-only, with
+no copy whatever the size; bf16 and every tensor of a message survive bit-exact; objects
+are freed."""
 from __future__ import annotations
 
 import dataclasses
 import gc
-import statistics
 import sys
 import time
 
@@ -175,8 +175,9 @@ def actors(ray_session):
         def produce_hidden(self, nbytes, fill):
             return self.transport.pack(hidden_message(nbytes, fill))
 
-        def inspect(self, ref_in_list):
-            """Where the received tensors live, and whether the buffers Ray hands out are writable."""
+        def inspect(self, ref_in_list, mapped="keys"):
+            """Where the received tensors live (the memory mapping of tensor `mapped`), and
+            whether the buffers Ray hands out are writable."""
             import ray as ray_in_actor
 
             handed, real_from_numpy = [], torch.from_numpy
@@ -202,7 +203,7 @@ def actors(ray_session):
             store = np.frombuffer(worker.core_worker.get_objects([ref_in_list[0]], -1)[0][0], np.uint8)
             ptrs = {k: t.data_ptr() for k, t in msg.tensors.items()}
             maps = [line for line in open("/proc/self/maps")
-                    if int(line.split("-")[0], 16) <= ptrs["keys"] < int(line.split()[0].split("-")[1], 16)]
+                    if int(line.split("-")[0], 16) <= ptrs[mapped] < int(line.split()[0].split("-")[1], 16)]
             return {
                 "inside_store": all(store.ctypes.data <= p and
                                     p + msg.tensors[k].nbytes <= store.ctypes.data + store.size
@@ -214,17 +215,6 @@ def actors(ray_session):
                 "dtypes": {k: str(t.dtype) for k, t in msg.tensors.items()},
             }
 
-        def receive_time(self, refs):
-            """Median seconds to get and unpack each (never before fetched) message."""
-            import ray as ray_in_actor
-
-            times = []
-            for ref in refs:
-                t0 = time.perf_counter()
-                msg = self.transport.unpack(ray_in_actor.get(ref))
-                times.append(time.perf_counter() - t0)
-                assert msg.tensors["hidden"].numel() > 0
-            return statistics.median(times)
 
     agent, other = Agent.remote(), Agent.remote()
     plain = Agent.options(runtime_env=ZERO_COPY_OFF).remote()
@@ -232,13 +222,14 @@ def actors(ray_session):
     return ray, agent, other, plain
 
 
-def check_zero_copy(out):
+def check_zero_copy(out, dtypes=None):
     assert out["inside_store"], out  # tensor bytes lie inside the object's store buffer
     assert out["same_on_second_get"], out  # a second get maps the same memory again
     assert out["aliases_handed_buffer"], out
     assert out["writes_refused"] and all(out["writes_refused"]), out  # the buffers are read-only
     assert out["mapping"][1].endswith("s") and "plasma" in " ".join(out["mapping"]), out  # shared memory
-    assert out["dtypes"]["keys"] == "torch.bfloat16"
+    assert out["dtypes"] == (dtypes or {"keys": "torch.bfloat16", "values": "torch.float32", "mask": "torch.bool",
+                                        "positions": "torch.int64"})
 
 
 @pytest.mark.ray
@@ -269,32 +260,30 @@ def test_zero_copy_off_actor_still_shares_store_memory(actors):
 
 
 @pytest.mark.ray
-def test_receive_time_does_not_grow_with_size(actors):
+@pytest.mark.parametrize("nbytes", [1 << 20, 64 << 20])
+def test_receive_reads_in_place_whatever_the_size(actors, nbytes):
+    """Receive time does not grow with size because receiving copies nothing: a 64 MiB
+    message is read in place in the store exactly as a 1 MiB one is. (The times themselves
+    are measured by benchmarks/transport.py.)"""
     ray, _, other, _ = actors
-    pack = ObjectStoreTransport().pack
-
-    def timed(nbytes):
-        refs = [ray.put(pack(hidden_message(nbytes, fill=i))) for i in range(5)]
-        return ray.get(other.receive_time.remote(refs))
-
-    timed(1 << 20)  # warm the receiver
-    small, large = timed(1 << 20), timed(64 << 20)
-    assert large < 10 * small, (small, large)  # a copy would take about 64x as long
+    ref = ray.put(ObjectStoreTransport().pack(hidden_message(nbytes)))
+    out = ray.get(other.inspect.remote([ref], mapped="hidden"))
+    check_zero_copy(out, {"hidden": "torch.float32", "mask": "torch.bool"})
 
 
 @pytest.mark.ray
-def test_thousand_messages_through_a_chain_leave_the_store_as_it_was(actors):
+def test_hundreds_of_messages_through_a_chain_leave_the_store_as_it_was(actors):
     ray, first, second, third = actors
     start = settled_store_bytes(ray)
-    nbytes, window, peak, results = 256 << 10, 100, 0, []
-    for base in range(0, 1000, window):
+    n, nbytes, window, peak, results = 300, 256 << 10, 100, 0, []
+    for base in range(0, n, window):
         finals = []
         for i in range(base, base + window):
             finals.append(third.consume.remote(second.relay.remote(first.produce_hidden.remote(nbytes, i))))
         if base == 0:
             peak = store_bytes_used(ray)
         results += ray.get(finals)
-    assert results == [float(i + 1) for i in range(1000)]
+    assert results == [float(i + 1) for i in range(n)]
     assert peak > start + nbytes  # the messages really went through shared memory
     deadline = time.monotonic() + 20
     while store_bytes_used(ray) > start + (64 << 10) and time.monotonic() < deadline:
