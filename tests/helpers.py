@@ -82,11 +82,12 @@ def conversation_pieces(tokenizer, contents: list) -> list:
 
 
 @torch.inference_mode()
-def reference_chain_logits(model, agents, question: str) -> torch.Tensor:
+def reference_chain_logits(model, agents, question: str, ridge: tuple | None = None) -> torch.Tensor:
     """The whole chain as ONE sequence with no cache: the conversation's text (one chat
     rendering), with each agent's latent vectors (closed form, float64) in its assistant
-    turn; returns the last agent's next-token logits [V] from the model's own forward."""
-    w_a, target = reference_ridge(model)
+    turn; returns the last agent's next-token logits [V] from the model's own forward.
+    ridge: reference_ridge(model), when the caller already has it."""
+    w_a, target = ridge or reference_ridge(model)
     embed = model.get_input_embeddings()
     pieces = conversation_pieces(agents[0].tokenizer, [role_text(a, question) for a in agents])
     seq = torch.zeros((1, 0, model.config.hidden_size), dtype=embed.weight.dtype)
@@ -136,6 +137,46 @@ def with_model_ref(spec, ref: str = "tiny:qwen3-64"):
     """The spec with every model swapped for `ref` (routing and plumbing tests need no real weights)."""
     models = {k: m.model_copy(update={"ref": ref}) for k, m in spec.models.items()}
     return spec.model_copy(update={"models": models})
+
+
+def one_actor(spec, alone: str | None = None):
+    """The spec with its agents hosted by one shared actor (one process to start, not one per
+    agent), but the agent `alone`, which keeps an actor of its own (for a fault to hit)."""
+    agents = {k: a.model_copy(update={"actor": None if k == alone else "team"}) for k, a in spec.agents.items()}
+    return spec.model_copy(update={"agents": agents})
+
+
+def answers_in_one_process(spec, questions: list) -> tuple:
+    """(answers, tokens) of the questions through the spec's plan, in its batches, with every
+    step called in order on one AgentActor object in this process and each message handed
+    to its receivers as its sender returned it: no Ray, no store. One torch thread, as Ray
+    gives each actor one CPU, so the sums run in the same order. Its agents share one model."""
+    from agents.actor import AgentActor
+    from runtime.engine.agent_configs import agent_configs_for
+    from runtime.engine.steps import spec_steps
+    from topologies import build_plan
+
+    plan = build_plan(spec)
+    (model,) = {spec.agents[a].model for a in plan.agents}
+    m = spec.models[model]
+    answers, tokens = [], []
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        actor = AgentActor(dict(ref=m.ref, dtype=m.dtype, device=m.device, seed=m.seed or 0),
+                           agent_configs_for(list(plan.agents), spec))
+        steps = spec_steps(spec, plan)
+        for start in range(0, len(questions), spec.run.batch_size):
+            batch, out = questions[start:start + spec.run.batch_size], {}
+            for sub in steps:
+                inbox = [out[src][variant] for src, variant in sub.inbox]
+                out[sub.call.step_id] = actor.run_step(sub.call, batch, *inbox)
+            (answer_step,) = plan.answer_steps
+            answers += out[answer_step][0]["texts"]
+            tokens += [sum(r[-1]["tokens"][row] for r in out.values()) for row in range(len(batch))]
+    finally:
+        torch.set_num_threads(threads)
+    return answers, tokens
 
 
 def thoughts_at(agent, questions: list, start: torch.Tensor):

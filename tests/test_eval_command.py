@@ -2,6 +2,8 @@
 accounting on a known input, the results table, the split-information task family."""
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 
 import pytest
@@ -19,27 +21,44 @@ version: 1
 name: tinyeval
 models:
   m: {ref: "tiny:qwen3-64"}
-agents:
-  planner: {model: m, role: "Plan: {question}", latent_steps: 3, max_new_tokens: 5}
-  judger: {model: m, role: "Answer: {question}", output: text, max_new_tokens: 7}
+agents:  # one actor hosts both: one process to start per method run
+  planner: {model: m, role: "Plan: {question}", latent_steps: 3, max_new_tokens: 5, actor: team}
+  judger: {model: m, role: "Answer: {question}", output: text, max_new_tokens: 7, actor: team}
 topology: {type: chain, order: [planner, judger], memory: accumulate}
 run: {batch_size: 2}
 """
 
 
-@pytest.fixture
-def tiny_spec(tmp_path):
-    path = tmp_path / "tiny.yaml"
+@pytest.fixture(scope="module")
+def tiny_spec(tmp_path_factory):
+    path = tmp_path_factory.mktemp("spec") / "tiny.yaml"
     path.write_text(TINY_CHAIN)
     return path
 
 
-@pytest.fixture
-def qa_file(tmp_path):
-    path = tmp_path / "qa.jsonl"
+@pytest.fixture(scope="module")
+def qa_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "qa.jsonl"
     rows = [{"qid": f"q{i}", "prompt": f"What is {i} + {i}?", "target": str(2 * i)} for i in range(3)]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
+
+
+def eval_args(tiny_spec, qa_file) -> list:
+    return ["eval", str(tiny_spec), "--dataset", str(qa_file), "--field", "question=prompt",
+            "--field", "answer=target", "--field", "id=qid"]
+
+
+@pytest.fixture(scope="module")
+def evaluated(ray_session, tiny_spec, qa_file, tmp_path_factory):
+    """`latentray eval` of single and latent on the qa file, run once for the tests that read
+    its results: (output directory, the table it printed)."""
+    out = tmp_path_factory.mktemp("eval") / "ev"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = main(eval_args(tiny_spec, qa_file) + ["--methods", "single,latent", "-o", str(out)])
+    assert code == 0
+    return out, printed.getvalue()
 
 
 def test_wilson_interval_known_values():
@@ -98,12 +117,8 @@ def test_token_accounting_on_a_known_input(ray_session, tiny_spec, qa_file):
 
 
 @pytest.mark.ray
-def test_eval_and_report_commands(ray_session, tiny_spec, qa_file, tmp_path, capsys):
-    out = tmp_path / "ev"
-    code = main(["eval", str(tiny_spec), "--dataset", str(qa_file), "--field", "question=prompt",
-                 "--field", "answer=target", "--field", "id=qid", "--methods", "single,latent", "-o", str(out)])
-    assert code == 0
-    table = capsys.readouterr().out
+def test_eval_and_report_commands(evaluated, capsys):
+    out, table = evaluated
     assert "single" in table and "latent" in table and "accuracy (95% CI)" in table
     rows, summaries = read_results(out)
     assert sorted({r["method"] for r in rows}) == ["latent", "single"] and len(rows) == 6
@@ -138,7 +153,7 @@ def test_split_info_problems_hide_the_fact_from_the_question():
 
 
 @pytest.mark.ray
-def test_eval_streams_each_method_and_a_rerun_resumes_it(ray_session, tiny_spec, qa_file, tmp_path, capsys):
+def test_eval_streams_each_method_and_a_rerun_resumes_it(evaluated, tiny_spec, qa_file, tmp_path, capsys):
     """A method cut short keeps its finished problems in runs/<method>/; the rerun runs
     only the rest and scores every problem once, as an uninterrupted evaluation does."""
     import pyarrow.dataset as ds
@@ -147,10 +162,8 @@ def test_eval_streams_each_method_and_a_rerun_resumes_it(ray_session, tiny_spec,
     from runtime.eval.runner import problem_inputs
     from runtime.engine.results import RunOutput
 
-    args = ["eval", str(tiny_spec), "--dataset", str(qa_file), "--field", "question=prompt", "--field",
-            "answer=target", "--field", "id=qid", "--methods", "latent", "--quiet"]
-    full, cut = tmp_path / "full", tmp_path / "cut"
-    assert main(args + ["-o", str(full)]) == 0
+    args = eval_args(tiny_spec, qa_file) + ["--methods", "latent", "--quiet"]
+    full, cut = evaluated[0], tmp_path / "cut"  # full: the uninterrupted evaluation
     problems = load_problems(str(qa_file), mapping={"question": "prompt", "answer": "target", "id": "qid"})
     # what an interrupted evaluation leaves: the first problem's batch, in the same store
     spec = with_method(load_spec(tiny_spec), "latent")
@@ -164,7 +177,7 @@ def test_eval_streams_each_method_and_a_rerun_resumes_it(ray_session, tiny_spec,
     rows_full, _ = read_results(full)
     rows_cut, summaries = read_results(cut)
     assert [r["id"] for r in rows_cut] == ["q0", "q1", "q2"]
-    assert [r["answer"] for r in rows_cut] == [r["answer"] for r in rows_full]
+    assert [r["answer"] for r in rows_cut] == [r["answer"] for r in rows_full if r["method"] == "latent"]
     assert summaries["latent"]["problems_run"] == 2 and summaries["latent"]["resumed_finished"] == 1
     answered = ds.dataset(cut / "runs" / "latent" / "answers").to_table().column("index").to_pylist()
     assert sorted(answered) == [0, 1, 2]

@@ -27,7 +27,7 @@ from runtime.gateway.wire import method_path
 from topologies import build_plan, load_spec
 from topologies.spec import LimitsSpec
 
-from helpers import QUESTIONS
+from helpers import QUESTIONS, one_actor
 
 pytestmark = pytest.mark.ray
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,20 +48,20 @@ def spec_file(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def spec_plan(spec_file):
+    """The spec the gateway serves, its agents in one actor (one process to start, not four)."""
     spec = load_spec(spec_file)
     limits = spec.limits.model_copy(update={"max_question_chars": MAX_CHARS,
                                             "max_questions_per_request": MAX_QUESTIONS})
-    spec = spec.model_copy(update={"limits": limits})
+    spec = one_actor(spec.model_copy(update={"limits": limits}))
     return spec, build_plan(spec)
 
 
 @pytest.fixture(scope="module")
 def reference(ray_session, spec_plan):
     """{question: (answer, tokens)} through the engine's own path, each question alone (batches of
-    one), its agents sharing one actor of their own (one process to start; the same weights)."""
+    one), in an actor of its own (the same weights)."""
     spec, _ = spec_plan
-    agents = {k: a.model_copy(update={"actor": "ref"}) for k, a in spec.agents.items()}
-    alone = spec.model_copy(update={"agents": agents, "run": spec.run.model_copy(update={"batch_size": 1})})
+    alone = spec.model_copy(update={"run": spec.run.model_copy(update={"batch_size": 1})})
     result = run_spec(alone, build_plan(alone), QUESTIONS, run_name="gw-ref")
     assert result.failed == {}
     return {q: (a, t) for q, a, t in zip(QUESTIONS, result.answers, result.tokens)}
@@ -136,7 +136,7 @@ def test_health(client, gateway, spec_plan):
     after = client.health()
     assert after["ok"] is True and after["spec"] == spec.name == "latent_chain"
     assert after["agents"] == list(plan.agents) == ["planner", "critic", "refiner", "judger"]
-    assert after["actors"] == sorted(f"gw-test/{a}" for a in plan.agents)
+    assert after["actors"] == ["gw-test/team"]  # the one actor hosting them
     assert after["requests_served"] == before["requests_served"] + 1
     assert (after["groups_run"], after["questions_run"]) == (before["groups_run"] + 1, before["questions_run"] + 1)
     assert after["in_flight"] == 0 and after["uptime_s"] > before["uptime_s"] > 0

@@ -39,16 +39,18 @@ version: 1
 name: loopback_chain
 models:
   base: {ref: "tiny:qwen3-64"}
-agents:
+agents:  # one actor hosts both: one process for the job to start
   thinker:
     model: base
     role: "Think about the problem.\\nProblem: {question}"
     latent_steps: 2
+    actor: team
   answerer:
     model: base
     role: "Answer the problem.\\nProblem: {question}"
     output: text
     max_new_tokens: 4
+    actor: team
 topology: {type: chain, order: [thinker, answerer]}
 channels: {kind: kv}
 run: {batch_size: 2}
@@ -185,7 +187,8 @@ def loopback_head(tmp_path_factory):
     token = secrets.token_hex(32)
     env = {**_base_env(), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
     log = tmp_path_factory.mktemp("head") / "ray_start.log"
-    cmd = [str(ray_bin), "start", "--head", "--block", "--temp-dir", temp_dir, "--num-cpus", "4",
+    # 2 CPUs: enough for a job's one actor; Ray starts an idle worker per CPU up front
+    cmd = [str(ray_bin), "start", "--head", "--block", "--temp-dir", temp_dir, "--num-cpus", "2",
            "--port", str(gcs), "--include-dashboard", "true", "--dashboard-host", "127.0.0.1",
            "--dashboard-port", str(dashboard), "--dashboard-agent-listen-port", str(agent_http),
            "--dashboard-agent-grpc-port", str(agent_grpc), "--metrics-export-port", str(metrics),
