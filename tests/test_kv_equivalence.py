@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from helpers import QUESTIONS, make_agents, reference_chain_logits, run_chain
+from helpers import QUESTIONS, make_agents, reference_chain_logits, reference_ridge, run_chain
 
 
 @pytest.mark.parametrize("preset", ["qwen3-64", "llama-64", "gpt2-64"])
@@ -61,3 +61,46 @@ def test_bfloat16_chain_sends_bf16_kv_close_to_float32():
     assert msg16.nbytes < 0.55 * msg32.nbytes
     cos = torch.nn.functional.cosine_similarity(state16.logits.double(), state32.logits.double(), dim=-1)
     assert bool((cos > 0.99).all()), cos
+
+
+def smollm2_on_cuda(dtype: str):
+    from agents.errors import ModelRefError
+    from agents.models import ModelRef, load_model
+
+    try:
+        ModelRef.parse("builtin:smollm2-135m").check_available()
+    except ModelRefError as exc:
+        pytest.skip(str(exc))
+    model, tokenizer, _ = load_model("builtin:smollm2-135m", dtype=dtype, device="cuda")
+    return model, tokenizer
+
+
+@pytest.mark.gpu
+def test_smollm2_bf16_chain_on_cuda_matches_single_sequence():
+    """SmolLM2-135M in bfloat16 on a GPU: a 4-agent KV chain (3 latent steps each, two rows
+    of different lengths) against the same conversation in one bf16 pass. The two paths
+    round differently, so the bound scales with how far that one pass lands from float32."""
+    from agents.agent import Agent, AgentConfig
+    from agents.fingerprint import model_fingerprint
+
+    model16, tok = smollm2_on_cuda("bfloat16")
+    model32, _ = smollm2_on_cuda("float32")
+    fp = model_fingerprint(model16, tok)
+    roles = ("planner", "critic", "refiner", "judger")
+    agents = [Agent(AgentConfig(name=r, role=f"You are the {r}. Problem: {{question}}",
+                                latent_steps=3 if i < len(roles) - 1 else 0), model16, tok, fp)
+              for i, r in enumerate(roles)]
+    questions = QUESTIONS[:2]
+    state, messages = run_chain(agents, questions)
+    assert all(m.tensors["keys"].dtype == torch.bfloat16 and m.tensors["keys"].is_cuda for m in messages)
+    kv_diff = bf16_diff = 0.0
+    with torch.device("cuda"):  # the helpers' references build their tensors on the models' device
+        ridge16, ridge32 = reference_ridge(model16), reference_ridge(model32)
+        for row, q in enumerate(questions):
+            ref16 = reference_chain_logits(model16, agents, q, ridge16)
+            ref32 = reference_chain_logits(model32, agents, q, ridge32)
+            kv_diff = max(kv_diff, (state.logits[row].float() - ref16).abs().max().item())
+            bf16_diff = max(bf16_diff, (ref16 - ref32).abs().max().item())
+    print(f"SmolLM2-135M bf16 4-agent chain on cuda vs one conversation: max |logits diff| = {kv_diff:.3e} "
+          f"(bf16 vs float32 one conversation: {bf16_diff:.3e})")
+    assert kv_diff <= 3 * bf16_diff + 0.05
