@@ -35,19 +35,21 @@ from .step_call import StepCall
 
 
 class AgentActor(RdtMethods):
-    def __init__(self, model_kwargs: dict, agents: dict):
+    def __init__(self, model_kwargs: dict, agents: dict, codec_parts: dict | None = None):
         quiet_zero_copy_warnings()
         self.model, self.tokenizer, self.load_info = load_model(**model_kwargs)
         self.fingerprint = model_fingerprint(self.model, self.tokenizer)
         self.agents = {name: Agent(cfg, self.model, self.tokenizer, self.fingerprint)
                        for name, cfg in agents.items()}
         self.object_store = get_transport("object_store")
-        self.codecs = CodecBank(self.fingerprint)
+        self.codecs = CodecBank(self.fingerprint, codec_parts)
         self._stats: dict = {}
+        self.node, self.name = _where()
 
     def ready(self) -> dict:
-        return {"pid": os.getpid(), "device": str(self.model.device), "dtype": str(self.model.dtype),
-                "fingerprint": self.fingerprint, "agents": sorted(self.agents), "load": self.load_info}
+        return {"pid": os.getpid(), "node": self.node, "device": str(self.model.device),
+                "dtype": str(self.model.dtype), "fingerprint": self.fingerprint, "agents": sorted(self.agents),
+                "load": self.load_info}
 
     def run_step(self, call: StepCall, questions: list, *inbox):
         outputs, stats = self._execute(call, questions, inbox)
@@ -77,9 +79,9 @@ class AgentActor(RdtMethods):
         agent = self.agents[call.agent]
         messages = receive_messages(call, inbox, receiver_fingerprint=self.fingerprint, model_dtype=self.model.dtype,
                                     codecs=self.codecs, realign=agent.realigner)
-        stats = {"step": call.step_id, "agent": call.agent, "pid": os.getpid(),
-                 "batch": call.batch, "round": call.round,
-                 "rows": len(questions), "inbox": [edge_stats(m) for m in messages],
+        stats = {"step": call.step_id, "agent": call.agent, "pid": os.getpid(), "actor": self.name,
+                 "node": self.node, "batch": call.batch, "round": call.round,
+                 "rows": len(questions), "inbox": [edge_stats(m, self.node) for m in messages],
                  "tokens": [0] * len(questions), "prompt_tokens": [0] * len(questions), "latent_steps": 0}
         limits = StepLimits.starting_now(call.timeout_s, call.max_prompt_tokens)
         if call.action == "text":
@@ -100,9 +102,18 @@ class AgentActor(RdtMethods):
         outputs, sent = send(msg, compressions=call.outputs, encodes=call.encodes,
                              encoder_for=lambda use: self.codecs.encoder(use, call.codec_dir),
                              limit=call.max_message_bytes, agent=call.agent, step_id=call.step_id,
-                             checksum=call.checksum)
+                             checksum=call.checksum, node=self.node)
         stats.update(compute_s=time.perf_counter() - t0, **sent)
         return outputs, stats
+
+
+def _where() -> tuple:
+    """(Ray node id, actor name) of this copy: a restart may put it on another node, and
+    __init__ runs again. Empty outside Ray (an AgentActor built in a plain process)."""
+    if not ray.is_initialized():
+        return "", ""
+    context = ray.get_runtime_context()
+    return context.get_node_id() or "", context.get_actor_name() or ""
 
 
 # enable_tensor_transport: every actor may receive over Ray Direct Transport.

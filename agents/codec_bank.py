@@ -10,18 +10,26 @@ from channels.errors import CodecError
 
 
 class CodecBank:
-    def __init__(self, fingerprint: dict):
+    """parts: {name: Part} shipped with the actor (a run's parts travel through the object
+    store, so an actor on another node reads no path of the driver's machine); a part not
+    among them is read from the call's codec directory."""
+
+    def __init__(self, fingerprint: dict, parts: dict | None = None):
         self.fingerprint = fingerprint
         self.receiver = Receiver(fingerprint, int(fingerprint["hidden_size"]))
+        self.parts = dict(parts or {})
         self._halves: dict = {}
 
     def _part(self, codec, use, directory: str, side: str):
         if not use.part:
             return None
-        if not directory:
+        if use.part in self.parts:
+            part = self.parts[use.part]
+        elif not directory:
             raise CodecError(f"codec {use.codec} needs fitted part {use.part!r} but the run names no "
                              "channels.codecs directory")
-        part = load_part(directory, use.part)
+        else:
+            part = load_part(directory, use.part)
         if part.meta.get("codec") != use.codec:
             raise CodecError(f"part {use.part!r} holds codec {part.meta.get('codec')!r}, not {use.codec!r}")
         check_fingerprint(part.meta, part_role(codec, side), self.fingerprint, use.part)

@@ -17,6 +17,7 @@ from .kinds import get_kind
 from .message import LatentMessage, message_checksum
 
 SENT_AT = "sent_at"  # header.extra: wall-clock time the sender finished the message
+SENT_FROM = "sent_from"  # header.extra: the sender's Ray node id, so a receiver knows what crossed nodes
 
 
 def output_variants(msg: LatentMessage, compressions: tuple, encodes: tuple, encoder_for) -> list:
@@ -43,9 +44,10 @@ def check_sizes(outputs: list, limit: int | None, *, agent: str, step_id: str) -
 
 
 def send(msg: LatentMessage, *, compressions: tuple, encodes: tuple, encoder_for, limit: int | None,
-         agent: str, step_id: str, checksum: bool = False) -> tuple:
-    """(the variants to return, the stats they add: out_bytes, and out_checksums if asked)."""
-    msg = msg.replace(extra={**msg.header.extra, SENT_AT: time.time()})
+         agent: str, step_id: str, checksum: bool = False, node: str = "") -> tuple:
+    """(the variants to return, the stats they add: out_bytes, and out_checksums if asked).
+    node: the sender's node id, stamped on the message."""
+    msg = msg.replace(extra={**msg.header.extra, SENT_AT: time.time(), SENT_FROM: node})
     outputs = output_variants(msg, compressions, encodes, encoder_for)
     check_sizes(outputs, limit, agent=agent, step_id=step_id)
     stats = {"out_bytes": [o.nbytes for o in outputs]}
@@ -54,12 +56,14 @@ def send(msg: LatentMessage, *, compressions: tuple, encodes: tuple, encoder_for
     return outputs, stats
 
 
-def edge_stats(msg: LatentMessage) -> dict:
+def edge_stats(msg: LatentMessage, node: str = "") -> dict:
     """What one received message cost on its edge: its kind and bytes as they travelled
     (the receiver records them as extra wire_kind / wire_bytes before decoding), its bytes
-    once decoded, and the time since it was sent."""
-    sent = msg.header.extra.get(SENT_AT)
+    once decoded, the time since it was sent, and whether it crossed from another node to
+    the receiver's (`node`; unknown when either end did not say)."""
+    sent, src_node = msg.header.extra.get(SENT_AT), msg.header.extra.get(SENT_FROM, "")
     return {"src": msg.sender, "kind": msg.header.extra.get("wire_kind", msg.kind),
             "bytes": msg.header.extra.get("wire_bytes", msg.nbytes),
             "decoded_bytes": msg.nbytes,
-            "latency_s": (time.time() - sent) if sent else None}
+            "latency_s": (time.time() - sent) if sent else None,
+            "src_node": src_node, "cross_node": bool(src_node and node and src_node != node)}

@@ -161,7 +161,7 @@ def test_expected_digest_reuses_its_own_conversion_and_only_that(ggufs, smollm2,
     seen = []
     monkeypatch.setattr(model_load, "convert_gguf", lambda p, out: seen.append(p) or out.mkdir() or {"source": "t"})
     path, converted, _ = model_load.converted_dir(ModelRef.parse(f"gguf:{smollm2}"), want)
-    assert seen == [smollm2] and converted and path == model_cache.entry_dir(want)
+    assert [p.resolve() for p in seen] == [smollm2.resolve()] and converted and path == model_cache.entry_dir(want)
 
 
 SHA_REFUSED = [  # (ref, sha256, field message)

@@ -130,6 +130,25 @@ def test_a_part_fitted_for_other_weights_is_refused(tmp_path):
         CodecBank(other).decoder(CodecUse("ridge", part.name), str(tmp_path))
 
 
+def test_shipped_parts_are_used_without_reading_any_path(tmp_path):
+    """A run's parts reach every actor through the object store: an actor on another node
+    applies them though the driver's codec directory does not exist there."""
+    from agents.codec_bank import CodecBank
+    from agents.step_call import CodecUse
+
+    g = torch.Generator().manual_seed(6)
+    part, = make_codec("ridge").fit({"s": states("s", torch.randn(60, 4, generator=g)),
+                                     "r": states("r", torch.randn(60, 4, generator=g))}, [("s", "r")])
+    save_part(tmp_path, part)
+    from_disk = CodecBank(fp("r", 4)).decoder(CodecUse("ridge", part.name), str(tmp_path))
+    shipped = CodecBank(fp("r", 4), {part.name: load_part(tmp_path, part.name)})
+    elsewhere = shipped.decoder(CodecUse("ridge", part.name), str(tmp_path / "not-on-this-node"))
+    x = torch.randn(3, 4, generator=g)
+    assert torch.equal(elsewhere(x), from_disk(x))
+    with pytest.raises(CodecError, match="is not in"):  # without it, that path would have been read
+        CodecBank(fp("r", 4)).decoder(CodecUse("ridge", part.name), str(tmp_path / "not-on-this-node"))
+
+
 def test_damaged_or_foreign_part_files_are_refused(tmp_path):
     with pytest.raises(CodecError, match="fit it with `latentray fit-codec"):
         read_meta(tmp_path, "missing")

@@ -13,6 +13,7 @@ from runtime.engine.actors import kill_actors, start_actors
 from runtime.engine.run import run_spec
 from runtime.engine.steps import compile_steps, submit_unit
 from topologies import build_plan, load_spec
+from topologies.errors import SpecError
 
 from helpers import QUESTIONS, one_actor, settled_store_bytes, with_model_ref
 
@@ -80,11 +81,11 @@ def test_example_runs_and_names_actors(ray_session, example, example_run):
 
 def test_batch_equals_alone_across_actors(ray_session, example):
     spec, plan = example
-    handles = start_actors(spec, plan, "eq")
+    pool = start_actors(spec, plan, "eq")
     try:
         steps = compile_steps(plan, checksum=True)
-        batch = submit_unit(steps, handles, QUESTIONS, 0)
-        alone = [submit_unit(steps, handles, [q], i + 1) for i, q in enumerate(QUESTIONS)]
+        batch = submit_unit(steps, pool, QUESTIONS, 0)
+        alone = [submit_unit(steps, pool, [q], i + 1) for i, q in enumerate(QUESTIONS)]
         batch_text = ray_session.get(batch["judger"][0])["texts"]
         store = get_transport("object_store")
         parts = ("planner", "critic", "refiner")  # delta memory: each agent's own part
@@ -116,7 +117,7 @@ def test_batch_equals_alone_across_actors(ray_session, example):
             received = get_transport("object_store").unpack(ray_session.get(batch[step][0]))
             assert message_checksum(received) == stats["out_checksums"][0]
     finally:
-        kill_actors(handles.values())
+        kill_actors(pool.handles())
 
 
 def test_chain_over_rdt_gloo_answers_like_object_store(ray_session, example, full_run):
@@ -177,13 +178,12 @@ def test_baselines_run_through_the_same_engine(ray_session, example, method):
 
 
 def test_actors_that_cannot_be_placed_are_refused_not_awaited(ray_session, example):
-    from runtime.engine.errors import RunError
-
     spec, _ = example
     greedy = spec.agents["planner"].model_copy(
         update={"resources": spec.agents["planner"].resources.model_copy(update={"num_cpus": 1000})})
     big = spec.model_copy(update={"agents": {**spec.agents, "planner": greedy}})
-    with pytest.raises(RunError, match=r"need 1003 CPUs but the Ray cluster has 8; lower agents"):
+    with pytest.raises(SpecError, match=r"agents.\*.replicas, agents.\*.resources: the run's actors \(every "
+                                        r"replica counted\) need 1003 CPU but the Ray cluster has 8 \(fix: lower"):
         run_spec(big, build_plan(big), QUESTIONS[:1], run_name="too-big")
 
 

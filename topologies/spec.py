@@ -73,9 +73,38 @@ class Sampling(Strict):
     top_k: int = Field(0, ge=0, description="0 = no top-k cut")
 
 
+# Ray's own resource names: a custom resource may not reuse them.
+RAY_RESOURCES = ("CPU", "GPU", "memory", "object_store_memory")
+
+
 class Resources(Strict):
     num_cpus: float = Field(1.0, ge=0.0)
     num_gpus: float = Field(0.0, ge=0.0, description="fractional GPUs allowed")
+    custom: dict[str, float] = Field(
+        default_factory=dict, description="resource labels: Ray custom resources the actor needs, e.g. "
+        "{zone_a: 1} to pin it to nodes started with `ray start --resources '{\"zone_a\": 4}'`")
+
+    @field_validator("custom")
+    @classmethod
+    def _custom_resources(cls, v: dict) -> dict:
+        for name, amount in v.items():
+            if name in RAY_RESOURCES or name.startswith("node:"):
+                raise ValueError(f"custom resource {name!r} is one of Ray's own; use num_cpus / num_gpus, or "
+                                 "a label of your own")
+            if not amount > 0:
+                raise ValueError(f"custom resource {name!r} needs an amount > 0, got {amount}")
+        return v
+
+
+def _replica_count(v):
+    if v == "auto":
+        return v
+    if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 1024:
+        raise ValueError(f"replicas must be a whole number from 1 to 1024, or auto; got {v!r}")
+    return v
+
+
+Replicas = Annotated[Union[int, str], AfterValidator(_replica_count)]
 
 
 class AgentSpec(Strict):
@@ -90,6 +119,9 @@ class AgentSpec(Strict):
     ridge_lambda: float = Field(1e-5, gt=0.0)
     resources: Resources = Resources()
     actor: Optional[str] = Field(None, description="agents naming the same actor group share one actor")
+    replicas: Optional[Replicas] = Field(
+        None, description="copies of this agent's actor, each with its own model copy (default run.replicas); "
+                          "auto: the cluster's free GPUs (CPUs) shared in proportion to measured step time")
 
     @field_validator("role")
     @classmethod
@@ -141,6 +173,8 @@ class TopologySpec(BaseModel):
 
 
 class RunSpec(Strict):
+    replicas: Replicas = Field(1, description="copies of each agent's actor unless the agent says otherwise; "
+                                              "auto: see agents.<id>.replicas")
     inputs: Optional[str] = Field(None, description="JSONL file with a 'question' per line")
     batch_size: int = Field(4, ge=1, le=4096)
     seed: int = 0
@@ -184,6 +218,14 @@ class LimitsSpec(Strict):
                                          "refused with RESOURCE_EXHAUSTED")
 
 
+class PlacementSpec(Strict):
+    """Where actors go on a cluster of several nodes (Ray's placement groups and strategies)."""
+    strategy: Literal["default", "pack", "spread"] = Field(
+        "default", description="default: Ray's own choice; pack: each replica set of the pipeline (one actor "
+        "per agent) on one node, so a problem's messages stay in one object store; spread: actors over as "
+        "many nodes as possible")
+
+
 class GraphSpec(Strict):
     version: Literal[1]
     name: str = "run"
@@ -193,6 +235,7 @@ class GraphSpec(Strict):
     channels: ChannelSpec = ChannelSpec()
     run: RunSpec = RunSpec()
     limits: LimitsSpec = LimitsSpec()
+    placement: PlacementSpec = PlacementSpec()
 
     @field_validator("name")
     @classmethod

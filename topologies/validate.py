@@ -61,6 +61,17 @@ def validate_spec(spec: GraphSpec, file: str) -> None:
                 raise SpecError(f"actor group {agent.actor!r} mixes models {first[1]!r} and {agent.model!r}",
                                 file=file, field=f"agents.{name}.actor",
                                 fix="only agents of one model can share an actor")
+            replicas = (replicas_of(spec, first[0]), replicas_of(spec, name))
+            if replicas[0] != replicas[1]:
+                raise SpecError(f"actor group {agent.actor!r} has agents with {replicas[0]} and {replicas[1]} replicas",
+                                file=file, field=f"agents.{name}.replicas",
+                                fix="agents sharing an actor share its replicas: give them the same number")
+
+
+def replicas_of(spec: GraphSpec, agent_id: str):
+    """An agent's replica count as the spec asks it: a number, or "auto"."""
+    own = spec.agents[agent_id].replicas
+    return spec.run.replicas if own is None else own
 
 
 def validate_plan(spec: GraphSpec, plan: Plan, file: str) -> None:

@@ -46,6 +46,26 @@ def edge_codec(spec, plan, edge) -> EdgeCodec:
     return EdgeCodec(encode, decode)
 
 
+def needed_parts(spec, plan) -> list:
+    """The names of the fitted parts the plan's edges apply, each once."""
+    names = []
+    for edge in plan.edges:
+        ec = edge_codec(spec, plan, edge)
+        for use in (ec.encode, ec.decode):
+            if use is not None and use.part and use.part not in names:
+                names.append(use.part)
+    return names
+
+
+def read_parts(spec, plan) -> dict:
+    """{part name: Part} of every part the plan needs, read here (on the driver), so actors
+    on any node get them through the object store and never read a path of this machine."""
+    from channels.codecs.storage import load_part
+
+    directory = codec_dir(spec)
+    return {name: load_part(directory, name) for name in needed_parts(spec, plan)} if directory else {}
+
+
 def codec_dir(spec) -> str:
     return str(Path(spec.channels.codecs).expanduser()) if spec.channels.codecs else ""
 

@@ -1,9 +1,12 @@
-"""Start one actor per agent (or per shared actor group), named `<run>/<agent>`.
+"""Start the actors of a run: one per agent (or per shared actor group), times its replicas.
 
 Agents that name the same `actor` group in the spec share one actor, and so one copy of
-the model. Actors restart on failure; Ray does not retry their calls itself: the scheduler
-resubmits the unit whose actor died (runtime/engine/scheduler.py), so every retry is counted, and
-a step is a pure function of its inputs, so a retry cannot count a problem twice.
+the model. An agent with `replicas: N` has N such actors, named `<run>/<agent>#<k>` (one
+replica keeps the plain `<run>/<agent>`); `auto` starts one and lets the run add more once
+it has measured step times (runtime/engine/autoscale.py). Actors restart on failure; Ray
+does not retry their calls itself: the scheduler resubmits the unit whose actor died
+(runtime/engine/scheduler.py), so every retry is counted, and a step is a pure function
+of its inputs, so a retry cannot count a problem twice.
 """
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from agents.actor import RemoteAgentActor
 
 from runtime.engine.agent_configs import agent_configs_for
 from runtime.engine.errors import RunError
+from runtime.engine.replicas import Replica, ReplicaPool
 
 # Each restart reloads the model; an actor that keeps dying stays dead after this many, and
 # the batches it would run fail with the reason instead of restarting it forever.
@@ -27,9 +31,23 @@ class ActorGroup:
     agents: tuple  # agent ids hosted
     num_cpus: float
     num_gpus: float
+    custom: tuple = ()  # (resource label, amount) pairs: Ray custom resources
+    replicas: object = 1  # int, or "auto"
+
+    @property
+    def initial_replicas(self) -> int:
+        """Replicas started with the run (`auto` starts one and grows)."""
+        return 1 if self.replicas == "auto" else int(self.replicas)
+
+    def resources(self) -> dict:
+        """What one replica asks of a node, as Ray names resources (zero amounts left out)."""
+        out = {"CPU": self.num_cpus, "GPU": self.num_gpus, **dict(self.custom)}
+        return {k: v for k, v in out.items() if v > 0}
 
 
 def group_agents(spec, agent_ids) -> list:
+    from topologies.validate import replicas_of
+
     groups: dict = {}
     for agent_id in agent_ids:
         a = spec.agents[agent_id]
@@ -38,40 +56,63 @@ def group_agents(spec, agent_ids) -> list:
     out = []
     for key, members in groups.items():
         first = spec.agents[members[0]]
+        custom: dict = {}
+        for m in members:
+            for label, amount in spec.agents[m].resources.custom.items():
+                custom[label] = max(custom.get(label, 0.0), amount)
         out.append(ActorGroup(
             name=key, model=first.model, agents=tuple(members),
             num_cpus=max(spec.agents[m].resources.num_cpus for m in members),
-            num_gpus=max(spec.agents[m].resources.num_gpus for m in members)))
+            num_gpus=max(spec.agents[m].resources.num_gpus for m in members),
+            custom=tuple(sorted(custom.items())), replicas=replicas_of(spec, members[0])))
     return out
 
 
-def start_actors(spec, plan, run_name: str, ready: list | None = None) -> dict:
-    """Return {agent id: actor handle}, all models loaded (or a RunError naming the model).
-    `ready`, if given, receives each actor's ready() report (pid, device, how it loaded)."""
+def replica_name(run_name: str, group: ActorGroup, index: int) -> str:
+    return f"{run_name}/{group.name}" if group.replicas == 1 else f"{run_name}/{group.name}#{index}"
+
+
+def launch_replica(spec, group: ActorGroup, run_name: str, index: int, placement, codec_parts=None) -> Replica:
+    """Create one replica's actor (it loads its model in the background); its ready() call
+    says when it has, and where. codec_parts: ObjectRef of the run's fitted codec parts."""
+    m = spec.models[group.model]
+    model_kwargs = dict(ref=m.ref, dtype=m.dtype, device=m.device, seed=m.seed or 0,
+                        trust_remote_code=m.trust_remote_code, num_gpus=group.num_gpus, sha256=m.sha256)
+    name = replica_name(run_name, group, index)
+    actor = RemoteAgentActor.options(
+        name=name, num_cpus=group.num_cpus, num_gpus=group.num_gpus, resources=dict(group.custom),
+        max_restarts=MAX_RESTARTS, max_task_retries=MAX_TASK_RETRIES,
+        **(placement.options(group, index) if placement is not None else {}),
+    ).remote(model_kwargs, agent_configs_for(group.agents, spec, latent=spec.run.method != "text"), codec_parts)
+    return Replica(group.name, index, actor, name)
+
+
+def start_actors(spec, plan, run_name: str, ready: list | None = None, placement=None,
+                 codec_parts=None) -> ReplicaPool:
+    """Return the run's ReplicaPool, every model loaded (or a RunError naming the model).
+    `ready`, if given, receives each actor's ready() report (pid, node, device, how it loaded).
+    placement: a runtime.engine.placement.Placement (default: Ray's own scheduling);
+    codec_parts: ObjectRef of {part name: Part} (runtime/codecs/plan.py read_parts)."""
     import ray
 
-    handles, by_group = {}, {}
-    for g in group_agents(spec, plan.agents):
-        m = spec.models[g.model]
-        model_kwargs = dict(ref=m.ref, dtype=m.dtype, device=m.device, seed=m.seed or 0,
-                            trust_remote_code=m.trust_remote_code, num_gpus=g.num_gpus, sha256=m.sha256)
-        actor = RemoteAgentActor.options(
-            name=f"{run_name}/{g.name}", num_cpus=g.num_cpus, num_gpus=g.num_gpus,
-            max_restarts=MAX_RESTARTS, max_task_retries=MAX_TASK_RETRIES,
-        ).remote(model_kwargs, agent_configs_for(g.agents, spec, latent=spec.run.method != "text"))
-        by_group[g] = actor
-        for agent_id in g.agents:
-            handles[agent_id] = actor
-    for g, actor in by_group.items():
+    groups = group_agents(spec, plan.agents)
+    pool = ReplicaPool({a: g.name for g in groups for a in g.agents})
+    started = []
+    for g in groups:
+        for k in range(g.initial_replicas):
+            started.append((g, launch_replica(spec, g, run_name, k, placement, codec_parts)))
+    for g, replica in started:
         try:
-            report = ray.get(actor.ready.remote())
+            report = ray.get(replica.handle.ready.remote())
         except Exception as exc:  # the actor's constructor failed: say which model, and why
             cause = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-            kill_actors(by_group.values())
-            raise RunError(f"model {g.model!r} for actor {run_name}/{g.name} failed to load: {cause}") from None
+            kill_actors(r.handle for _, r in started)
+            raise RunError(f"model {g.model!r} for actor {replica.name} failed to load: {cause}") from None
+        replica.node = report["node"]
+        pool.add(replica)
         if ready is not None:
-            ready.append({"actor": f"{run_name}/{g.name}", **report})
-    return handles
+            ready.append({"actor": replica.name, **report})
+    return pool
 
 
 def kill_actors(actors) -> None:
@@ -83,5 +124,9 @@ def kill_actors(actors) -> None:
 
 
 def actor_names(spec, plan, run_name: str) -> list:
-    """The names the dashboard shows: `<run>/<agent>`, or `<run>/<actor group>` for shared ones."""
-    return sorted({f"{run_name}/{spec.agents[a].actor or a}" for a in plan.agents})
+    """The names the dashboard shows: `<run>/<agent>` (or `<run>/<actor group>` for shared
+    ones), with `#<k>` per replica where an agent has more than one."""
+    names = set()
+    for g in group_agents(spec, plan.agents):
+        names.update(replica_name(run_name, g, k) for k in range(g.initial_replicas))
+    return sorted(names)

@@ -7,14 +7,17 @@ from runtime.engine.steps import step_transport
 
 
 @contextmanager
-def open_groups(spec, plan, handles: dict):
-    """Create the rdt collective group over every actor for the run, and destroy it after."""
+def open_groups(spec, plan, handles):
+    """Create the rdt collective group over every actor for the run (every replica), and
+    destroy it after. handles: the ReplicaPool, or {agent id: handle}."""
     from channels.transports import create_group, destroy_group
+
+    from runtime.engine.replicas import ReplicaPool
 
     rdt = any(step_transport(plan, s) == "rdt" for s in plan.steps)
     group = None
     if rdt:
-        actors = list({h._actor_id: h for h in handles.values()}.values())
+        actors = ReplicaPool.of(handles).handles()
         group = create_group(actors, spec.channels.rdt_backend)
     try:
         yield group

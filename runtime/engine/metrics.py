@@ -3,8 +3,9 @@
 The driver records them from each finished batch's step stats, the same numbers the
 trace holds, so the dashboard's metrics view and a Prometheus scrape of
 `/metrics` (`ray_latentray_*`) agree with `trace/` to the message. Tags: `run` on every
-metric; `agent` on per-agent metrics; `src`, `dst`, `kind` on per-edge metrics (as in
-the trace: the sending agent, the receiving step).
+metric; `agent`, `replica` (the actor's name) and `node` (its Ray node id) on per-agent
+metrics; `src`, `dst`, `kind` on per-edge metrics (as in the trace: the sending agent, the
+receiving step).
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 STEP_BUCKETS = [0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0]
 
 EDGE_TAGS = ("run", "src", "dst", "kind")
-AGENT_TAGS = ("run", "agent")
+AGENT_TAGS = ("run", "agent", "replica", "node")
 RUN_TAGS = ("run",)
 
 _DEFINED: dict = {}  # one metric object per name per process (Ray registers each name once)
@@ -39,6 +40,15 @@ def messages():
 def message_bytes():
     return _metric("counter", "latentray_message_bytes", "bytes of latent messages delivered (as sent), per edge",
                    EDGE_TAGS)
+
+
+def cross_node_bytes():
+    return _metric("counter", "latentray_cross_node_bytes", "bytes of latent messages read from another node's "
+                   "object store, per edge (the rest were read in place)", EDGE_TAGS)
+
+
+def replicas_lost():
+    return _metric("counter", "latentray_replicas_lost", "replicas that died for good and left the run", RUN_TAGS)
 
 
 def transfer_latency():
@@ -76,7 +86,7 @@ class RunMetrics:
 
     def batch_done(self, step_stats: list, rows: int) -> None:
         for s in step_stats:
-            agent = {"run": self.run, "agent": s["agent"]}
+            agent = {"run": self.run, "agent": s["agent"], "replica": s.get("actor", ""), "node": s.get("node", "")}
             steps().inc(1, tags=agent)
             if s.get("compute_s") is not None:
                 step_seconds().observe(s["compute_s"], tags=agent)
@@ -89,6 +99,8 @@ class RunMetrics:
                 messages().inc(1, tags=edge)
                 if e["bytes"]:
                     message_bytes().inc(e["bytes"], tags=edge)
+                    if e.get("cross_node"):
+                        cross_node_bytes().inc(e["bytes"], tags=edge)
                 if e.get("latency_s") is not None:
                     transfer_latency().observe(max(e["latency_s"], 0.0), tags=edge)
         problems("done").inc(rows, tags={"run": self.run})
@@ -96,6 +108,9 @@ class RunMetrics:
     def problems_failed(self, n: int) -> None:
         if n:
             problems("failed").inc(n, tags={"run": self.run})
+
+    def replica_lost(self) -> None:
+        replicas_lost().inc(1, tags={"run": self.run})
 
     def problems_retried(self, n: int) -> None:
         if n:

@@ -30,6 +30,7 @@ def check_model_refs(spec) -> None:
 def check_transports(spec, plan) -> None:
     """One transport per producing step, one compression variant for rdt, backend usable."""
     from channels.compression import check_compression_names
+    from topologies.validate import replicas_of
 
     uses_rdt = False
     for step in plan.steps:
@@ -51,6 +52,12 @@ def check_transports(spec, plan) -> None:
                                 fix="order: latent_only, layers:..., bf16|fp16, int8") from None
     if uses_rdt:
         check_rdt_backend(spec, plan)
+        auto = [a for a in plan.agents if replicas_of(spec, a) == "auto"]
+        if auto:
+            raise SpecError(f"agent {auto[0]!r} has replicas: auto, which adds actors while the run goes, but rdt "
+                            "needs every actor in its collective group from the start",
+                            field=f"agents.{auto[0]}.replicas", fix="give a number of replicas, or use "
+                            "transport: object_store")
 
 
 # rdt backends that move tensors between GPUs: each actor on such an edge needs a GPU.
@@ -97,11 +104,15 @@ def check_limits(spec, address: str | None) -> None:
 
 
 def needed_resources(spec, plan) -> dict:
-    """Ray CPUs and GPUs that the run's actors ask for together."""
+    """Ray resources the run's actors ask for together, every replica counted (an `auto`
+    agent as the one replica it starts with): CPU, GPU and each custom resource label."""
     from runtime.engine.actors import group_agents
 
-    groups = group_agents(spec, plan.agents)
-    return {"CPU": sum(g.num_cpus for g in groups), "GPU": sum(g.num_gpus for g in groups)}
+    total = {"CPU": 0.0, "GPU": 0.0}
+    for g in group_agents(spec, plan.agents):
+        for name, amount in {"CPU": g.num_cpus, "GPU": g.num_gpus, **dict(g.custom)}.items():
+            total[name] = total.get(name, 0.0) + amount * g.initial_replicas
+    return total
 
 
 def check_local_gpus(spec, plan, address: str | None) -> None:
@@ -152,12 +163,54 @@ def check_fits(spec, plan, started_locally: bool) -> None:
     process started; on a cluster, warn (an autoscaler may still add nodes)."""
     import ray
 
-    have = ray.cluster_resources()
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    for field, text, fix in placement_problems(spec, plan, ray.cluster_resources(), nodes):
+        if started_locally:
+            raise SpecError(text, field=field, fix=fix)
+        print(f"[latentray] warning: {field}: {text}; actors wait until the cluster can hold them", file=sys.stderr)
+
+
+def placement_problems(spec, plan, have: dict, nodes: list) -> list:
+    """(field, what is wrong, fix) for each way the run's actors can never be placed on a
+    cluster with resources `have` in all and `nodes` (each node's resources)."""
+    from runtime.engine.actors import group_agents
+    from runtime.engine.placement import Placement
+
+    found = []
+    groups = group_agents(spec, plan.agents)
+    for g in groups:
+        for label, _ in g.custom:
+            if label not in have:
+                found.append((f"agents.{g.agents[0]}.resources.custom.{label}",
+                              f"unknown resource label {label!r}: no node of the Ray cluster offers it",
+                              "start the nodes meant for this agent with `ray start --resources "
+                              f"'{{\"{label}\": N}}'`, or remove the label"))
+    if found:
+        return found
     for kind, amount in needed_resources(spec, plan).items():
         if amount > have.get(kind, 0) + 1e-9:
-            text = (f"the run's actors need {amount:g} {kind}s but the Ray cluster has "
-                    f"{have.get(kind, 0):g}")
-            if started_locally:
-                raise RunError(f"{text}; lower agents.*.resources.num_{kind.lower()}s, share actors "
-                               "with `actor:`, or start Ray with more resources")
-            print(f"[latentray] warning: {text}; actors wait until the cluster grows", file=sys.stderr)
+            name = {"CPU": "num_cpus", "GPU": "num_gpus"}.get(kind, f"custom.{kind}")
+            found.append(("agents.*.replicas, agents.*.resources", f"the run's actors (every replica counted) need {amount:g} {kind} but the "
+                          f"Ray cluster has {have.get(kind, 0):g}",
+                          f"lower agents.*.replicas or agents.*.resources.{name}, share actors with `actor:`, "
+                          "or give Ray more resources"))
+    for g in groups:
+        if not any(_fits(g.resources(), node) for node in nodes):
+            found.append((f"agents.{g.agents[0]}.resources", f"one replica of {g.name!r} needs {g.resources()}, "
+                          "more than any one node of the Ray cluster has",
+                          "lower its resources, or add a node that large"))
+    if spec.placement.strategy == "pack":
+        lane = Placement(spec, plan, "").lane_members(0)
+        need: dict = {}
+        for g in lane:
+            for k, v in g.resources().items():
+                need[k] = need.get(k, 0.0) + v
+        if not any(_fits(need, node) for node in nodes):
+            found.append(("placement.strategy", f"pack keeps one replica of every agent on one node, which needs "
+                          f"{ {k: round(v, 3) for k, v in need.items()} }, more than any node of the Ray cluster has",
+                          "use placement.strategy: spread (or default), or nodes large enough for the pipeline"))
+    return found
+
+
+def _fits(need: dict, node: dict) -> bool:
+    return all(amount <= node.get(kind, 0.0) + 1e-9 for kind, amount in need.items())

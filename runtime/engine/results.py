@@ -28,9 +28,10 @@ from runtime.engine.errors import RunError
 from runtime.engine.run_identity import digest, question_changes, questions_identity, spec_changes, spec_identity
 
 MANIFEST = "run.json"
-TRACE_COLUMNS = ["run", "batch", "problems", "src", "dst", "round", "kind", "bytes", "latency_s"]
+TRACE_COLUMNS = ["run", "batch", "problems", "src", "dst", "round", "kind", "bytes", "latency_s", "src_node",
+                 "dst_node", "cross_node"]
 STEP_COLUMNS = ["run", "batch", "problems", "step", "agent", "round", "pid", "compute_s", "latent_steps", "tokens",
-                "prompt_tokens"]
+                "prompt_tokens", "actor", "node"]
 DATASETS = ("answers", "trace", "steps", "failed")
 
 
@@ -61,7 +62,8 @@ def _trace_schema():
 
     s, i = pa.string(), pa.int64()
     return pa.schema([("run", s), ("batch", i), ("problems", pa.list_(i)), ("src", s), ("dst", s), ("round", i),
-                      ("kind", s), ("bytes", i), ("latency_s", pa.float64())])
+                      ("kind", s), ("bytes", i), ("latency_s", pa.float64()), ("src_node", s), ("dst_node", s),
+                      ("cross_node", pa.bool_())])
 
 
 def _steps_schema():
@@ -70,7 +72,7 @@ def _steps_schema():
     s, i = pa.string(), pa.int64()
     return pa.schema([("run", s), ("batch", i), ("problems", pa.list_(i)), ("step", s), ("agent", s), ("round", i),
                       ("pid", i), ("compute_s", pa.float64()), ("latent_steps", i), ("tokens", pa.list_(i)),
-                      ("prompt_tokens", pa.list_(i))])
+                      ("prompt_tokens", pa.list_(i)), ("actor", s), ("node", s)])
 
 
 def _failed_schema():
@@ -85,10 +87,13 @@ SCHEMAS = {"answers": _answers_schema, "trace": _trace_schema, "steps": _steps_s
 
 
 def trace_rows(run_name: str, stats: dict, first_question: int) -> list:
-    """One row per message a step received, from its stats."""
+    """One row per message a step received, from its stats; cross_node: whether its bytes
+    came from another node's object store (False: read in place)."""
     return [{"run": run_name, "batch": stats["batch"], "first_problem": first_question,
              "src": e["src"], "dst": stats["step"], "round": stats["round"], "kind": e["kind"],
-             "bytes": e["bytes"], "latency_s": e["latency_s"]} for e in stats["inbox"]]
+             "bytes": e["bytes"], "latency_s": e["latency_s"], "src_node": e.get("src_node") or None,
+             "dst_node": stats.get("node") or None, "cross_node": bool(e.get("cross_node"))}
+            for e in stats["inbox"]]
 
 
 def _question_text(q) -> str:

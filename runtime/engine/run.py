@@ -32,6 +32,8 @@ class RunResult:
     retries: int = 0  # problems resubmitted after an actor died under them
     failed: dict = field(default_factory=dict)  # question index -> why it failed (its answer stays None)
     units: dict = field(default_factory=dict)  # unit (batch) number -> indices of the problems it answered
+    replicas: dict = field(default_factory=dict)  # actor group -> replicas live at the end
+    replicas_lost: list = field(default_factory=list)  # (replica name, why) of those that died for good
 
     def summary(self, spec, plan) -> dict:
         return {
@@ -46,7 +48,17 @@ class RunResult:
             "peak_object_store_bytes": self.peak_store_bytes, "spilled_bytes": self.spilled_bytes,
             "problems_retried": self.retries, "problems_failed": len(self.failed),
             "model_loads": [{"actor": a["actor"], **a["load"]} for a in self.actor_info],
+            "replicas": self.replicas, "replicas_lost": [{"replica": n, "why": w} for n, w in self.replicas_lost],
+            "steps_per_replica": self.steps_per_replica(),
+            "cross_node_bytes": sum(r["bytes"] for r in self.trace if r.get("cross_node")),
+            "nodes": len({s.get("node") for s in self.steps if s.get("node")}),
         }
+
+    def steps_per_replica(self) -> dict:
+        counts: dict = {}
+        for s in self.steps:
+            counts[s.get("actor") or s["agent"]] = counts.get(s.get("actor") or s["agent"], 0) + 1
+        return dict(sorted(counts.items()))
 
     def add(self, done) -> None:
         """One unit's outcome (a BatchDone, numbered as this result's questions)."""
@@ -61,6 +73,10 @@ class RunResult:
             self.units[done.batch] = list(done.indices)
             for s in done.step_stats:
                 self.trace.extend(trace_rows(self.run_name, s, done.indices[0]))
+
+
+def replica_counts(pool) -> dict:
+    return {group: len(replicas) for group, replicas in pool.replicas.items()}
 
 
 def run_spec(spec, plan, questions: list, run_name: str | None = None, progress=None,
@@ -100,8 +116,10 @@ def run_spec(spec, plan, questions: list, run_name: str | None = None, progress=
                 report(done)
             result.run_s = time.perf_counter() - t_run[0] if t_run else 0.0
         result.peak_store_bytes, result.spilled_bytes = store.peak_bytes, store.spilled_bytes
-        if session.handles:  # none started for a run of rejected questions only
+        if session.started:  # none started for a run of rejected questions only
             result.actor_info, result.actor_names = session.actor_info, session.actor_names
+            result.replicas_lost = list(session.pool.removed)
+            result.replicas = replica_counts(session.pool)
     finally:
         session.close()
     result.wall_s = time.perf_counter() - t0

@@ -1,8 +1,8 @@
 """What makes two runs the same run, so a rerun may resume the other's output directory.
 
 The spec counts as it was validated, minus the fields that change how problems are
-scheduled but not what an answer is (batch size, batches in flight, where the output and
-inputs live); the question set counts in order, ids included. A difference is described
+scheduled but not what an answer is (batch size, batches in flight, replicas, placement,
+where the output and inputs live); the question set counts in order, ids included. A difference is described
 by its first few changed fields or questions, so the refusal says exactly what changed.
 """
 from __future__ import annotations
@@ -10,12 +10,16 @@ from __future__ import annotations
 import hashlib
 import json
 
-SCHEDULING_FIELDS = ("batch_size", "max_in_flight", "output", "inputs")
+SCHEDULING_FIELDS = ("batch_size", "max_in_flight", "output", "inputs", "replicas")
+AGENT_SCHEDULING_FIELDS = ("replicas",)  # how many copies run an agent, not what it answers
 
 
 def spec_identity(spec) -> dict:
     data = spec.model_dump(mode="json")
     data["run"] = {k: v for k, v in data["run"].items() if k not in SCHEDULING_FIELDS}
+    data["agents"] = {name: {k: v for k, v in a.items() if k not in AGENT_SCHEDULING_FIELDS}
+                      for name, a in data["agents"].items()}
+    data.pop("placement", None)  # where actors run, not what they answer
     return data
 
 

@@ -6,7 +6,10 @@ of every unit is watched, not only the last: a unit finishes when all its steps 
 fails as soon as one of them does. What can happen to a unit and what the scheduler does:
   all steps finish           its answers are yielded
   an actor died under it     resubmitted whole (steps are pure functions of their inputs,
-                             so nothing counts twice), up to limits.retries times, counted
+  (or its node, or an        so nothing counts twice), up to limits.retries times, counted,
+  object with its node)      to replicas that answer: the ones it used are asked whether
+                             they are back, and get nothing until they are; one that never
+                             comes back leaves the pool and the run goes on with the rest
   a step refused some rows   (ProblemInputError: a prompt too long) those fail; the rest
                              are resubmitted without them
   a step timed out           its problems fail with the reason
@@ -16,6 +19,9 @@ fails as soon as one of them does. What can happen to a unit and what the schedu
                              its actor is killed and restarts; the unit counts as a fault
   the run timeout passes     every unfinished problem fails with the reason
 Problems keep the caller's numbering throughout: a unit holds indices into `questions`.
+Each step goes to a replica of its agent (runtime/engine/replicas.py) as the unit is
+submitted; nothing waits on an actor but ray.wait, so one restarting replica never holds
+up the others.
 """
 from __future__ import annotations
 
@@ -24,6 +30,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from agents.errors import ProblemInputError, StepTimeoutError, first_line
+from runtime.engine.replicas import ReplicaPool
 from runtime.engine.steps import compile_steps, submit_unit
 from runtime.engine.vote import majority
 
@@ -48,11 +55,14 @@ class _Unit:
     refs: dict = field(default_factory=dict)  # step id -> [output refs..., stats ref]
     stats: dict = field(default_factory=dict)  # step id -> stats, as each step finishes
     open: set = field(default_factory=set)  # stats refs not finished yet
+    placed: dict = field(default_factory=dict)  # step id -> the Replica it was sent to
 
 
-# How long a restarting actor may take to load its model again before the resubmitted unit
-# is sent anyway (and fails, if the actor is still not back, as a fault of its own).
+# How long a restarting (or starting) replica may take to load its model before it is
+# taken as gone for good and leaves the pool.
 RESTART_WAIT_S = 300.0
+PROBE_AGAIN_S = 0.2  # between asking a restarting actor whether it is back
+SETTLE_S = 2.0  # at a run's end, how long the probes still out may take to answer
 
 
 def fault_errors() -> tuple:
@@ -63,13 +73,17 @@ def fault_errors() -> tuple:
 
 
 class _Scheduler:
-    def __init__(self, plan, handles, questions, steps, backend, max_in_flight, limits, metrics, on_submit=None):
-        self.plan, self.handles, self.questions, self.steps = plan, handles, questions, steps
+    def __init__(self, plan, handles, questions, steps, backend, max_in_flight, limits, metrics, on_submit=None,
+                 grow=None, in_flight_per_replica=False):
+        self.plan, self.questions, self.steps = plan, questions, steps
+        self.pool = ReplicaPool.of(handles)
         self.backend, self.max_in_flight, self.limits, self.metrics = backend, max_in_flight, limits, metrics
-        self.on_submit = on_submit
+        self.on_submit, self.grow, self.in_flight_per_replica = on_submit, grow, in_flight_per_replica
         self.queue: deque = deque()
         self.pending: dict = {}  # unit id -> unit, in submission order
         self.owner: dict = {}  # unfinished stats ref -> its unit
+        self.probes: dict = {}  # ready() ref -> (replica, since when it has not answered)
+        self.outbox: list = []  # outcomes decided outside step_done (problems no replica can run)
         self.next_id = 0
 
     def add(self, indices: list, attempt: int = 0, front: bool = False) -> None:
@@ -79,21 +93,88 @@ class _Scheduler:
 
     def fill(self) -> None:
         while self.queue and (self.max_in_flight is None or len(self.pending) < self.max_in_flight):
+            gone = self.pool.gone(self.plan.agents)
+            if gone:  # no replica of some agent is left: nothing queued can run
+                reason = f"agent {gone[0]!r} has no replica left: {self.pool.why_gone(gone[0])}"
+                units, self.queue = list(self.queue), deque()
+                self.outbox += [self.failed(u, {i: reason for i in u.indices}) for u in units]
+                return
+            if self.pool.waiting_for(self.plan.agents):
+                return  # a replica is restarting: the queue waits for it (probe_done refills)
             unit = self.queue.popleft()
-            unit.refs = submit_unit(self.steps, self.handles, [self.questions[i] for i in unit.indices],
-                                    unit.id, self.backend)
+            unit.placed = {}
+            unit.refs = submit_unit(self.steps, self.pool, [self.questions[i] for i in unit.indices],
+                                    unit.id, self.backend, placed=unit.placed)
             unit.stats, unit.open = {}, {r[-1] for r in unit.refs.values()}
             self.pending[unit.id] = unit
             self.owner.update({ref: unit for ref in unit.open})
             if self.on_submit:
                 self.on_submit(list(unit.indices), {sid: r[-1] for sid, r in unit.refs.items()})
 
+    def step_of(self, unit, ref) -> str:
+        return next(sid for sid, r in unit.refs.items() if r[-1] == ref)
+
     def drop(self, unit) -> None:
         """Stop watching a unit (finished, failed or requeued); its late steps are ignored."""
         self.pending.pop(unit.id, None)
         for ref in unit.open:
             self.owner.pop(ref, None)
+            unit.placed[self.step_of(unit, ref)].load -= 1
         unit.open = set()
+
+    # -- replicas that may be gone: ask them, without waiting ----------------------------------
+    def probe(self, replica, since: float | None = None) -> None:
+        """Send nothing more to `replica` until its ready() answers."""
+        replica.ready = False
+        self.probes[replica.handle.ready.remote()] = (replica, time.monotonic() if since is None else since)
+
+    def probe_done(self, ref) -> None:
+        import ray
+
+        replica, since = self.probes.pop(ref)
+        try:
+            report = ray.get(ref)
+        except ray.exceptions.ActorUnavailableError:  # restarting: ask again, up to RESTART_WAIT_S
+            if time.monotonic() - since < RESTART_WAIT_S:
+                time.sleep(PROBE_AGAIN_S)
+                self.probe(replica, since)
+                return
+            self.lose(replica, f"did not come back within {RESTART_WAIT_S:g} s")
+            return
+        except ray.exceptions.RayActorError as exc:  # dead for good (restarts used up, or failed to load)
+            self.lose(replica, first_line(exc))
+            return
+        first = not replica.node
+        replica.node = (report.get("node") if isinstance(report, dict) else None) or replica.node or "?"
+        replica.ready = True
+        if first and self.in_flight_per_replica and self.max_in_flight is not None:
+            self.max_in_flight += 1  # a new replica gets a unit of its own in flight
+
+    def settle(self, timeout_s: float = SETTLE_S) -> None:
+        """At the end of a run: hear the probes still out (a dead replica answers at once),
+        so a replica that died for good is reported even when no unit was left to notice."""
+        import ray
+
+        deadline = time.monotonic() + timeout_s
+        while self.probes and time.monotonic() < deadline:
+            done, _ = ray.wait(list(self.probes), num_returns=1, timeout=max(deadline - time.monotonic(), 0.0))
+            if not done:
+                return
+            self.probe_done(done[0])
+
+    def lose(self, replica, reason: str) -> None:
+        self.pool.remove(replica, reason)
+        if self.metrics:
+            self.metrics.replica_lost()
+
+    def maybe_grow(self, stats: list) -> None:
+        """Replicas that `auto` adds once step times are measured: they join as they load."""
+        if self.grow is None:
+            return
+        for replica in self.grow(stats):
+            replica.ready = False
+            self.pool.add(replica)
+            self.probe(replica)
 
     def failed(self, unit, reasons: dict, in_flight: int = 0) -> BatchDone:
         if self.metrics:
@@ -108,7 +189,8 @@ class _Scheduler:
         unit = self.owner.pop(ref)
         unit.open.discard(ref)
         in_flight = len(self.pending)
-        step_id = next(sid for sid, r in unit.refs.items() if r[-1] == ref)
+        step_id = self.step_of(unit, ref)
+        unit.placed[step_id].load -= 1
         try:
             try:
                 unit.stats[step_id] = ray.get(ref)
@@ -130,37 +212,25 @@ class _Scheduler:
         stats = [unit.stats[sid] for sid in unit.refs]  # in plan order
         answers = [self.answer([p["texts"][r] for p in per_step]) for r in range(n)]
         tokens = [sum(s["tokens"][r] for s in stats) for r in range(n)]
+        self.maybe_grow(stats)
         return BatchDone(unit.id, list(unit.indices), answers, tokens, stats, unit.attempt, in_flight)
 
     def answer(self, texts: list) -> str:
         return majority(texts) if self.plan.answer_mode == "majority" else texts[0]
 
     def fault(self, unit, exc, in_flight: int):
+        # the replicas this unit used may be dead or restarting: none gets work until it answers
+        for replica in {id(r): r for r in unit.placed.values()}.values():
+            if replica.ready and replica in self.pool.all():
+                self.probe(replica)
         if unit.attempt < self.limits.retries:
             if self.metrics:
                 self.metrics.problems_retried(len(unit.indices))
-            self.await_actors()
             self.queue.appendleft(_Unit(unit.id, unit.indices, unit.attempt + 1))
             return None
         reason = (f"an agent's actor died and the unit's {self.limits.retries} retries (limits.retries) ran "
                   f"out: {first_line(exc)}")
         return self.failed(unit, {i: reason for i in unit.indices}, in_flight)
-
-    def await_actors(self) -> None:
-        """Wait until every actor answers again (up to RESTART_WAIT_S): one that died is
-        restarting, reloading its model, and a call sent meanwhile fails at once."""
-        import ray
-
-        deadline = time.monotonic() + RESTART_WAIT_S
-        for handle in {h._actor_id: h for h in self.handles.values()}.values():
-            while time.monotonic() < deadline:
-                try:
-                    ray.get(handle.ready.remote(), timeout=max(deadline - time.monotonic(), 0.1))
-                    break
-                except ray.exceptions.ActorUnavailableError:
-                    time.sleep(0.2)  # restarting
-                except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
-                    break  # dead for good, or slow: the resubmitted unit reports it
 
     def step_failed(self, unit, step_id: str, exc, in_flight: int):
         cause = getattr(exc, "cause", None) or exc
@@ -184,6 +254,7 @@ class _Scheduler:
         import ray
 
         units = list(self.pending.values()) + list(self.queue)
+        self.probes.clear()
         for unit in list(self.pending.values()):
             for refs in unit.refs.values():
                 for ref in refs:
@@ -205,22 +276,24 @@ class _Scheduler:
         unit = next(iter(self.pending.values()))
         for step_id, refs in unit.refs.items():
             if refs[-1] in unit.open:
-                agent = next(s.call.agent for s in self.steps if s.call.step_id == step_id)
-                ray.kill(self.handles[agent], no_restart=False)
+                ray.kill(unit.placed[step_id].handle, no_restart=False)
                 return
 
 
-def run_plan(plan, handles: dict, questions: list, batch_size: int, backend="nccl",
+def run_plan(plan, handles, questions: list, batch_size: int, backend="nccl",
              max_in_flight: int | None = None, steps: list | None = None, on_wait=None, metrics=None,
-             limits=None, on_submit=None, indices: list | None = None):
+             limits=None, on_submit=None, indices: list | None = None, grow=None, in_flight_per_replica=False):
     """Run the problems `indices` of `questions` (default: all); yields a BatchDone per unit as
     it finishes (in finishing order), failures included, so each problem appears in exactly
     one BatchDone's indices or failed, numbered as in `questions`.
+    handles: the run's ReplicaPool, or {agent id: actor handle}.
     At most `max_in_flight` units are submitted and unfinished at once (None: all), so the
-    object store holds the messages of that many batches whatever the problem count.
+    object store holds the messages of that many batches whatever the problem count;
+    in_flight_per_replica: each replica that joins later raises it by one.
     limits: the spec's LimitsSpec (defaults if None). on_wait(): called each time the
     driver wakes from ray.wait (a sampler's hook). on_submit(indices, {step id: stats ref}):
-    called as each unit is submitted, so a caller can follow its steps as they finish."""
+    called as each unit is submitted, so a caller can follow its steps as they finish.
+    grow(step stats of a finished unit) -> new Replicas (launched, loading) to add."""
     import ray
 
     from topologies.spec import LimitsSpec
@@ -228,17 +301,25 @@ def run_plan(plan, handles: dict, questions: list, batch_size: int, backend="ncc
     limits = limits or LimitsSpec()
     steps = steps if steps is not None else compile_steps(plan, backend, limits=limits)
     todo = list(range(len(questions))) if indices is None else list(indices)
-    sched = _Scheduler(plan, handles, questions, steps, backend, max_in_flight, limits, metrics, on_submit)
+    sched = _Scheduler(plan, handles, questions, steps, backend, max_in_flight, limits, metrics, on_submit,
+                       grow, in_flight_per_replica)
     for start in range(0, len(todo), batch_size):
         sched.add(todo[start:start + batch_size])
     run_deadline = time.monotonic() + limits.run_timeout_s
     hang_after = limits.step_timeout_s * (len(steps) + 1) + 5.0  # plus Ray's own scheduling and transfers
     last_progress = time.monotonic()
     sched.fill()
-    while sched.pending:
+    while sched.pending or sched.queue or sched.outbox:
+        while sched.outbox:
+            yield sched.outbox.pop(0)
+        if not (sched.pending or sched.queue):
+            break
+        if not (sched.owner or sched.probes):  # queued work that nothing running can ever unblock
+            sched.outbox.append(sched.time_out("no replica could take the problem's steps"))
+            continue
         now = time.monotonic()
         wait = min(run_deadline - now, last_progress + hang_after - now)
-        done, _ = ray.wait(list(sched.owner), num_returns=1, timeout=max(wait, 0.0))
+        done, _ = ray.wait(list(sched.owner) + list(sched.probes), num_returns=1, timeout=max(wait, 0.0))
         if on_wait:
             on_wait()
         if not done:
@@ -246,11 +327,17 @@ def run_plan(plan, handles: dict, questions: list, batch_size: int, backend="ncc
                 yield sched.time_out(f"the run passed limits.run_timeout_s = {limits.run_timeout_s:g} s "
                                      "before this problem finished; raise the limit or run fewer problems")
                 return
-            sched.unstick()
+            if sched.pending:
+                sched.unstick()
             last_progress = time.monotonic()
             continue
         last_progress = time.monotonic()
+        if done[0] in sched.probes:
+            sched.probe_done(done[0])
+            sched.fill()
+            continue
         outcome = sched.step_done(done[0])
         sched.fill()
         if outcome is not None:
             yield outcome
+    sched.settle()

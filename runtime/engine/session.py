@@ -1,9 +1,13 @@
 """RunSession: everything between a plan and its answers, for `run`, `eval` and the gateway.
 
-    session = RunSession(spec, plan, run_name).start()   # pre-flight, Ray, actors, groups, steps
+    session = RunSession(spec, plan, run_name).start()   # pre-flight, Ray, replicas, groups, steps
     for done in session.run(questions, todo):             # the scheduler; metrics recorded
         ...                                               # BatchDone, numbered as `questions`
     session.close()                                       # groups destroyed, actors killed
+
+Each agent's actors form a replica pool (runtime/engine/replicas.py) placed as the spec's
+`placement` says (runtime/engine/placement.py); `replicas: auto` grows the pools once
+step times are measured (runtime/engine/autoscale.py).
 
 A session can run many question lists on the same warm actors (the gateway does, from
 several threads at once: Ray queues their calls on each actor). Problems keep the
@@ -14,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 
-from runtime.engine.actors import actor_names, kill_actors, start_actors
+from runtime.engine.actors import actor_names, group_agents, kill_actors, start_actors
 from runtime.engine.groups import open_groups
 from runtime.engine.metrics import RunMetrics
 from runtime.engine.preflight import check_fits, needed_resources, preflight, rejected_questions
@@ -24,15 +28,14 @@ from runtime.engine.steps import spec_steps
 
 def in_flight_limit(spec, plan) -> int | None:
     """run.max_in_flight as a number of batches (None: no limit). `auto` gives every actor
-    a batch to work on plus one queued behind them, so pipelining keeps everyone busy while
-    the object store holds the messages of a bounded number of batches."""
+    (every replica) a batch to work on plus one queued behind them, so pipelining keeps
+    everyone busy while the object store holds the messages of a bounded number of batches;
+    replicas that `replicas: auto` adds later raise it by one each."""
     value = spec.run.max_in_flight
     if value == "all":
         return None
     if value == "auto":
-        from runtime.engine.actors import group_agents
-
-        return len(group_agents(spec, plan.agents)) + 1
+        return sum(g.initial_replicas for g in group_agents(spec, plan.agents)) + 1
     return int(value)
 
 
@@ -41,7 +44,9 @@ class RunSession:
                  verbose: bool = False):
         self.spec, self.plan, self.address, self.verbose = spec, plan, address, verbose
         self.run_name = run_name or f"{spec.name}-{uuid.uuid4().hex[:6]}"
-        self.handles: dict = {}
+        self.pool = None  # the ReplicaPool, once started
+        self.placement = None
+        self.codec_parts = None  # ObjectRef of the fitted codec parts every actor gets
         self.actor_info: list = []  # each actor's ready() report: pid, device, how it loaded
         self.max_in_flight = in_flight_limit(spec, plan)
         self.metrics = RunMetrics(self.run_name)
@@ -51,6 +56,9 @@ class RunSession:
 
     @property
     def actor_names(self) -> list:
+        """The actors' names as the dashboard shows them: the live pool's once started."""
+        if self.pool is not None:
+            return sorted(r.name for r in self.pool.all())
         return actor_names(self.spec, self.plan, self.run_name)
 
     def check(self) -> "RunSession":
@@ -69,12 +77,25 @@ class RunSession:
     def start(self) -> "RunSession":
         """Pre-flight, Ray, the actors with their models loaded, rdt groups, compiled steps
         (once: a started session returns at once)."""
-        if self.handles:
+        import ray
+
+        from runtime.codecs.plan import read_parts
+        from runtime.engine.placement import Placement
+
+        if self.pool is not None:
             return self
         self.check()
-        self.handles = start_actors(self.spec, self.plan, self.run_name, ready=self.actor_info)
+        parts = read_parts(self.spec, self.plan)
+        self.codec_parts = ray.put(parts) if parts else None
+        self.placement = Placement(self.spec, self.plan, self.run_name)
         try:
-            self._exit.enter_context(open_groups(self.spec, self.plan, self.handles))
+            self.pool = start_actors(self.spec, self.plan, self.run_name, ready=self.actor_info,
+                                     placement=self.placement, codec_parts=self.codec_parts)
+        except BaseException:
+            self.placement.close()
+            raise
+        try:
+            self._exit.enter_context(open_groups(self.spec, self.plan, self.pool))
             self.steps = spec_steps(self.spec, self.plan)
         except BaseException:
             self.close()
@@ -101,23 +122,35 @@ class RunSession:
         valid = [i for i in todo if i not in bad]
         if not valid:
             return
+        from runtime.engine.autoscale import AutoReplicas
+
         self.start()
         if on_start:
             on_start()
-        for done in run_plan(self.plan, self.handles, questions, self.spec.run.batch_size,
+        grow = AutoReplicas(self.spec, self.plan, self.run_name, self.placement, self.codec_parts)
+        for done in run_plan(self.plan, self.pool, questions, self.spec.run.batch_size,
                              self.spec.channels.rdt_backend, self.max_in_flight, self.steps, on_wait=on_wait,
-                             metrics=self.metrics, limits=self.spec.limits, on_submit=on_submit, indices=valid):
+                             metrics=self.metrics, limits=self.spec.limits, on_submit=on_submit, indices=valid,
+                             grow=None if grow.done else grow,
+                             in_flight_per_replica=self.spec.run.max_in_flight == "auto"):
             if done.indices:
                 self.metrics.batch_done(done.step_stats, len(done.indices))
             yield done
+
+    @property
+    def started(self) -> bool:
+        return self.pool is not None
 
     def close(self) -> None:
         try:
             self._exit.close()
         finally:
-            if self.handles:
-                kill_actors(self.handles.values())
-                self.handles = {}
+            if self.pool is not None:
+                kill_actors(self.pool.handles())
+                self.pool = None
+            if self.placement is not None:
+                self.placement.close()
+                self.placement = None
 
     def __enter__(self) -> "RunSession":
         return self.start()

@@ -75,16 +75,26 @@ def spec_steps(spec, plan) -> list:
                          hidden_scope=spec.channels.hidden_states, codec_dir=codec_dir(spec), limits=spec.limits)
 
 
-def submit_unit(steps: list, handles: dict, questions: list, unit: int, backend: str = "nccl") -> dict:
+def submit_unit(steps: list, handles, questions: list, unit: int, backend: str = "nccl",
+                placed: dict | None = None) -> dict:
     """Submit every step of one unit (steps from compile_steps); returns
-    {step id: [output refs..., stats ref]}."""
+    {step id: [output refs..., stats ref]}. handles: a ReplicaPool, or {agent id: handle}.
+    Each step goes to the replica the pool picks, near the replicas that ran its inputs;
+    `placed`, if given, receives {step id: Replica}, each counted in that replica's load."""
     from channels.transports import producer_method
 
+    from runtime.engine.replicas import ReplicaPool
+
+    pool = ReplicaPool.of(handles)
+    chosen = {} if placed is None else placed
     refs: dict = {}
     for sub in steps:
         call = replace(sub.call, batch=unit)
         inbox = [refs[src][variant] for src, variant in sub.inbox]
-        handle = handles[call.agent]
+        replica = pool.pick(call.agent, {chosen[src].node for src, _ in sub.inbox})
+        replica.load += 1
+        chosen[call.step_id] = replica
+        handle = replica.handle
         if sub.transport == "rdt":
             # the message stays in the producer until a receiver pulls it; stats come apart
             message = producer_method(handle, backend).remote(call, questions, *inbox)

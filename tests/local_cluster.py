@@ -1,0 +1,185 @@
+"""A real multi-node Ray on this one host, for tests and benchmarks: one `ray start --block`
+process per node, each with its own session, temporary directory, ports and resources, every
+node bound to 127.0.0.1 (Ray may name this host by its own address: it is still this host).
+
+Token authentication is on, with a generated token passed in the environment, so
+~/.ray/auth_token and /tmp/ray are left alone. Each node's processes live in the session
+of its `ray start` process: `kill(node)` SIGKILLs that session (a node lost at once, as a
+crashed machine), `stop()` ends every node this object started, and nothing else.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+
+
+def free_ports(n: int) -> list:
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def session_processes(sid: int) -> list:
+    """pids of the live processes in session `sid` (everything one `ray start` started)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == sid and fields[0] != "Z":
+            found.append(int(stat.parent.name))
+    return found
+
+
+@dataclass
+class Node:
+    name: str
+    proc: subprocess.Popen
+    temp_dir: str
+    resources: dict
+    log: Path
+    id: str = ""  # Ray node id, once it has joined
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+
+@dataclass
+class LocalCluster:
+    workdir: Path
+    token: str = field(default_factory=lambda: secrets.token_hex(32))
+    nodes: list = field(default_factory=list)
+    gcs_port: int = 0
+    dashboard_port: int = 0
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.gcs_port}"
+
+    @property
+    def dashboard(self) -> str:
+        return f"http://127.0.0.1:{self.dashboard_port}"
+
+    def env(self, **extra) -> dict:
+        """The environment of a process that joins this cluster (a driver, or a node)."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+        env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
+        env.update(RAY_ENABLE_ZERO_COPY_TORCH_TENSORS="1", RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="token",
+                   RAY_AUTH_TOKEN=self.token, PYTHONPATH=str(ROOT))
+        env.update(extra)
+        return env
+
+    def _start(self, name: str, args: list, resources: dict, num_cpus: float, env: dict) -> Node:
+        temp_dir = tempfile.mkdtemp(prefix=f"lr{name[:3]}", dir="/tmp")  # short: socket paths have a limit
+        agent_http, agent_grpc, metrics, runtime_env = free_ports(4)
+        cmd = [str(VENV_BIN / "ray"), "start", "--block", "--temp-dir", temp_dir, "--node-ip-address", "127.0.0.1",
+               "--num-cpus", str(num_cpus), "--resources", json.dumps(resources),
+               "--dashboard-agent-listen-port", str(agent_http), "--dashboard-agent-grpc-port", str(agent_grpc),
+               "--metrics-export-port", str(metrics), "--runtime-env-agent-port", str(runtime_env),
+               "--disable-usage-stats", *args]
+        log = self.workdir / f"{name}.log"
+        with open(log, "w") as out:
+            proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
+                                    start_new_session=True)
+        node = Node(name, proc, temp_dir, resources, log)
+        self.nodes.append(node)
+        return node
+
+    def start_head(self, resources: dict | None = None, num_cpus: float = 1, **env) -> Node:
+        self.gcs_port, self.dashboard_port = free_ports(2)
+        args = ["--head", "--port", str(self.gcs_port), "--include-dashboard", "true",
+                "--dashboard-host", "127.0.0.1", "--dashboard-port", str(self.dashboard_port)]
+        return self._start("head", args, {"head": 1, **(resources or {})}, num_cpus, self.env(**env))
+
+    def add_node(self, name: str, resources: dict | None = None, num_cpus: float = 1, **env) -> Node:
+        """A worker node offering `resources` plus a label of its own name (so a test can pin an actor to it)."""
+        return self._start(name, ["--address", self.address], {name: 1, **(resources or {})}, num_cpus,
+                           self.env(**env))
+
+    def wait_ready(self, timeout_s: float = 120) -> None:
+        """Until every started node is alive in the cluster, each with its resources."""
+
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for node in self.nodes:
+                if not node.alive() and node.id != "killed":
+                    raise RuntimeError(f"ray start of {node.name} exited:\n{node.log.read_text()[-3000:]}")
+            found = self.node_ids()
+            if all(n.name in found for n in self.nodes if n.id != "killed"):
+                for n in self.nodes:
+                    if n.id != "killed":
+                        n.id = found[n.name]
+                return
+            time.sleep(0.5)
+        raise RuntimeError(f"the cluster's nodes did not all join in {timeout_s:.0f} s")
+
+    def node_ids(self) -> dict:
+        """{node name: Ray node id} of the live nodes, read with `ray list nodes` (no driver here)."""
+        out = subprocess.run([str(VENV_BIN / "ray"), "list", "nodes", "--address", self.dashboard, "--format",
+                              "json", "--detail"], env=self.env(), capture_output=True, text=True, timeout=60)
+        try:
+            rows = json.loads(out.stdout) if out.returncode == 0 else []
+        except json.JSONDecodeError:  # "No resource in the cluster" while the head starts
+            rows = []
+        found = {}
+        for row in rows:
+            if row.get("state") != "ALIVE":
+                continue
+            resources = row.get("resources_total") or {}
+            for node in self.nodes:
+                if node.name == "head" and "head" in resources or node.name in resources:
+                    found[node.name] = row["node_id"]
+        return found
+
+    def kill(self, node: Node) -> None:
+        """Lose a node at once: SIGKILL every process of its session."""
+        for pid in session_processes(node.proc.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        node.proc.wait(timeout=30)
+        node.id = "killed"
+
+    def stop(self) -> list:
+        """End every node (workers first); returns the processes that outlived their node."""
+        leftovers = []
+        for node in reversed(self.nodes):
+            if node.alive():
+                node.proc.send_signal(signal.SIGTERM)
+        for node in reversed(self.nodes):
+            try:
+                node.proc.wait(timeout=45)
+            except subprocess.TimeoutExpired:
+                node.proc.kill()
+                node.proc.wait()
+            deadline = time.monotonic() + 15
+            while session_processes(node.proc.pid) and time.monotonic() < deadline:
+                time.sleep(0.25)
+            left = session_processes(node.proc.pid)
+            leftovers += left
+            for pid in left:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            shutil.rmtree(node.temp_dir, ignore_errors=True)
+        return leftovers
