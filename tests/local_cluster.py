@@ -73,6 +73,7 @@ class LocalCluster:
     nodes: list = field(default_factory=list)
     gcs_port: int = 0
     dashboard_port: int = 0
+    object_store_bytes: int = 0  # per node; 0 leaves Ray's default
 
     @property
     def address(self) -> str:
@@ -99,6 +100,8 @@ class LocalCluster:
                "--dashboard-agent-listen-port", str(agent_http), "--dashboard-agent-grpc-port", str(agent_grpc),
                "--metrics-export-port", str(metrics), "--runtime-env-agent-port", str(runtime_env),
                "--disable-usage-stats", *args]
+        if self.object_store_bytes:
+            cmd += ["--object-store-memory", str(self.object_store_bytes)]
         log = self.workdir / f"{name}.log"
         with open(log, "w") as out:
             proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,

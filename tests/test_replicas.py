@@ -185,3 +185,22 @@ def load_spec_text(text: str):
         path = Path(d) / "spec.yaml"
         path.write_text(text)
         return load_spec(path)
+
+
+def test_replicas_on_the_command_line(tmp_path):
+    import argparse
+
+    from runtime.commands.spec_options import replica_count, with_overrides
+
+    spec = spec_of(tmp_path)
+    over = with_overrides(spec, argparse.Namespace(replicas=4))
+    assert over.run.replicas == 4 and actor_names(over, build_plan(over), "r")[0] == "r/answerer#0"
+    assert actor_names(over, build_plan(over), "r").count("r/thinker#2") == 1  # its own replicas: 3 win
+    assert replica_count("auto") == "auto" and replica_count("2") == 2
+    with pytest.raises(argparse.ArgumentTypeError, match="'0': give a number of replicas from 1 to 1024, or auto"):
+        replica_count("0")
+    # valid as written (1 and the default 1), not once the default becomes 2 for one of them
+    text = CHAIN.replace("replicas: 3}", "replicas: 1, actor: team}").replace("max_new_tokens: 4}",
+                                                                               "max_new_tokens: 4, actor: team}")
+    with pytest.raises(SpecError, match="--replicas: agents.\\w+.replicas: actor group 'team' has agents with"):
+        with_overrides(spec_of(tmp_path, text), argparse.Namespace(replicas=2))

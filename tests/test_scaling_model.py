@@ -196,3 +196,130 @@ def test_predict_8x8_covers_both_links_and_the_allocations(capsys):
     assert sum(counts.values()) == 64
     # per-unit work 1.054, 1.104, 1.154, 3.204 s: 64 GPUs in that ratio, rounded
     assert counts == {"planner": 10, "critic": 11, "refiner": 11, "judger": 32}
+
+
+# ---------------------------------------------------------------- cores and the serial driver
+
+def cores(n, **kw):
+    return sm.Cluster(nodes=1, gpus_per_node=8, cores_per_node=n, **NO_COPY_COST, **kw)
+
+
+@pytest.mark.parametrize("n, run", [(1, 2.0), (2, 1.0), (math.inf, 1.0)])
+def test_two_equal_steps_on_one_core_take_twice_as_long(n, run):
+    # a and b, 1 s each, no edge: on one core each runs at half speed and both end at 2 s
+    r = sm.simulate(profile([("a", 1.0, [], 0), ("b", 1.0, [], 0)], units=1), cores(n))
+    assert r.run_s == pytest.approx(run)
+    assert r.mean_unit_latency_s == pytest.approx(run)
+    assert r.core_utilization == pytest.approx(1.0 if n == 1 else 0.0 if n == math.inf else 1.0)
+
+
+def test_three_replicas_share_two_cores():
+    # a (1 s) -> b (3 s, 3 replicas), 3 units, 2 cores; a's steps end at 1 and 2 (two jobs
+    # on two cores: full speed). At 2: a(u3), b#0 (2 s left), b#1 (3) run at 2/3: a ends at
+    # 3.5, leaving 1 and 2. b#2 starts (3): still 3 jobs, b#0 ends at 5, b#1 and b#2 have
+    # 1 and 2 left; two jobs, full speed: 6 and 7
+    p = profile([("a", 1.0, [], 0), ("b", 3.0, ["a"], 0)], replicas={"b": 3}, units=3)
+    shared, alone = sm.simulate(p, cores(2)), sm.simulate(p, cores(math.inf))
+    assert shared.nodes_of == {"a": [0], "b": [0, 0, 0]}
+    assert shared.run_s == pytest.approx(7.0)
+    assert shared.mean_unit_latency_s == pytest.approx((5.0 + 6.0 + 7.0) / 3)
+    assert (alone.run_s, alone.mean_unit_latency_s) == (pytest.approx(6.0), pytest.approx(5.0))
+    assert shared.core_utilization == pytest.approx(12 / (2 * 7.0))
+    assert shared.utilization == {"a": pytest.approx(3 / 7), "b": pytest.approx(9 / (3 * 7))}
+    assert shared.bottleneck == "cores"
+    assert shared.compute_bound_problems_per_s == pytest.approx(2 * 4 / 4.0)  # 2 cores, 4 s a unit
+
+
+def test_a_replica_queue_behind_shared_cores():
+    # 4 units on 3 replicas of a 2 s step, 2 cores: units 1-3 share the cores (2/3 each) and
+    # end at 3; unit 4 queued behind unit 1 runs alone, 3-5
+    r = sm.simulate(profile([("a", 2.0, [], 0)], replicas={"a": 3}, units=4), cores(2))
+    assert r.run_s == pytest.approx(5.0)
+    assert r.mean_unit_latency_s == pytest.approx((3 * 3.0 + 5.0) / 4)
+
+
+def test_the_serial_driver_submits_one_step_at_a_time():
+    # 2 units of a 1 s step on 2 replicas, 0.5 s of driver work per step
+    p = profile([("a", 1.0, [], 0)], replicas={"a": 2}, units=2, overhead=0.5)
+    # a fixed delay: both replicas hold 1.5 s from 0
+    fixed = sm.simulate(p, cores(math.inf))
+    assert (fixed.run_s, fixed.driver_serial, fixed.driver_utilization) == (pytest.approx(1.5), False, 0.0)
+    # serial: submitted at 0.5 and 1.0, each then runs 1 s
+    serial = sm.simulate(p, cores(math.inf, driver_serial=True))
+    assert serial.run_s == pytest.approx(2.0)
+    assert serial.mean_unit_latency_s == pytest.approx((1.5 + 2.0) / 2)
+    assert serial.driver_utilization == pytest.approx(1.0 / 2.0)
+    # one core, serial by default: the driver alone to 0.5; it and a#0 share the core until
+    # 1.5 (a#0 has 0.5 s left); a#0 and a#1 share it: 2.5 and 3.0
+    one = sm.simulate(p, cores(1))
+    assert one.driver_serial
+    assert one.run_s == pytest.approx(3.0)
+    assert one.mean_unit_latency_s == pytest.approx((2.5 + 3.0) / 2)
+    assert one.compute_bound_problems_per_s == pytest.approx(4 / 1.5)  # 1 core, 1.5 s of work a unit
+
+
+def test_a_busy_serial_driver_is_the_bottleneck():
+    # 3 steps of 0.1 s on their own replicas, 0.2 s of driver work each: 0.6 s a unit
+    p = profile([("a", 0.1, [], 0), ("b", 0.1, ["a"], 0), ("c", 0.1, ["b"], 0)], units=20, overhead=0.2)
+    r = sm.simulate(p, cores(math.inf, driver_serial=True))
+    assert r.bottleneck == "driver"
+    assert r.run_s == pytest.approx(20 * 0.6 + 0.1)  # the last step runs after the last submission
+    assert r.compute_bound_problems_per_s == pytest.approx(4 / 0.6)
+
+
+def test_unlimited_or_ample_cores_reproduce_the_model_without_cores():
+    p = profile([("a", 1.0, [], 0), ("b", 4.0, ["a"], 0)], replicas={"b": 4}, units=50, batch_size=1)
+    base = sm.simulate(p, one_node(gpus=9))
+    assert sm.simulate(p, sm.Cluster(nodes=1, gpus_per_node=9, cores_per_node=math.inf, **NO_COPY_COST)) == base
+    ample = sm.simulate(p, sm.Cluster(nodes=1, gpus_per_node=9, cores_per_node=5, driver_serial=False,
+                                      **NO_COPY_COST))
+    assert ample.run_s == pytest.approx(base.run_s)
+    assert ample.mean_unit_latency_s == pytest.approx(base.mean_unit_latency_s)
+    assert ample.core_utilization == pytest.approx(5 * 50 / (5 * base.run_s))
+    jittered = [sm.simulate(p, one_node(gpus=9), jitter=0.3, seed=3).run_s,
+                sm.simulate(p, sm.Cluster(nodes=1, gpus_per_node=9, cores_per_node=64, driver_serial=False,
+                                          **NO_COPY_COST), jitter=0.3, seed=3).run_s]
+    assert jittered[0] == pytest.approx(jittered[1])
+    assert sm.cluster_from({"cores_per_node": None}).cores_per_node == math.inf
+    assert not sm.Cluster().serial_driver and sm.Cluster(cores_per_node=2).serial_driver
+    with pytest.raises(ValueError, match="driver_serial must be true, false or null"):
+        sm.cluster_from({"driver_serial": 1})
+
+
+def test_validate_uses_each_entry_s_cores_and_placement(tmp_path, capsys):
+    # 4 units of a 2 s step on 2 cores: 1 replica 8 s; 2 replicas 4 s; 4 replicas share the
+    # 2 cores at half speed: still 4 s
+    one = profile([("b", 2.0, [], 0)], units=4, batch_size=1)
+    cluster = {"nodes": 1, "gpus_per_node": 4, "cores_per_node": 2, "placement": "spread"}
+    measured = [{"replicas": {"b": k}, "problems_per_s": rate, "profile": one, "cluster": cluster}
+                for k, rate in ((1, 0.5), (2, 1.0), (4, 1.0))]
+    path = tmp_path / "measured.json"
+    path.write_text(json.dumps(measured))
+    # the command line's cluster (unlimited cores) yields to the entries'
+    assert sm.main(["--validate", str(path), "--gpus-per-node", "1", "--json", str(tmp_path / "out.json")]) == 0
+    rows = json.loads((tmp_path / "out.json").read_text())
+    assert [r["predicted"] for r in rows] == pytest.approx([0.5, 1.0, 1.0])
+    assert [r["within"] for r in rows] == [True, True, True]
+    assert rows[2]["bottleneck"] == "cores"
+    assert rows[0]["cluster"]["cores_per_node"] == 2 and rows[0]["placement"] == "spread"
+    out = capsys.readouterr().out
+    assert "1 node x 2 cores" in out and "3/3 within 15%" in out
+    measured[0]["placement"] = "pack"
+    path.write_text(json.dumps(measured))
+    assert sm.main(["--validate", str(path)]) == 2
+    assert "placement 'pack' and cluster.placement 'spread' differ" in capsys.readouterr().err
+
+
+def test_cores_and_driver_on_the_command_line(tmp_path, capsys):
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(profile([("a", 1.0, [], 0), ("b", 1.0, [], 0)], units=1, overhead=0.5)))
+    out = tmp_path / "out.json"
+    # serial driver on one core: 0.5 s for a's submission alone, then it shares the core with
+    # b's submission (both 0.5 s of work: to 1.5), a (1 s) runs alone in the driver's idle gap? No:
+    # after 1.5, a has 0.5 s left and b 1 s, sharing: a ends at 2.5, b at 3.0
+    assert sm.main(["--profile", str(path), "--cores-per-node", "1", "--json", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert (r["run_s"], r["driver_serial"]) == (pytest.approx(3.0), True)
+    assert "1 cores per node" in capsys.readouterr().out
+    assert sm.main(["--profile", str(path), "--cores-per-node", "1", "--no-driver-serial", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["run_s"] == pytest.approx(3.0)  # 2 x 1.5 s of work on one core

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from topologies.errors import SpecError
 
-from runtime.commands.spec_options import add_verbose, in_flight, load_spec_and_plan
+from runtime.commands.spec_options import add_verbose, in_flight, load_spec_and_plan, replica_count
 from runtime.engine.errors import RunError
 
 
@@ -29,6 +29,8 @@ def add_parser(sub) -> None:
     p.add_argument("--codecs", help="directory of fitted codec parts (overrides channels.codecs)")
     p.add_argument("--max-in-flight", type=in_flight, help="batches submitted ahead: N, auto or all "
                    "(overrides run.max_in_flight)")
+    p.add_argument("--replicas", type=replica_count, help="replicas of each agent that sets none: N or auto "
+                   "(overrides run.replicas)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or progress lines")
     p.add_argument("--restart", action="store_true", help="discard the results already in --output and "
                    "run every question again (default: resume)")

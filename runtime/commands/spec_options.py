@@ -21,22 +21,41 @@ def in_flight(text: str):
     return value
 
 
+def replica_count(text: str):
+    """--replicas: N >= 1 or auto."""
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 1024:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number of replicas from 1 to 1024, or auto")
+    return value
+
+
 def add_verbose(p) -> None:
     p.add_argument("--verbose", action="store_true", help="show Ray's own start-up lines and the actors' logs")
 
 
 def with_overrides(spec, args, codecs: str | None = None):
     """The spec with what a command's options override (the options it has, of --method,
-    --batch-size, --max-in-flight and --codecs; `codecs` names the parts directory instead)."""
+    --batch-size, --max-in-flight, --replicas and --codecs; `codecs` names the parts
+    directory instead)."""
     from topologies.loader import with_codec_dir
+    from topologies.validate import validate_spec
 
     batch_size = getattr(args, "batch_size", None)
     if batch_size is not None and batch_size < 1:
         raise SpecError("must be >= 1", file="--batch-size", fix="give a positive batch size")
     run = spec.run.model_copy(update={k: v for k, v in {
         "method": getattr(args, "method", None), "batch_size": batch_size,
-        "max_in_flight": getattr(args, "max_in_flight", None)}.items() if v is not None})
-    return with_codec_dir(spec.model_copy(update={"run": run}), Path("."), codecs or getattr(args, "codecs", None))
+        "max_in_flight": getattr(args, "max_in_flight", None),
+        "replicas": getattr(args, "replicas", None)}.items() if v is not None})
+    spec = spec.model_copy(update={"run": run})
+    if getattr(args, "replicas", None) is not None:
+        validate_spec(spec, "--replicas")  # agents sharing an actor must still agree
+    return with_codec_dir(spec, Path("."), codecs or getattr(args, "codecs", None))
 
 
 def load_spec_and_plan(args, method: str | None = None, codecs: str | None = None) -> tuple:
