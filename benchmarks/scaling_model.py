@@ -5,6 +5,7 @@ hand, and what would limit it, from a profile measured on a small run.
 
     python benchmarks/scaling_model.py [--profile P.json] [--nodes N] [--gpus-per-node G]
         [--link-gbps X] [--link-latency-us L] [--local-gbps X] [--local-latency-us L]
+        [--cores-per-node C] [--driver-serial|--no-driver-serial]
         [--placement pack|spread] [--replicas agent=K,...] [--problems N]
         [--max-in-flight K|auto|all] [--jitter F --seed S] [--json OUT]
     python benchmarks/scaling_model.py --predict-8x8 [--profile P.json] [--json OUT]
@@ -23,10 +24,11 @@ Profile (a JSON file, or the same dict in Python; see EXAMPLE_PROFILE):
      "max_in_flight": int | "auto" | "all" | null,
                                            # units submitted and unfinished at once;
                                            # "auto": one per replica plus one; "all"/null: no limit
-     "dispatch_overhead_s": float,         # per step: driver + Ray call, measured
+     "dispatch_overhead_s": float,         # per step: driver + Ray call, measured alone on a core
      "agents": {AGENT: {"replicas": int, "gpus": float}},   # gpus per replica (CPU slots on CPU)
      "steps": [{"id": str, "agent": AGENT,
-                "compute_s": float,        # measured seconds of one unit's step on its replica
+                "compute_s": float,        # measured seconds of one unit's step on its replica,
+                                           # running alone on a core (or on its GPU)
                 "inputs": [step id, ...],  # earlier steps whose messages it reads
                 "message_bytes": float}]}  # bytes of the message it sends, per unit
 Steps are listed in plan order (every input before its reader). Agents that share one actor
@@ -39,6 +41,20 @@ starts when both are free, in request order). Within a node a handoff costs
 local_latency + bytes / local_bandwidth (the object store's one write: a memcpy) and holds
 no shared resource. A message is fetched to a node once per unit: a second reader on that
 node reads the copy already there (Ray keeps it), at no further cost.
+
+Cores (--cores-per-node C, cluster field cores_per_node; default unlimited): a replica is
+one process that uses at most one core (one torch thread). While a node runs more pieces of
+work at once than it has cores, each progresses at cores / running (processor sharing),
+re-evaluated whenever one starts or ends there; a step's compute_s is its time alone on a
+core. Unlimited cores: every replica has its own core (or GPU), and nothing is shared.
+
+Driver (--driver-serial / --no-driver-serial, cluster field driver_serial; default: on when
+cores are limited, off when not): the driver is one process on node 0. Serial, it spends
+dispatch_overhead_s of work on each step, one step at a time in submission order, on node 0's
+cores (shared like a replica's), and a step can start on its replica only once the driver
+has submitted it; the replica then holds it for compute_s. Off, the overhead is a fixed
+delay: the step holds its replica for dispatch_overhead_s + compute_s, and the driver never
+queues.
 
 Placement: each replica needs `gpus` on one node.
     pack    replicas are placed in lanes (replica 0 of every agent in plan order, then
@@ -53,27 +69,33 @@ unit's steps are all submitted when the unit is (at most max_in_flight units at 
 next one when one finishes), each to the replica of its agent with the lowest
 load + crossing, where load is the steps submitted to it and unfinished, and crossing is 1
 when the replica is on none of the nodes that hold the step's inputs (a node crossing costs
-like one queued step); among equal scores the less loaded replica wins, then the lower
-index. So at equal load the replica by the inputs wins, and one with a step more ties a
-remote idle one, which then wins. A replica runs one step at a time, strictly in submission
+like one queued step); among equal scores the replica by the inputs wins, then the lower
+index. So the replica by the inputs wins at equal load, and also when it has one step
+more than an idle remote one. A replica runs one step at a time, strictly in submission
 order (an actor's calls from one caller run in order): its next step starts when it is free
-and every input of that step has arrived. A step holds its replica for
-dispatch_overhead_s + compute_s. Transfers start when the producing step ends.
+and every input of that step has arrived (and, with a serial driver, the driver has
+submitted it). A step holds its replica for dispatch_overhead_s + compute_s (compute_s alone
+with a serial driver), longer while it shares its node's cores. Transfers start when the
+producing step ends.
 
 Results: problems/s (problems / time from the first submission to the last step's end),
-utilization of each agent (busy time / (replicas x run time)) and of the busiest NIC
-direction, the bottleneck (the most utilized agent, or "network" when a NIC is busier than
-every agent), bytes read across nodes vs on the reader's node, mean unit latency (submission
-to its last step's end), and the compute bound (replicas x batch / per-unit work of the
-slowest agent) for comparison.
+utilization of each agent (work done / (replicas x run time), work counted at full speed:
+a replica slowed by sharing is limited by the cores, not by itself), of the serial driver,
+of the busiest node's cores (work done / (cores x run time)) and of the busiest NIC
+direction; the bottleneck (the most utilized agent, or "driver", "cores" or "network" when
+that is busier than every agent and the ones before it), bytes read across nodes vs on the
+reader's node, mean unit latency (submission to its last step's end), and the compute bound
+for comparison: the least of replicas x batch / per-unit work of each agent, batch / the
+driver's per-unit work, and all cores x batch / all per-unit work.
 
 What it ignores: GPU memory (a replica always fits its units; the object store never
 spills), stragglers and failures (compute_s is the same for every unit unless --jitter),
-a smaller last batch (it costs a full unit), the driver's own CPU (its cost is in the
-per-step overhead, which does not queue), answers travelling back to the driver, model load
-time, contention inside a node (PCIe, memory bandwidth, CPU) and switch congestion beyond the
-two NICs of a transfer. Link speeds are what the transport reaches: Ray's object manager over
-TCP rarely fills a 200 Gbit/s link; rdt with NCCL or NIXL over RDMA can.
+a smaller last batch (it costs a full unit), the driver's own CPU unless it is serial (then
+its whole per-step cost is paid at submission; handling a step's end costs nothing more),
+answers travelling back to the driver, model load time, Ray's own processes, contention
+inside a node other than for cores (PCIe, memory bandwidth, caches) and switch congestion
+beyond the two NICs of a transfer. Link speeds are what the transport reaches: Ray's object
+manager over TCP rarely fills a 200 Gbit/s link; rdt with NCCL or NIXL over RDMA can.
 
 Deterministic: the same inputs give the same numbers. --jitter F (with --seed S) scales each
 step's compute by a uniform factor in [1 - F, 1 + F].
@@ -83,13 +105,16 @@ step's compute by a uniform factor in [1 - F, 1 + F].
      "problems_per_s": float,         # measured: problems / wall seconds from the first
                                       # submission to the last answer (models already loaded)
      "profile": {...},                # the profile above, as measured for this run
-     "cluster": {"nodes": 1, "gpus_per_node": 8, "link_bytes_per_s": 25e9,
-                 "link_latency_s": 5e-6, "local_bytes_per_s": 16e9,
-                 "local_latency_s": 0.0},   # optional; missing keys: the command line's
-     "placement": "pack"}             # optional; default: the command line's
-Typically runs with 1, 2 and 4 replicas of the bottleneck agent. Printed per run: replicas,
-predicted and measured problems/s, error % ((predicted - measured) / measured) and whether
-it is within 15%.
+     "cluster": {"nodes": 1, "gpus_per_node": 8, "cores_per_node": 2,   # null: unlimited
+                 "driver_serial": null,        # null: on when cores are limited
+                 "placement": "pack",          # or at the entry's top level
+                 "link_bytes_per_s": 25e9, "link_latency_s": 5e-6,
+                 "local_bytes_per_s": 16e9, "local_latency_s": 0.0}}
+The cluster's keys are Cluster's fields plus placement; a missing key (or cluster) takes the
+command line's value, so a benchmark that writes them all is reproduced whatever the command
+line says. Typically runs with 1, 2 and 4 replicas of the bottleneck agent. Printed per run:
+replicas, cluster, predicted and measured problems/s, error % ((predicted - measured) /
+measured), whether it is within 15%, and the predicted bottleneck.
 """
 from __future__ import annotations
 
@@ -155,9 +180,10 @@ class Profile:
         """Agents in plan order (first step that uses each)."""
         return list(dict.fromkeys(s.agent for s in self.steps))
 
-    def work_s(self, agent: str) -> float:
-        """Seconds one unit holds one replica of `agent`, over all its steps."""
-        return sum(self.overhead_s + s.compute_s for s in self.steps if s.agent == agent)
+    def work_s(self, agent: str, serial_driver: bool = False) -> float:
+        """Seconds one unit holds one replica of `agent`, over all its steps, alone on a core."""
+        overhead = 0.0 if serial_driver else self.overhead_s
+        return sum(overhead + s.compute_s for s in self.steps if s.agent == agent)
 
 
 @dataclass(frozen=True)
@@ -168,6 +194,18 @@ class Cluster:
     link_latency_s: float = 5e-6
     local_bytes_per_s: float = 16e9  # a memcpy into the object store
     local_latency_s: float = 0.0
+    cores_per_node: float = math.inf  # inf: every replica has a core (or GPU) of its own
+    driver_serial: bool | None = None  # None: serial when cores are limited
+
+    @property
+    def serial_driver(self) -> bool:
+        return math.isfinite(self.cores_per_node) if self.driver_serial is None else self.driver_serial
+
+    def to_dict(self) -> dict:
+        """JSON-safe: unlimited cores as null."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["cores_per_node"] = None if math.isinf(self.cores_per_node) else self.cores_per_node
+        return out
 
 
 def _positive(value, what: str, zero_ok: bool = False) -> float:
@@ -234,8 +272,14 @@ def cluster_from(raw: dict, base: Cluster = Cluster()) -> Cluster:
     if unknown:
         raise ValueError(f"unknown cluster keys {sorted(unknown)}; known: {sorted(names)}")
     merged = {n: raw.get(n, getattr(base, n)) for n in names}
+    if merged["cores_per_node"] is None:  # JSON has no infinity
+        merged["cores_per_node"] = math.inf
     for n, v in merged.items():
-        _positive(v, f"cluster.{n}", zero_ok=n.endswith("latency_s"))
+        if n == "driver_serial":
+            if v is not None and not isinstance(v, bool):
+                raise ValueError(f"cluster.driver_serial must be true, false or null, got {v!r}")
+        else:
+            _positive(v, f"cluster.{n}", zero_ok=n.endswith("latency_s"))
     return Cluster(**merged)
 
 
@@ -249,7 +293,7 @@ class Replica:
     queue: deque = field(default_factory=deque)  # _StepRun, submission order
     busy: bool = False
     load: int = 0  # steps queued or running here
-    busy_s: float = 0.0
+    busy_s: float = 0.0  # work done, at full speed
 
 
 def _lanes(profile: Profile, replicas: dict) -> list:
@@ -311,6 +355,30 @@ class _StepRun:
 
 
 @dataclass(eq=False)
+class _Job:
+    left: float  # seconds of work still to do, at full speed
+    done: object  # called with arg when it ends
+    arg: object
+
+
+@dataclass(eq=False)
+class _Node:
+    cores: float
+    running: list = field(default_factory=list)  # _Job, in start order
+    updated: float = 0.0  # when the running jobs' `left` was last brought up to date
+    version: int = 0  # bumped at every start or end: older completion events are void
+    work_s: float = 0.0  # work started here, at full speed
+
+    @property
+    def rate(self) -> float:
+        return min(1.0, self.cores / len(self.running)) if self.running else 1.0
+
+
+DRIVER_NODE = 0  # the driver runs on the head node
+DONE_S = 1e-9  # work left below this is rounding: the job is done
+
+
+@dataclass(eq=False)
 class _UnitRun:
     id: int
     submitted: float
@@ -334,6 +402,9 @@ class Result:
     mean_unit_latency_s: float
     replicas: dict
     nodes_of: dict  # agent -> node of each replica
+    driver_utilization: float = 0.0  # the serial driver's; 0 when it does not queue
+    core_utilization: float = 0.0  # the busiest node's cores; 0 when unlimited
+    driver_serial: bool = False
 
     def to_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -357,6 +428,11 @@ class _Simulation:
         self.units = 0  # submitted so far
         self.limit = self._limit()
         self.todo = math.ceil(profile.problems / profile.batch_size)  # units not submitted yet
+        self.nodes = [_Node(cluster.cores_per_node) for _ in range(cluster.nodes)]
+        self.serial = cluster.serial_driver
+        self.driver_queue: deque = deque()  # _StepRun, submission order
+        self.driver_busy = False
+        self.driver_busy_s = 0.0
 
     def _limit(self):
         if self.p.max_in_flight == "auto":  # the runtime's auto: one per actor plus one
@@ -386,12 +462,18 @@ class _Simulation:
         unit.left = len(self.p.steps)
         for step in self.p.steps:  # plan order: a step's sources are placed before it
             replica = self.dispatch(step, unit)
-            run = _StepRun(step, unit, replica, self._compute(step), len(step.inputs))
+            # a serial driver's submission is one more thing the step waits for
+            run = _StepRun(step, unit, replica, self._compute(step), len(step.inputs) + self.serial)
             unit.runs[step.id] = run
             replica.queue.append(run)
             replica.load += 1
-        for run in unit.runs.values():
-            self.try_start(run.replica)
+            if self.serial:
+                self.driver_queue.append(run)
+        if self.serial:
+            self.drive()
+        else:
+            for run in unit.runs.values():
+                self.try_start(run.replica)
 
     def _compute(self, step: Step) -> float:
         if not self.jitter:
@@ -403,25 +485,79 @@ class _Simulation:
         near = {unit.runs[src].replica.node for src in step.inputs}  # sources are placed first
 
         def key(r: Replica) -> tuple:
-            return r.load + (0 if not near or r.node in near else 1), r.load, r.index
+            far = 0 if not near or r.node in near else 1
+            return r.load + far, far, r.index
 
         return min(self.by_agent[step.agent], key=key)
 
+    def drive(self) -> None:
+        """The serial driver takes its next step to submit, if it is free."""
+        if self.driver_busy or not self.driver_queue:
+            return
+        self.driver_busy = True
+        self.work(DRIVER_NODE, self.p.overhead_s, self.submitted, self.driver_queue.popleft())
+
+    def submitted(self, run: _StepRun) -> None:
+        self.driver_busy = False
+        self.driver_busy_s += self.p.overhead_s
+        self.drive()
+        self.arrive(run)
+
     # -- execution
+
+    def _hold(self, run: _StepRun) -> float:
+        """Work a step gives its replica: a serial driver has paid the overhead already."""
+        return run.compute_s if self.serial else self.p.overhead_s + run.compute_s
 
     def try_start(self, replica: Replica) -> None:
         if replica.busy or not replica.queue or replica.queue[0].waiting:
             return  # strictly FIFO: a step waiting for inputs holds back the ones behind it
         run = replica.queue[0]
         replica.busy = True
-        self.at(self.now + self.p.overhead_s + run.compute_s, self.finish, run)
+        self.work(replica.node, self._hold(run), self.finish, run)
+
+    def work(self, node: int, seconds: float, done, arg) -> None:
+        """`seconds` of work on `node`'s cores, then done(arg)."""
+        n = self.nodes[node]
+        n.work_s += seconds
+        if math.isinf(n.cores):  # nothing shared: ends after its own time
+            self.at(self.now + seconds, done, arg)
+            return
+        self._advance(n)
+        n.running.append(_Job(seconds, done, arg))
+        self._next_end(n)
+
+    def _advance(self, n: _Node) -> None:
+        """Bring the work left of n's jobs up to now, at the rate they ran since the last change."""
+        rate = n.rate
+        for job in n.running:
+            job.left -= (self.now - n.updated) * rate
+        n.updated = self.now
+
+    def _next_end(self, n: _Node) -> None:
+        n.version += 1
+        if n.running:
+            job = min(n.running, key=lambda j: j.left)
+            self.at(self.now + max(job.left, 0.0) / n.rate, self._end, (n, n.version, job))
+
+    def _end(self, arg) -> None:
+        n, version, job = arg
+        if version != n.version:
+            return  # a start or end since changed the rate: a later event stands
+        self._advance(n)
+        job.left = 0.0  # it is due now; rounding must not keep it running
+        done = [j for j in n.running if j.left <= DONE_S]
+        n.running = [j for j in n.running if j.left > DONE_S]
+        self._next_end(n)
+        for j in done:
+            j.done(j.arg)
 
     def finish(self, run: _StepRun) -> None:
         replica = run.replica
         replica.queue.popleft()
         replica.busy = False
         replica.load -= 1
-        replica.busy_s += self.p.overhead_s + run.compute_s
+        replica.busy_s += self._hold(run)
         for reader in self.readers[run.step.id]:
             self.deliver(run, run.unit.runs[reader])
         run.unit.left -= 1
@@ -470,17 +606,34 @@ class _Simulation:
         util = {a: sum(r.busy_s for r in rs) / (len(rs) * run_s) if run_s else 0.0
                 for a, rs in self.by_agent.items()}
         net = max(self.nic_busy.values(), default=0.0) / run_s if run_s else 0.0
-        top = max(util, key=util.get)
-        bound = min(len(rs) * self.p.batch_size / self.p.work_s(a) if self.p.work_s(a) else math.inf
-                    for a, rs in self.by_agent.items())
+        driver = self.driver_busy_s / run_s if run_s else 0.0
+        cores = max(n.work_s / (n.cores * run_s) if run_s else 0.0 for n in self.nodes)
+        bottleneck = max(util, key=util.get)
+        busiest = util[bottleneck]
+        for name, u in (("driver", driver), ("cores", cores), ("network", net)):
+            if u > busiest:
+                bottleneck, busiest = name, u
         return Result(problems=self.p.problems, max_in_flight=self.limit, run_s=run_s,
                       problems_per_s=self.p.problems / run_s if run_s else math.inf,
-                      compute_bound_problems_per_s=bound, utilization=util, network_utilization=net,
-                      bottleneck="network" if net > util[top] else top,
-                      cross_node_bytes=self.cross_bytes, local_bytes=self.local_bytes,
+                      compute_bound_problems_per_s=self.bound(), utilization=util, network_utilization=net,
+                      bottleneck=bottleneck, cross_node_bytes=self.cross_bytes, local_bytes=self.local_bytes,
                       mean_unit_latency_s=sum(self.latencies) / len(self.latencies),
                       replicas={a: len(rs) for a, rs in self.by_agent.items()},
-                      nodes_of={a: [r.node for r in rs] for a, rs in self.by_agent.items()})
+                      nodes_of={a: [r.node for r in rs] for a, rs in self.by_agent.items()},
+                      driver_utilization=driver, core_utilization=cores, driver_serial=self.serial)
+
+    def bound(self) -> float:
+        """Problems/s no run can pass: each agent's replicas, the serial driver, all cores."""
+        p, batch = self.p, self.p.batch_size
+        bounds = [len(rs) * batch / p.work_s(a, self.serial) for a, rs in self.by_agent.items()
+                  if p.work_s(a, self.serial)]
+        driver_work = len(p.steps) * p.overhead_s
+        if self.serial and driver_work:
+            bounds.append(batch / driver_work)
+        all_work = sum(s.compute_s for s in p.steps) + driver_work
+        if all_work and math.isfinite(self.c.cores_per_node):
+            bounds.append(self.c.nodes * self.c.cores_per_node * batch / all_work)
+        return min(bounds, default=math.inf)
 
 
 def simulate(profile, cluster: Cluster = Cluster(), placement: str = "pack", replicas: dict | None = None,
@@ -532,12 +685,23 @@ def _gb(n: float) -> str:
     return f"{n / 1e9:.2f} GB"
 
 
+def _cores(c: Cluster) -> str:
+    return f"{c.cores_per_node:g} core{'s' * (c.cores_per_node != 1)}"
+
+
+def _fmt_cluster(c: Cluster) -> str:
+    cores = f" x {_cores(c)}" if math.isfinite(c.cores_per_node) else ""
+    return f"{c.nodes} node{'s' * (c.nodes != 1)}{cores}"
+
+
 def print_result(profile: Profile, cluster: Cluster, placement: str, r: Result) -> None:
     print(f"profile: {profile.name} ({len(profile.steps)} steps, batch {profile.batch_size}, "
           f"{profile.problems} problems, max_in_flight {profile.max_in_flight})")
-    print(f"cluster: {cluster.nodes} nodes x {cluster.gpus_per_node:g} GPUs, link "
+    cores = f"{_cores(cluster)} per node" if math.isfinite(cluster.cores_per_node) else "a core per replica"
+    print(f"cluster: {cluster.nodes} nodes x {cluster.gpus_per_node:g} GPUs, {cores}, link "
           f"{cluster.link_bytes_per_s / GBIT:g} Gbit/s ({cluster.link_bytes_per_s / 1e9:g} GB/s), "
-          f"{cluster.link_latency_s * 1e6:g} us; placement {placement}")
+          f"{cluster.link_latency_s * 1e6:g} us; placement {placement}; driver "
+          f"{'serial' if r.driver_serial else 'overhead as a fixed delay'}")
     for a, nodes in r.nodes_of.items():
         print(f"  {a}: {len(nodes)} replica{'s' * (len(nodes) != 1)} on nodes {sorted(set(nodes))}")
     print(f"throughput: {r.problems_per_s:.3f} problems/s (compute bound {r.compute_bound_problems_per_s:.3f})")
@@ -546,7 +710,9 @@ def print_result(profile: Profile, cluster: Cluster, placement: str, r: Result) 
         print(f"in-flight bound: {r.max_in_flight} units x batch {profile.batch_size} / mean unit latency = "
               f"{r.max_in_flight * profile.batch_size / r.mean_unit_latency_s:.3f} problems/s")
     util = ", ".join(f"{a} {u:.0%}" for a, u in r.utilization.items())
-    print(f"utilization: {util}; busiest NIC {r.network_utilization:.0%}")
+    extra = (f"; driver {r.driver_utilization:.0%}" * r.driver_serial
+             + f"; busiest node's cores {r.core_utilization:.0%}" * math.isfinite(cluster.cores_per_node))
+    print(f"utilization: {util}{extra}; busiest NIC {r.network_utilization:.0%}")
     print(f"bottleneck: {r.bottleneck}")
     print(f"bytes: {_gb(r.cross_node_bytes)} across nodes, {_gb(r.local_bytes)} on the reader's node")
 
@@ -599,20 +765,29 @@ def validate(entries: list, cluster: Cluster, placement: str) -> list:
         if not isinstance(e, dict) or not {"replicas", "problems_per_s", "profile"} <= set(e):
             raise ValueError(f"entry {i}: needs replicas, problems_per_s and profile")
         measured = _positive(e["problems_per_s"], f"entry {i}: problems_per_s")
-        r = simulate(e["profile"], cluster_from(e.get("cluster", {}), cluster), e.get("placement", placement),
-                     e["replicas"])
+        raw = dict(e.get("cluster") or {})
+        inner, outer = raw.pop("placement", None), e.get("placement")
+        if inner and outer and inner != outer:
+            raise ValueError(f"entry {i}: placement {outer!r} and cluster.placement {inner!r} differ")
+        where = outer or inner or placement
+        c = cluster_from(raw, cluster)
+        r = simulate(e["profile"], c, where, e["replicas"])
         error = (r.problems_per_s - measured) / measured
-        rows.append({"replicas": r.replicas, "predicted": r.problems_per_s, "measured": measured,
-                     "error": error, "within": abs(error) <= WITHIN, "bottleneck": r.bottleneck})
+        rows.append({"replicas": r.replicas, "cluster": c.to_dict(), "placement": where,
+                     "predicted": r.problems_per_s, "measured": measured, "error": error,
+                     "within": abs(error) <= WITHIN, "bottleneck": r.bottleneck})
     return rows
 
 
 def print_validate(rows: list) -> None:
     width = max([len(_fmt_replicas(r["replicas"])) for r in rows] + [8])
-    print(f"{'replicas':<{width}} {'predicted':>10} {'measured':>10} {'error':>8}  within {WITHIN:.0%}")
-    for r in rows:
-        print(f"{_fmt_replicas(r['replicas']):<{width}} {r['predicted']:>10.3f} {r['measured']:>10.3f} "
-              f"{r['error']:>+8.1%}  {'yes' if r['within'] else 'no'}")
+    clusters = [_fmt_cluster(cluster_from(r["cluster"])) for r in rows]
+    cw = max([len(c) for c in clusters] + [7])
+    print(f"{'replicas':<{width}} {'cluster':<{cw}} {'predicted':>10} {'measured':>10} {'error':>8}  "
+          f"within {WITHIN:.0%}  bottleneck")
+    for r, c in zip(rows, clusters):
+        print(f"{_fmt_replicas(r['replicas']):<{width}} {c:<{cw}} {r['predicted']:>10.3f} {r['measured']:>10.3f} "
+              f"{r['error']:>+8.1%}  {'yes' if r['within'] else 'no':<10}  {r['bottleneck']}")
     print(f"{sum(r['within'] for r in rows)}/{len(rows)} within {WITHIN:.0%}")
 
 
@@ -643,6 +818,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--local-gbps", type=float, default=128,
                    help="same-node handoff bandwidth in Gbit/s (default 128 = 16 GB/s, a memcpy)")
     p.add_argument("--local-latency-us", type=float, default=0)
+    p.add_argument("--cores-per-node", type=float,
+                   help="cores per node; more steps at once share them (default: unlimited, a core each)")
+    p.add_argument("--driver-serial", action=argparse.BooleanOptionalAction, default=None,
+                   help="the driver as one process paying the dispatch overhead step by step on node 0 "
+                        "(default: on when --cores-per-node is given)")
     p.add_argument("--placement", choices=("pack", "spread"), default="pack")
     p.add_argument("--replicas", type=str, default="", help="agent=K,... (overrides the profile's)")
     p.add_argument("--problems", type=int, help="override the profile's problem count")
@@ -668,7 +848,8 @@ def _load_profile(args) -> Profile:
 def _cluster(args) -> Cluster:
     return cluster_from({"nodes": args.nodes, "gpus_per_node": args.gpus_per_node,
                          "link_bytes_per_s": args.link_gbps * GBIT, "link_latency_s": args.link_latency_us * 1e-6,
-                         "local_bytes_per_s": args.local_gbps * GBIT, "local_latency_s": args.local_latency_us * 1e-6})
+                         "local_bytes_per_s": args.local_gbps * GBIT, "local_latency_s": args.local_latency_us * 1e-6,
+                         "cores_per_node": args.cores_per_node, "driver_serial": args.driver_serial})
 
 
 def main(argv=None) -> int:

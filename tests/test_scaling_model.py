@@ -1,6 +1,7 @@
 """benchmarks/scaling_model.py against cases whose answers follow by hand: one agent, a
 pipelined chain, more replicas of the slower agent, a transfer between nodes, NIC queueing,
-placement and the dispatch rule. No Ray; the whole file runs in well under a second."""
+placement, the dispatch rule, steps sharing a node's cores and the serial driver. No Ray; the
+whole file runs in well under a second."""
 import importlib.util
 import json
 import math
@@ -132,16 +133,16 @@ def test_a_second_reader_on_a_node_reads_the_copy_already_there():
 def test_dispatch_counts_a_node_crossing_as_one_queued_step():
     # pack on 2 nodes x 2 GPUs: a and b#0 on node 0, b#1 on node 1; a hop costs 0.5 s.
     # Three units at once, a's steps end at 1, 2, 3. unit 1 -> b#0 (both idle: the one by
-    # its input wins); unit 2 -> b#1 (b#0's load 1 ties b#1's 0 + crossing 1: the less
-    # loaded wins), runs 2.5-3.5; unit 3 -> b#0 (1 vs 1 + 1), runs 3-4. Had unit 2 stayed
-    # on b#0, unit 3 would have crossed and ended at 4.5.
+    # its input wins), runs 1-2; unit 2 -> b#0 (its load 1 ties b#1's 0 + crossing 1: the
+    # one by the input wins the tie), runs 2-3; unit 3 -> b#1 (2 vs 0 + 1), crosses and
+    # runs 3.5-4.5.
     p = profile([("a", 1.0, [], 5e8), ("b", 1.0, ["a"], 0)], replicas={"b": 2}, units=3)
     c = sm.Cluster(nodes=2, gpus_per_node=2, link_bytes_per_s=1e9, link_latency_s=0.0, **NO_COPY_COST)
     r = sm.simulate(p, c)
     assert r.nodes_of == {"a": [0], "b": [0, 1]}
     assert (r.cross_node_bytes, r.local_bytes) == (5e8, 1e9)
-    assert r.run_s == pytest.approx(4.0)
-    assert r.mean_unit_latency_s == pytest.approx((2.0 + 3.5 + 4.0) / 3)
+    assert r.run_s == pytest.approx(4.5)
+    assert r.mean_unit_latency_s == pytest.approx((2.0 + 3.0 + 4.5) / 3)
 
 
 def test_auto_in_flight_is_one_per_replica_plus_one():
@@ -210,7 +211,7 @@ def test_two_equal_steps_on_one_core_take_twice_as_long(n, run):
     r = sm.simulate(profile([("a", 1.0, [], 0), ("b", 1.0, [], 0)], units=1), cores(n))
     assert r.run_s == pytest.approx(run)
     assert r.mean_unit_latency_s == pytest.approx(run)
-    assert r.core_utilization == pytest.approx(1.0 if n == 1 else 0.0 if n == math.inf else 1.0)
+    assert r.core_utilization == pytest.approx(0.0 if n == math.inf else 1.0)  # 2 s of work in n x run
 
 
 def test_three_replicas_share_two_cores():
@@ -230,7 +231,7 @@ def test_three_replicas_share_two_cores():
     assert shared.compute_bound_problems_per_s == pytest.approx(2 * 4 / 4.0)  # 2 cores, 4 s a unit
 
 
-def test_a_replica_queue_behind_shared_cores():
+def test_a_step_queued_behind_shared_cores_then_runs_alone():
     # 4 units on 3 replicas of a 2 s step, 2 cores: units 1-3 share the cores (2/3 each) and
     # end at 3; unit 4 queued behind unit 1 runs alone, 3-5
     r = sm.simulate(profile([("a", 2.0, [], 0)], replicas={"a": 3}, units=4), cores(2))
@@ -314,12 +315,11 @@ def test_cores_and_driver_on_the_command_line(tmp_path, capsys):
     path = tmp_path / "p.json"
     path.write_text(json.dumps(profile([("a", 1.0, [], 0), ("b", 1.0, [], 0)], units=1, overhead=0.5)))
     out = tmp_path / "out.json"
-    # serial driver on one core: 0.5 s for a's submission alone, then it shares the core with
-    # b's submission (both 0.5 s of work: to 1.5), a (1 s) runs alone in the driver's idle gap? No:
-    # after 1.5, a has 0.5 s left and b 1 s, sharing: a ends at 2.5, b at 3.0
+    # serial driver on one core: a's submission alone to 0.5; b's submission and a share the
+    # core to 1.5 (a has 0.5 s left); a and b share it: a ends at 2.5, b at 3.0
     assert sm.main(["--profile", str(path), "--cores-per-node", "1", "--json", str(out)]) == 0
     r = json.loads(out.read_text())
     assert (r["run_s"], r["driver_serial"]) == (pytest.approx(3.0), True)
-    assert "1 cores per node" in capsys.readouterr().out
+    assert "1 core per node" in capsys.readouterr().out
     assert sm.main(["--profile", str(path), "--cores-per-node", "1", "--no-driver-serial", "--json", str(out)]) == 0
     assert json.loads(out.read_text())["run_s"] == pytest.approx(3.0)  # 2 x 1.5 s of work on one core
