@@ -20,7 +20,34 @@ def _has_gpu() -> bool:
         return False
 
 
+# Modules that take longest, first: with the suite spread over workers a module at a time
+# (pytest -n 2 --dist loadscope), a long module started last would leave one worker alone.
+LONGEST_FIRST = ("test_multinode", "test_jobs_loopback", "test_faults", "test_engine_e2e", "test_resume",
+                 "test_store_pressure", "test_eval_method_order", "test_gateway", "test_quiet_output",
+                 "test_eval_command", "test_replicas_run", "test_codecs_e2e", "test_topologies_e2e")
+
+
+def _module_rank(item) -> int:
+    name = item.module.__name__.rsplit(".", 1)[-1] if getattr(item, "module", None) else ""
+    return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+
+def pytest_configure(config):
+    """A Ray this suite starts writes ~/.ray/auth_token if there is none; make it exist before
+    any test runs, so tests that check it is left alone are not raced by a parallel worker."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return  # the controller did it before the workers started
+    token = Path.home() / ".ray" / "auth_token"
+    if not token.exists():
+        import subprocess
+
+        ray_cli = Path(sys.executable).parent / "ray"
+        if ray_cli.exists():
+            subprocess.run([str(ray_cli), "get-auth-token", "--generate"], capture_output=True, timeout=120)
+
+
 def pytest_collection_modifyitems(config, items):
+    items.sort(key=_module_rank)  # stable: each module's own order is kept
     if _has_gpu():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU")

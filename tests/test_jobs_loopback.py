@@ -109,7 +109,7 @@ class Head:
     metrics_port: int
     env: dict = field(repr=False)
     log: Path = None
-    default_untouched: bool = None  # /tmp/ray/ray_current_cluster and ~/.ray/auth_token as before the start
+    default_untouched: bool = None  # /tmp/ray/ray_current_cluster does not name it; ~/.ray/auth_token as before
     leftovers: list = None
 
     def cli(self, *args, env=None, timeout=120) -> subprocess.CompletedProcess:
@@ -195,15 +195,17 @@ def loopback_head(tmp_path_factory):
            "--runtime-env-agent-port", str(runtime_env_agent), "--node-manager-port", str(node_manager),
            "--object-manager-port", str(object_manager), "--ray-client-server-port", str(client_server),
            "--disable-usage-stats"]
-    default_before, token_before = _digest(DEFAULT_ADDRESS_FILE), _digest(USER_TOKEN)
+    token_before = _digest(USER_TOKEN)
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
                                 start_new_session=True)
     head = Head(proc, temp_dir, token, f"http://127.0.0.1:{dashboard}", gcs, metrics, env, log)
     try:
         _wait_ready(head)
-        head.default_untouched = (default_before == _digest(DEFAULT_ADDRESS_FILE)
-                                  and token_before == _digest(USER_TOKEN))
+        # other Rays on this machine (tests run in parallel) may write the default address
+        # file; what matters is that it never names this head
+        named = DEFAULT_ADDRESS_FILE.read_text() if DEFAULT_ADDRESS_FILE.exists() else ""
+        head.default_untouched = f":{gcs}" not in named and token_before == _digest(USER_TOKEN)
         yield head
     finally:
         leftovers = head.stop()

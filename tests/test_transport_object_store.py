@@ -275,13 +275,15 @@ def test_receive_reads_in_place_whatever_the_size(actors, nbytes):
 def test_hundreds_of_messages_through_a_chain_leave_the_store_as_it_was(actors):
     ray, first, second, third = actors
     start = settled_store_bytes(ray)
-    n, nbytes, window, peak, results = 300, 256 << 10, 100, 0, []
+    n, nbytes, window, results = 300, 256 << 10, 100, []
+    held = first.produce_hidden.remote(nbytes, -1)
+    ray.wait([held], fetch_local=False)  # produced and held: it lies in shared memory now
+    peak = store_bytes_used(ray)
+    del held
     for base in range(0, n, window):
         finals = []
         for i in range(base, base + window):
             finals.append(third.consume.remote(second.relay.remote(first.produce_hidden.remote(nbytes, i))))
-        if base == 0:
-            peak = store_bytes_used(ray)
         results += ray.get(finals)
     assert results == [float(i + 1) for i in range(n)]
     assert peak > start + nbytes  # the messages really went through shared memory
