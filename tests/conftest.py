@@ -20,11 +20,15 @@ def _has_gpu() -> bool:
         return False
 
 
-# Modules that take longest, first: with the suite spread over workers a module at a time
-# (pytest -n 2 --dist loadscope), a long module started last would leave one worker alone.
-LONGEST_FIRST = ("test_multinode", "test_jobs_loopback", "test_faults", "test_engine_e2e", "test_resume",
-                 "test_store_pressure", "test_eval_method_order", "test_gateway", "test_quiet_output",
-                 "test_eval_command", "test_replicas_run", "test_codecs_e2e", "test_topologies_e2e")
+# Modules that take longest, first (measured, slowest first): with the suite spread over
+# workers a module at a time (pytest -n 2 --dist loadscope --no-loadscope-reorder, which
+# keeps this order), a long module started last would leave one worker alone at the end.
+LONGEST_FIRST = ("test_engine_e2e", "test_multinode", "test_faults", "test_jobs_loopback", "test_resume",
+                 "test_gateway", "test_topologies_e2e", "test_eval_command", "test_eval_method_order",
+                 "test_store_pressure", "test_replicas_run", "test_quiet_output", "test_codecs_e2e",
+                 "test_real_models", "test_layering", "test_transport_object_store", "test_transport_rdt",
+                 "test_backpressure", "test_scheduler_vote", "test_eval_sandbox", "test_metrics_export",
+                 "test_model_cache")
 
 
 def _module_rank(item) -> int:
