@@ -50,27 +50,14 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import torch  # noqa: E402
 
-UNITS = {"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
+from sizes import parse_size, size_name  # noqa: E402
+
 DEFAULT_SIZES = "1MiB,16MiB,64MiB,256MiB"
 LAYERS, HEADS, HEAD_DIM = 8, 4, 64  # kv geometry; one slot of keys + values = 16 KiB
 SLOT_BYTES = 2 * LAYERS * HEADS * HEAD_DIM * 4
 STORE_HEADROOM = 256 << 20
 PAGE = resource.getpagesize()
 WORKER = "node_b"
-
-
-def parse_size(text: str) -> int:
-    for unit, factor in UNITS.items():
-        if text.endswith(unit):
-            return int(float(text[: -len(unit)]) * factor)
-    return int(text)
-
-
-def size_name(nbytes: int) -> str:
-    for unit, factor in reversed(UNITS.items()):
-        if nbytes >= factor and nbytes % factor == 0:
-            return f"{nbytes // factor}{unit}"
-    return f"{nbytes}B"
 
 
 def slots_for(nbytes: int) -> int:

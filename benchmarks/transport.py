@@ -32,23 +32,9 @@ import torch  # noqa: E402
 
 from channels.message import LatentMessage  # noqa: E402
 from channels.transports import get_transport  # noqa: E402
+from sizes import parse_size, size_name  # noqa: E402
 
-UNITS = {"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
 DEFAULT_SIZES = "1KiB,1MiB,64MiB,256MiB"
-
-
-def parse_size(text: str) -> int:
-    for unit, factor in UNITS.items():
-        if text.endswith(unit):
-            return int(float(text[: -len(unit)]) * factor)
-    return int(text)
-
-
-def size_name(nbytes: int) -> str:
-    for unit, factor in reversed(UNITS.items()):
-        if nbytes >= factor and nbytes % factor == 0:
-            return f"{nbytes // factor}{unit}"
-    return f"{nbytes}B"
 
 
 def reps_for(nbytes: int) -> int:

@@ -20,22 +20,6 @@ def _has_gpu() -> bool:
         return False
 
 
-# Modules that take longest, first (measured, slowest first): with the suite spread over
-# workers a module at a time (pytest -n 2 --dist loadscope --no-loadscope-reorder, which
-# keeps this order), a long module started last would leave one worker alone at the end.
-LONGEST_FIRST = ("test_engine_e2e", "test_multinode", "test_faults", "test_jobs_loopback", "test_resume",
-                 "test_gateway", "test_topologies_e2e", "test_eval_command", "test_eval_method_order",
-                 "test_store_pressure", "test_replicas_run", "test_quiet_output", "test_codecs_e2e",
-                 "test_real_models", "test_layering", "test_transport_object_store", "test_transport_rdt",
-                 "test_backpressure", "test_scheduler_vote", "test_eval_sandbox", "test_metrics_export",
-                 "test_model_cache")
-
-
-def _module_rank(item) -> int:
-    name = item.module.__name__.rsplit(".", 1)[-1] if getattr(item, "module", None) else ""
-    return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
-
-
 def pytest_configure(config):
     """A Ray this suite starts writes ~/.ray/auth_token if there is none; make it exist before
     any test runs, so tests that check it is left alone are not raced by a parallel worker."""
@@ -51,7 +35,6 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(config, items):
-    items.sort(key=_module_rank)  # stable: each module's own order is kept
     if _has_gpu():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU")

@@ -41,15 +41,17 @@ def free_ports(n: int) -> list:
 
 
 def session_processes(sid: int) -> list:
-    """pids of the live processes in session `sid` (everything one `ray start` started)."""
+    """(pid, command line) of the live processes in session `sid` (everything one
+    `ray start` started)."""
     found = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmd = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
         if int(fields[3]) == sid and fields[0] != "Z":
-            found.append(int(stat.parent.name))
+            found.append((int(stat.parent.name), cmd.strip()))
     return found
 
 
@@ -158,7 +160,7 @@ class LocalCluster:
 
     def kill(self, node: Node) -> None:
         """Lose a node at once: SIGKILL every process of its session."""
-        for pid in session_processes(node.proc.pid):
+        for pid, _ in session_processes(node.proc.pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         node.proc.wait(timeout=30)
@@ -181,7 +183,7 @@ class LocalCluster:
                 time.sleep(0.25)
             left = session_processes(node.proc.pid)
             leftovers += left
-            for pid in left:
+            for pid, _ in left:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
             shutil.rmtree(node.temp_dir, ignore_errors=True)

@@ -46,7 +46,7 @@ def main() -> int:
     def on_batch(done) -> None:
         if args.kill_node_of and not killed and done.indices:
             node = next(s["node"] for s in done.step_stats if s["agent"] == args.kill_node_of)
-            for pid in session_processes(sessions[node]):
+            for pid, _ in session_processes(sessions[node]):
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:

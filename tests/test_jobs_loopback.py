@@ -17,7 +17,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+from local_cluster import free_ports, session_processes
 
 pytestmark = pytest.mark.ray
 
@@ -55,33 +56,6 @@ topology: {type: chain, order: [thinker, answerer]}
 channels: {kind: kv}
 run: {batch_size: 2}
 """
-
-def free_ports(n: int) -> list:
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def _session_processes(sid: int) -> list:
-    """(pid, cmdline) of live processes in session `sid` (everything the head started)."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            cmd = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if int(fields[3]) == sid and fields[0] != "Z":
-            found.append((int(stat.parent.name), cmd.strip()))
-    return found
-
 
 def _processes_naming(text: str) -> list:
     found = []
@@ -139,9 +113,9 @@ class Head:
                 self.proc.kill()
                 self.proc.wait()
         deadline = time.monotonic() + 15
-        while _session_processes(self.proc.pid) and time.monotonic() < deadline:
+        while session_processes(self.proc.pid) and time.monotonic() < deadline:
             time.sleep(0.25)
-        self.leftovers = _session_processes(self.proc.pid) + _processes_naming(self.temp_dir)
+        self.leftovers = session_processes(self.proc.pid) + _processes_naming(self.temp_dir)
         for pid, _ in self.leftovers:  # only processes of this head's own session
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
@@ -342,6 +316,6 @@ def test_unreachable_cluster_is_a_clear_error(loopback_head):
 
 def test_head_stops_with_its_processes(loopback_head):
     head = loopback_head
-    assert _session_processes(head.proc.pid)  # gcs, raylet, dashboard, workers...
+    assert session_processes(head.proc.pid)  # gcs, raylet, dashboard, workers...
     assert head.stop() == []
     assert head.proc.returncode is not None

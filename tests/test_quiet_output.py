@@ -32,10 +32,13 @@ ALLOWED = [re.compile(p) for p in (
 
 
 def _tiny_example(tmp_path) -> Path:
-    """The example chain on a tiny model, answers cut short: the same command, fast."""
+    """The example chain on a tiny model, answers cut short, its agents in one actor: the
+    same command, fast."""
     spec = yaml.safe_load(EXAMPLE.read_text())
     spec["models"]["base"]["ref"] = "tiny:qwen3-64"
     spec["agents"]["judger"]["max_new_tokens"] = 4
+    for agent in spec["agents"].values():
+        agent["actor"] = "team"
     path = tmp_path / "latent_chain.yaml"
     path.write_text(yaml.safe_dump(spec))
     return path
@@ -56,7 +59,7 @@ def test_main_job_prints_only_its_own_lines(tmp_path):
     assert strays == [], output
     questions = len(QUESTIONS.read_text().splitlines())
     assert output.count(" Q: ") == questions and output.count("    A: ") == questions
-    assert output.count("model tiny:qwen3-64 in ") == 4 and "summary: " in proc.stdout
+    assert output.count("model tiny:qwen3-64 in ") == 1 and "summary: " in proc.stdout
 
 
 @pytest.mark.parametrize("argv", [["run", "s.yaml", "-q", "x"], ["eval", "s.yaml", "-d", "d.jsonl", "-o", "out"],

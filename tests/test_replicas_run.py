@@ -93,3 +93,31 @@ def test_placement_that_can_never_be_held_is_refused_before_actors_start(ray_ses
     many = load_spec_text(SPEC.replace("replicas: 2}", "replicas: 9}"))
     with pytest.raises(SpecError, match=r"need 10 CPU but the Ray cluster has 8"):
         run_spec(many, build_plan(many), QUESTIONS[:1], run_name="unplaced")
+
+
+def test_a_replica_that_never_answers_leaves_after_the_restart_wait(ray_session, monkeypatch, capsys):
+    """An actor Ray cannot place (as one pinned to a node that is gone) never answers its
+    probe: after RESTART_WAIT_S it leaves the pool instead of holding the run forever."""
+    from runtime.engine import scheduler
+    from runtime.engine.replicas import Replica, ReplicaPool
+
+    @ray_session.remote(num_cpus=0, resources={"a_node_that_is_gone": 1})
+    class Nowhere:
+        def ready(self):
+            return {"node": "never"}
+
+    handle = Nowhere.remote()
+    pool = ReplicaPool({"a": "a"})
+    stuck = Replica("a", 0, handle, "stuck/a", node="n1")
+    pool.add(stuck)
+    monkeypatch.setattr(scheduler, "RESTART_WAIT_S", 0.5)
+    sched = scheduler._Scheduler(None, pool, [], [], "gloo", None, None, None)
+    sched.probe(stuck)
+    assert pool.waiting_for(["a"]) == ["a"]
+    done, _ = ray_session.wait(list(sched.probes), timeout=1.0)
+    assert not done  # it does not answer
+    sched.expire_probes()
+    assert pool.gone(["a"]) == ["a"] and pool.removed == [("stuck/a", "did not come back within 0.5 s")]
+    assert "replica stuck/a left the run (did not come back within 0.5 s)" in capsys.readouterr().err
+    assert pool.every_handle() == [handle]  # still killed at the end
+    ray_session.kill(handle)

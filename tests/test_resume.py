@@ -31,13 +31,16 @@ run: {batch_size: 1, max_in_flight: 1}
 """
 
 
-def cli(*args, **kw):
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+def cli(address: str, *args, **kw):
+    """`latentray ARGS` as a driver of its own, joined to the session's Ray at `address`:
+    a driver killed there takes only its own actors with it."""
+    env = {**os.environ, "RAY_ADDRESS": address}
     return subprocess.Popen([sys.executable, "-m", "runtime.cli", *args], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 
-def test_sigkill_then_resume_answers_every_problem_exactly_once(tmp_path):
+def test_sigkill_then_resume_answers_every_problem_exactly_once(tmp_path, ray_session):
+    address = ray_session.get_runtime_context().gcs_address
     spec_path = tmp_path / "resume.yaml"
     spec_path.write_text(SPEC)
     questions = [f"What is {i} times 3?" for i in range(N)]
@@ -46,7 +49,7 @@ def test_sigkill_then_resume_answers_every_problem_exactly_once(tmp_path):
     out = tmp_path / "out"
     args = ["run", str(spec_path), "-i", str(inputs), "-o", str(out), "--quiet"]
 
-    first = cli(*args)
+    first = cli(address, *args)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and len(list((out / "answers").glob("part-*.parquet"))) < 5:
         assert first.poll() is None, first.communicate()
@@ -57,7 +60,7 @@ def test_sigkill_then_resume_answers_every_problem_exactly_once(tmp_path):
     assert 5 <= finished < N, "the run must die mid-way"
     assert not (out / "answers.jsonl").exists()
 
-    second = cli(*args)
+    second = cli(address, *args)
     stdout, stderr = second.communicate(timeout=300)
     assert second.returncode == 0, stderr
     resumed = [line for line in stderr.splitlines() if "resuming" in line]

@@ -129,8 +129,12 @@ def _join(ray, address: str, verbose: bool) -> None:
 
 def _start_local(ray, num_cpus, dashboard: bool, metrics_export_port, object_store_bytes, verbose: bool) -> None:
     cpus = max(os.cpu_count() or 1, int(-(-(num_cpus or 0) // 1)))
-    metrics = {} if metrics_export_port is None else {
-        "_metrics_export_port": metrics_export_port, "_system_config": {"metrics_report_interval_ms": 1000}}
+    # no idle workers started ahead: every actor of a run asks for a runtime env of its own,
+    # so they would never be used, only cost a process start each
+    config = {"prestart_worker_first_driver": False, "enable_worker_prestart": False}
+    metrics = {} if metrics_export_port is None else {"_metrics_export_port": metrics_export_port}
+    if metrics_export_port is not None:
+        config["metrics_report_interval_ms"] = 1000
     store = {} if object_store_bytes is None else {"object_store_memory": object_store_bytes}
     # "local": a cluster someone started on this machine with `ray start` is not joined
     # by accident; joining one takes --address or RAY_ADDRESS (a job's driver has it set).
@@ -138,7 +142,8 @@ def _start_local(ray, num_cpus, dashboard: bool, metrics_export_port, object_sto
     # tests/test_safe_defaults.py checks it); the dashboard, when asked for, listens on
     # loopback only.
     _init(ray, _start_failed, address="local", num_cpus=cpus, runtime_env=runtime_env(),
-          include_dashboard=dashboard, dashboard_host="127.0.0.1", **_output_settings(verbose), **metrics, **store)
+          include_dashboard=dashboard, dashboard_host="127.0.0.1", _system_config=config, **_output_settings(verbose),
+          **metrics, **store)
 
 
 def ensure_ray(address: str | None = None, num_cpus: float | None = None, dashboard: bool = False,

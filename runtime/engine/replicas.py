@@ -39,6 +39,7 @@ class ReplicaPool:
     group_of: dict  # agent id -> actor group
     replicas: dict = field(default_factory=dict)  # group -> [Replica, ...]
     removed: list = field(default_factory=list)  # (replica name, reason) of those that left
+    left: list = field(default_factory=list)  # the Replicas that left, still to be killed at the end
 
     @classmethod
     def of(cls, handles) -> "ReplicaPool":
@@ -65,6 +66,11 @@ class ReplicaPool:
 
     def handles(self) -> list:
         return [r.handle for r in self.all()]
+
+    def every_handle(self) -> list:
+        """The live replicas' handles and those of the ones that left (a replica that never
+        came back may still be pending in Ray: killing it frees what it holds)."""
+        return self.handles() + [r.handle for r in self.left]
 
     def waiting_for(self, agents) -> list:
         """The agents among `agents` with no replica ready to take a step now."""
@@ -96,6 +102,7 @@ class ReplicaPool:
         if replica in group:
             group.remove(replica)
             self.removed.append((replica.name, reason))
+            self.left.append(replica)
             left = len(group)
             print(f"[latentray] replica {replica.name} left the run ({reason}); {left} replica(s) of "
                   f"{replica.group} left", file=sys.stderr)

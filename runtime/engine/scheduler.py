@@ -150,6 +150,18 @@ class _Scheduler:
         if first and self.in_flight_per_replica and self.max_in_flight is not None:
             self.max_in_flight += 1  # a new replica gets a unit of its own in flight
 
+    def expire_probes(self) -> None:
+        """A replica whose ready() has not answered for RESTART_WAIT_S (pending in Ray: say,
+        pinned to a node that is gone) leaves the pool."""
+        now = time.monotonic()
+        for ref, (replica, since) in list(self.probes.items()):
+            if now - since >= RESTART_WAIT_S:
+                del self.probes[ref]
+                self.lose(replica, f"did not come back within {RESTART_WAIT_S:g} s")
+
+    def probe_deadline(self) -> float:
+        return min((since for _, since in self.probes.values()), default=float("inf")) + RESTART_WAIT_S
+
     def settle(self, timeout_s: float = SETTLE_S) -> None:
         """At the end of a run: hear the probes still out (a dead replica answers at once),
         so a replica that died for good is reported even when no unit was left to notice."""
@@ -318,10 +330,14 @@ def run_plan(plan, handles, questions: list, batch_size: int, backend="nccl",
             sched.outbox.append(sched.time_out("no replica could take the problem's steps"))
             continue
         now = time.monotonic()
-        wait = min(run_deadline - now, last_progress + hang_after - now)
+        wait = min(run_deadline - now, last_progress + hang_after - now, sched.probe_deadline() - now)
         done, _ = ray.wait(list(sched.owner) + list(sched.probes), num_returns=1, timeout=max(wait, 0.0))
         if on_wait:
             on_wait()
+        if sched.probes and time.monotonic() >= sched.probe_deadline():
+            sched.expire_probes()
+            sched.fill()
+            continue
         if not done:
             if time.monotonic() >= run_deadline:
                 yield sched.time_out(f"the run passed limits.run_timeout_s = {limits.run_timeout_s:g} s "

@@ -146,7 +146,7 @@ class RunSession:
             self._exit.close()
         finally:
             if self.pool is not None:
-                kill_actors(self.pool.handles())
+                kill_actors(self.pool.every_handle())
                 self.pool = None
             if self.placement is not None:
                 self.placement.close()
