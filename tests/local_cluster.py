@@ -141,20 +141,27 @@ class LocalCluster:
         raise RuntimeError(f"the cluster's nodes did not all join in {timeout_s:.0f} s")
 
     def node_ids(self) -> dict:
-        """{node name: Ray node id} of the live nodes, read with `ray list nodes` (no driver here)."""
-        out = subprocess.run([str(VENV_BIN / "ray"), "list", "nodes", "--address", self.dashboard, "--format",
-                              "json", "--detail"], env=self.env(), capture_output=True, text=True, timeout=60)
+        """{node name: Ray node id} of the live nodes, from the head's state API over HTTP
+        (no driver here, and no `ray list` process per call)."""
+        import urllib.error
+        import urllib.request
+
+        request = urllib.request.Request(f"{self.dashboard}/api/v0/nodes?detail=1&limit=100",
+                                         headers={"Authorization": f"Bearer {self.token}"})
         try:
-            rows = json.loads(out.stdout) if out.returncode == 0 else []
-        except json.JSONDecodeError:  # "No resource in the cluster" while the head starts
-            rows = []
+            with urllib.request.urlopen(request, timeout=10) as reply:
+                body = json.loads(reply.read())
+        except (urllib.error.URLError, OSError, json.JSONDecodeError):  # the head is still starting
+            return {}
+        rows = (body.get("data") or {}).get("result") or {}
+        rows = rows.get("result", []) if isinstance(rows, dict) else rows
         found = {}
         for row in rows:
             if row.get("state") != "ALIVE":
                 continue
             resources = row.get("resources_total") or {}
             for node in self.nodes:
-                if node.name == "head" and "head" in resources or node.name in resources:
+                if node.name in resources:
                     found[node.name] = row["node_id"]
         return found
 

@@ -9,11 +9,12 @@ same weights.
 from __future__ import annotations
 
 import torch
-from transformers import (AutoModelForCausalLM, CohereConfig, GPT2Config, Gemma3TextConfig, GraniteConfig,
-                          LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config, SmolLM3Config)
 
 from ..errors import ModelRefError
 from .byte_tokenizer import IM_END, byte_level_tokenizer
+
+# Each preset imports its own config class when it is built: importing every architecture
+# up front cost each actor process about a second.
 
 # Windows far shorter than a chained prompt, so every test crosses them.
 TINY_WINDOW = 8
@@ -26,19 +27,27 @@ def _common(hidden: int, layers: int, tied: bool, vocab: int) -> dict:
 
 
 def _qwen3(hidden, layers, tied, vocab, special):
+    from transformers import Qwen3Config
+
     return Qwen3Config(**_common(hidden, layers, tied, vocab), head_dim=hidden // 4, **special)
 
 
 def _llama(hidden, layers, tied, vocab, special):
+    from transformers import LlamaConfig
+
     return LlamaConfig(**_common(hidden, layers, tied, vocab), **special)
 
 
 def _gpt2(hidden, layers, tied, vocab, special):
+    from transformers import GPT2Config
+
     return GPT2Config(vocab_size=vocab, n_embd=hidden, n_layer=layers, n_head=4, n_positions=2048,
                       tie_word_embeddings=tied, **special)
 
 
 def _gemma3(hidden, layers, tied, vocab, special):
+    from transformers import Gemma3TextConfig
+
     # Gemma 3: embeddings scaled by sqrt(d) inside the embedding module, local (sliding)
     # layers with their own RoPE base between global ones, logit soft-capping.
     types = ["sliding_attention" if (i + 1) % 3 else "full_attention" for i in range(layers)]
@@ -51,26 +60,36 @@ def _gemma3(hidden, layers, tied, vocab, special):
 
 
 def _mistral(hidden, layers, tied, vocab, special):
+    from transformers import MistralConfig
+
     return MistralConfig(**_common(hidden, layers, tied, vocab), sliding_window=TINY_WINDOW, **special)
 
 
 def _qwen2_sliding(hidden, layers, tied, vocab, special):
+    from transformers import Qwen2Config
+
     # Qwen2 slides from layer max_window_layers on: a mix of full and sliding layers.
     return Qwen2Config(**_common(hidden, layers, tied, vocab), use_sliding_window=True,
                        sliding_window=TINY_WINDOW, max_window_layers=1, **special)
 
 
 def _granite(hidden, layers, tied, vocab, special):
+    from transformers import GraniteConfig
+
     # Granite divides logits by logits_scaling and multiplies embeddings inside the model.
     return GraniteConfig(**_common(hidden, layers, tied, vocab), logits_scaling=4.0, embedding_multiplier=6.0,
                          residual_multiplier=0.5, attention_multiplier=0.25, **special)
 
 
 def _cohere(hidden, layers, tied, vocab, special):
+    from transformers import CohereConfig
+
     return CohereConfig(**_common(hidden, layers, tied, vocab), logit_scale=0.25, **special)
 
 
 def _smollm3(hidden, layers, tied, vocab, special):
+    from transformers import SmolLM3Config
+
     # SmolLM3 leaves RoPE out of some layers (no_rope_layers[i] == 0).
     return SmolLM3Config(**_common(hidden, layers, tied, vocab), no_rope_layers=[1, 0, 1][:layers],
                          **special)
@@ -116,6 +135,8 @@ def build_tiny(preset: str, seed: int = 0, dtype: torch.dtype = torch.float32):
     # A private RNG so building a model never disturbs (or depends on) the caller's.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
+        from transformers import AutoModelForCausalLM
+
         model = AutoModelForCausalLM.from_config(config, dtype=dtype)
     # The chat template ends a turn with <|im_end|>: a real instruct model's generation
     # config lists its end-of-turn token as a stop id the same way.
