@@ -55,6 +55,25 @@ def session_processes(sid: int) -> list:
     return found
 
 
+def end_session(proc: subprocess.Popen, extra=lambda: []) -> list:
+    """Wait for a terminated `ray start --block` process (killing it after 45 s), give what
+    it started 15 s to exit, then SIGKILL what is left of its session and what `extra()`
+    finds then ((pid, command) pairs); returns those leftovers."""
+    try:
+        proc.wait(timeout=45)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    deadline = time.monotonic() + 15
+    while session_processes(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.25)
+    left = session_processes(proc.pid) + list(extra())
+    for pid, _ in left:  # only processes of this session (and those named)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return left
+
+
 @dataclass
 class Node:
     name: str
@@ -180,18 +199,6 @@ class LocalCluster:
             if node.alive():
                 node.proc.send_signal(signal.SIGTERM)
         for node in reversed(self.nodes):
-            try:
-                node.proc.wait(timeout=45)
-            except subprocess.TimeoutExpired:
-                node.proc.kill()
-                node.proc.wait()
-            deadline = time.monotonic() + 15
-            while session_processes(node.proc.pid) and time.monotonic() < deadline:
-                time.sleep(0.25)
-            left = session_processes(node.proc.pid)
-            leftovers += left
-            for pid, _ in left:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+            leftovers += end_session(node.proc)
             shutil.rmtree(node.temp_dir, ignore_errors=True)
         return leftovers

@@ -9,7 +9,6 @@ terminating the --block process stops exactly the processes it started.
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -26,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from local_cluster import free_ports, session_processes
+from local_cluster import end_session, free_ports, session_processes
 
 pytestmark = pytest.mark.ray
 
@@ -107,18 +106,7 @@ class Head:
             return self.leftovers
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=45)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        deadline = time.monotonic() + 15
-        while session_processes(self.proc.pid) and time.monotonic() < deadline:
-            time.sleep(0.25)
-        self.leftovers = session_processes(self.proc.pid) + _processes_naming(self.temp_dir)
-        for pid, _ in self.leftovers:  # only processes of this head's own session
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        self.leftovers = end_session(self.proc, lambda: _processes_naming(self.temp_dir))
         return self.leftovers
 
 
