@@ -72,8 +72,9 @@ def test_a_replica_dead_for_good_leaves_and_the_run_goes_on(ray_session, referen
 
 
 def test_auto_adds_replicas_to_the_slowest_agent_from_free_room(ray_session, reference):
-    # the session's Ray has 8 CPUs: 2.5 + 1 in use leave room for one more 2.5-CPU thinker
-    text = SPEC.replace("replicas: 2}", "replicas: auto, resources: {num_cpus: 2.5}}")
+    # a thinker of (C - 1) / 2 CPUs and the answerer's 1 leave room for exactly one more thinker
+    share = (ray_session.cluster_resources()["CPU"] - 1) / 2
+    text = SPEC.replace("replicas: 2}", f"replicas: auto, resources: {{num_cpus: {share}}}}}")
     spec = load_spec_text(text)
     result = run_spec(spec, build_plan(spec), QUESTIONS, run_name="auto")
     assert (result.answers, result.tokens) == reference and answered_once(result)
@@ -90,8 +91,9 @@ def test_placement_that_can_never_be_held_is_refused_before_actors_start(ray_ses
     check_fits(spec, build_plan(spec), started_locally=False)  # a cluster may grow: warned, not refused
     assert ("warning: agents.thinker.resources.custom.zone_a: unknown resource label 'zone_a': no node of the "
             "Ray cluster offers it; actors wait until the cluster can hold them") in capsys.readouterr().err
-    many = load_spec_text(SPEC.replace("replicas: 2}", "replicas: 9}"))
-    with pytest.raises(SpecError, match=r"need 10 CPU but the Ray cluster has 8"):
+    cpus = int(ray_session.cluster_resources()["CPU"])
+    many = load_spec_text(SPEC.replace("replicas: 2}", f"replicas: {cpus}}}"))
+    with pytest.raises(SpecError, match=f"need {cpus + 1} CPU but the Ray cluster has {cpus}"):
         run_spec(many, build_plan(many), QUESTIONS[:1], run_name="unplaced")
 
 
