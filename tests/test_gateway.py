@@ -413,3 +413,21 @@ def test_serve_and_ask_end_to_end(tmp_path, reference):
         if serve.poll() is None:
             serve.kill()
             serve.communicate()
+
+
+def test_a_call_the_server_cancelled_as_it_stopped_is_unavailable():
+    """gRPC answers a call that arrives while the server shuts down with UNAVAILABLE or,
+    when it had just taken the call, CANCELLED: both mean no gateway serves it."""
+    import grpc
+
+    from runtime.gateway.errors import GatewayUnavailable, from_rpc_error
+
+    class Cancelled(grpc.RpcError):
+        def code(self):
+            return grpc.StatusCode.CANCELLED
+
+        def details(self):
+            return "CANCELLED"
+
+    error = from_rpc_error(Cancelled(), "127.0.0.1:1")
+    assert isinstance(error, GatewayUnavailable) and "CANCELLED" in str(error)

@@ -43,6 +43,8 @@ class GatewayRequestError(GatewayError):
 
 _BY_CODE = {
     grpc.StatusCode.UNAVAILABLE: GatewayUnavailable,
+    # a call the server took as it began shutting down is cancelled by it, not refused
+    grpc.StatusCode.CANCELLED: GatewayUnavailable,
     grpc.StatusCode.DEADLINE_EXCEEDED: GatewayUnavailable,
     grpc.StatusCode.UNAUTHENTICATED: GatewayAuthError,
     grpc.StatusCode.RESOURCE_EXHAUSTED: GatewayBusy,
