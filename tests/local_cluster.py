@@ -82,6 +82,7 @@ class Node:
     resources: dict
     log: Path
     id: str = ""  # Ray node id, once it has joined
+    lost: bool = False  # killed on purpose (kill): not expected back
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -148,13 +149,13 @@ class LocalCluster:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             for node in self.nodes:
-                if not node.alive() and node.id != "killed":
+                if not node.alive() and not node.lost:
                     raise RuntimeError(f"ray start of {node.name} exited:\n{node.log.read_text()[-3000:]}")
             found = self.node_ids()
-            if all(n.name in found for n in self.nodes if n.id != "killed"):
-                for n in self.nodes:
-                    if n.id != "killed":
-                        n.id = found[n.name]
+            live = [n for n in self.nodes if not n.lost]
+            if all(n.name in found for n in live):
+                for n in live:
+                    n.id = found[n.name]
                 return
             time.sleep(0.5)
         raise RuntimeError(f"the cluster's nodes did not all join in {timeout_s:.0f} s")
@@ -190,7 +191,7 @@ class LocalCluster:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         node.proc.wait(timeout=30)
-        node.id = "killed"
+        node.lost = True
 
     def stop(self) -> list:
         """End every node (workers first); returns the processes that outlived their node."""

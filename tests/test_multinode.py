@@ -23,6 +23,7 @@ import pytest
 
 from helpers import answers_in_one_process
 from local_cluster import LocalCluster
+from test_replicas import load_spec_text
 
 pytestmark = pytest.mark.ray
 
@@ -76,14 +77,6 @@ run: {{batch_size: 1}}
 {extra}"""
 
 
-def load_spec_text(tmp_path, text: str):
-    from topologies import load_spec
-
-    path = tmp_path / "reference.yaml"
-    path.write_text(text)
-    return load_spec(path)
-
-
 def test_a_chain_pinned_to_two_nodes_answers_as_one_process(cluster, tmp_path, monkeypatch):
     from test_model_cache import cut_gguf, smollm2_gguf
 
@@ -91,7 +84,7 @@ def test_a_chain_pinned_to_two_nodes_answers_as_one_process(cluster, tmp_path, m
     text = chain_spec("pinned", f"gguf:{gguf}", "resources: {custom: {node_b: 1}}",
                       "resources: {custom: {node_c: 1}}")
     monkeypatch.setenv("LATENTRAY_CACHE", str(tmp_path / "reference-cache"))
-    answers, tokens = answers_in_one_process(load_spec_text(tmp_path, text), QUESTIONS)
+    answers, tokens = answers_in_one_process(load_spec_text(text), QUESTIONS)
 
     got = drive(cluster, tmp_path, text)
     assert got["answers"] == answers and got["tokens"] == tokens and not got["failed"]
@@ -139,7 +132,7 @@ def test_submit_runs_replicas_on_several_nodes_each_problem_once(cluster, tmp_pa
 def test_a_node_lost_mid_run_loses_no_problem(cluster, tmp_path):
     from topologies import build_plan
 
-    reference = load_spec_text(tmp_path, REPLICATED)
+    reference = load_spec_text(REPLICATED)
     answers, tokens = answers_in_one_process(reference, QUESTIONS)
     assert len(build_plan(reference).steps) == 2
     ids = cluster.node_ids()

@@ -2,8 +2,6 @@
 and pre-flight follow, on values worked out by hand."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from runtime.engine.actors import actor_names, group_agents
@@ -11,10 +9,8 @@ from runtime.engine.autoscale import share_replicas
 from runtime.engine.preflight import needed_resources, placement_problems
 from runtime.engine.replicas import NoReplicaLeft, Replica, ReplicaPool
 from runtime.engine.run_identity import spec_identity
-from topologies import build_plan, load_spec
+from topologies import build_plan
 from topologies.errors import SpecError
-
-ROOT = Path(__file__).resolve().parents[1]
 
 CHAIN = """\
 version: 1
@@ -28,15 +24,13 @@ topology: {type: chain, order: [thinker, answerer]}
 """
 
 
-def spec_of(tmp_path, text: str = CHAIN, **sections):
+def load_spec_text(text: str = CHAIN, **sections):
+    """The spec of a YAML text, with top-level `sections` set or replaced."""
     import yaml
 
-    data = yaml.safe_load(text)
-    for key, value in sections.items():
-        data[key] = value
-    path = tmp_path / "spec.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return load_spec(path)
+    from topologies.loader import parse_spec
+
+    return parse_spec({**yaml.safe_load(text), **sections})
 
 
 def pool_of(*replicas) -> ReplicaPool:
@@ -100,22 +94,22 @@ def test_auto_shares_free_room_by_step_time_per_replica():
     assert share_replicas({"a": 1.0}, {"a": 1}, {"a": 1}, free=100, limit=4) == {"a": 3}
 
 
-def test_replicas_count_in_names_and_resources(tmp_path):
-    spec = spec_of(tmp_path)
+def test_replicas_count_in_names_and_resources():
+    spec = load_spec_text()
     plan = build_plan(spec)
     assert actor_names(spec, plan, "r") == ["r/answerer", "r/thinker#0", "r/thinker#1", "r/thinker#2"]
     assert needed_resources(spec, plan) == {"CPU": 4.0, "GPU": 0.0}
-    everywhere = spec_of(tmp_path, run={"replicas": 2})
+    everywhere = load_spec_text(run={"replicas": 2})
     assert actor_names(everywhere, plan, "r") == ["r/answerer#0", "r/answerer#1", "r/thinker#0", "r/thinker#1",
                                                   "r/thinker#2"]
 
 
-def test_agents_sharing_an_actor_share_its_replicas(tmp_path):
+def test_agents_sharing_an_actor_share_its_replicas():
     text = CHAIN.replace("replicas: 3}", "replicas: 3, actor: team}").replace("max_new_tokens: 4}",
                                                                                "max_new_tokens: 4, actor: team}")
     with pytest.raises(SpecError, match=r"agents\.\w+\.replicas: actor group 'team' has agents with (1 and 3|3 and 1) replicas"):
-        spec_of(tmp_path, text)
-    shared = spec_of(tmp_path, text.replace("max_new_tokens: 4, actor", "max_new_tokens: 4, replicas: 3, actor"))
+        load_spec_text(text)
+    shared = load_spec_text(text.replace("max_new_tokens: 4, actor", "max_new_tokens: 4, replicas: 3, actor"))
     (group,) = group_agents(shared, build_plan(shared).agents)
     assert group.initial_replicas == 3 and group.agents == ("thinker", "answerer")
 
@@ -126,14 +120,14 @@ def test_agents_sharing_an_actor_share_its_replicas(tmp_path):
     ("resources: {custom: {GPU: 1}}", "custom resource 'GPU' is one of Ray's own"),
     ("resources: {custom: {zone: 0}}", "custom resource 'zone' needs an amount > 0"),
 ])
-def test_bad_replicas_and_labels_name_the_field(tmp_path, bad, says):
+def test_bad_replicas_and_labels_name_the_field(bad, says):
     with pytest.raises(SpecError, match=says):
-        spec_of(tmp_path, CHAIN.replace("replicas: 3", bad))
+        load_spec_text(CHAIN.replace("replicas: 3", bad))
 
 
-def test_placement_strategy_is_checked(tmp_path):
+def test_placement_strategy_is_checked():
     with pytest.raises(SpecError, match="placement.strategy"):
-        spec_of(tmp_path, placement={"strategy": "scatter"})
+        load_spec_text(placement={"strategy": "scatter"})
 
 
 NODE = {"CPU": 2.0, "node:x": 1.0}
@@ -172,35 +166,7 @@ def test_pack_with_a_pipeline_larger_than_any_node():
     assert placement_problems(spread, build_plan(spread), {"CPU": 4.0}, [NODE, NODE]) == []
 
 
-def test_replicas_and_placement_leave_a_runs_identity_alone(tmp_path):
-    one = spec_of(tmp_path, CHAIN.replace("replicas: 3", "replicas: 1"))
-    many = spec_of(tmp_path, run={"replicas": "auto"}, placement={"strategy": "spread"})
+def test_replicas_and_placement_leave_a_runs_identity_alone():
+    one = load_spec_text(CHAIN.replace("replicas: 3", "replicas: 1"))
+    many = load_spec_text(run={"replicas": "auto"}, placement={"strategy": "spread"})
     assert spec_identity(one) == spec_identity(many)
-
-
-def load_spec_text(text: str):
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as d:
-        path = Path(d) / "spec.yaml"
-        path.write_text(text)
-        return load_spec(path)
-
-
-def test_replicas_on_the_command_line(tmp_path):
-    import argparse
-
-    from runtime.commands.spec_options import replica_count, with_overrides
-
-    spec = spec_of(tmp_path)
-    over = with_overrides(spec, argparse.Namespace(replicas=4))
-    assert over.run.replicas == 4 and actor_names(over, build_plan(over), "r")[0] == "r/answerer#0"
-    assert actor_names(over, build_plan(over), "r").count("r/thinker#2") == 1  # its own replicas: 3 win
-    assert replica_count("auto") == "auto" and replica_count("2") == 2
-    with pytest.raises(argparse.ArgumentTypeError, match="'0': give a number of replicas from 1 to 1024, or auto"):
-        replica_count("0")
-    # valid as written (1 and the default 1), not once the default becomes 2 for one of them
-    text = CHAIN.replace("replicas: 3}", "replicas: 1, actor: team}").replace("max_new_tokens: 4}",
-                                                                               "max_new_tokens: 4, actor: team}")
-    with pytest.raises(SpecError, match="--replicas: agents.\\w+.replicas: actor group 'team' has agents with"):
-        with_overrides(spec_of(tmp_path, text), argparse.Namespace(replicas=2))

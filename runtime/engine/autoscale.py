@@ -37,7 +37,6 @@ class AutoReplicas:
         self.spec, self.run_name, self.placement, self.codec_parts = spec, run_name, placement, codec_parts
         self.groups = [g for g in group_agents(spec, plan.agents) if g.replicas == "auto"]
         self.done = not self.groups
-        self.added: dict = {}  # group -> replicas added
 
     def __call__(self, step_stats: list) -> list:
         import ray
@@ -52,7 +51,7 @@ class AutoReplicas:
         resource = "GPU" if any(g.num_gpus > 0 for g in self.groups) else "CPU"
         need = {g.name: (g.num_gpus if resource == "GPU" else g.num_cpus) or 1.0 for g in self.groups}
         free = ray.available_resources().get(resource, 0.0)
-        self.added = share_replicas(time_of, {g.name: 1 for g in self.groups}, need, free)
+        added = share_replicas(time_of, {g.name: 1 for g in self.groups}, need, free)
         by_name = {g.name: g for g in self.groups}
         return [launch_replica(self.spec, by_name[name], self.run_name, k, self.placement, self.codec_parts)
-                for name, n in self.added.items() for k in range(1, n + 1)]
+                for name, n in added.items() for k in range(1, n + 1)]

@@ -23,10 +23,6 @@ class Placement:
         self.run_name = run_name
         self._lanes: dict = {}  # lane index -> (placement group, {group name: bundle index})
 
-    def lane_members(self, k: int) -> list:
-        """The actor groups with a replica k, in plan order: one bundle each."""
-        return [g for g in self.groups if g.initial_replicas > k]
-
     def options(self, group, index: int) -> dict:
         """Extra .options() for replica `index` of `group`."""
         if self.strategy == "spread":
@@ -43,7 +39,7 @@ class Placement:
         if k not in self._lanes:
             from ray.util.placement_group import placement_group
 
-            members = self.lane_members(k)
+            members = [g for g in self.groups if g.initial_replicas > k]  # in plan order, one bundle each
             # a bundle may not be empty: an actor that asks for nothing still holds a sliver of CPU
             bundles = [g.resources() or {"CPU": 0.001} for g in members]
             pg = placement_group(bundles, strategy="STRICT_PACK", name=f"{self.run_name}/lane{k}")

@@ -174,7 +174,6 @@ def placement_problems(spec, plan, have: dict, nodes: list) -> list:
     """(field, what is wrong, fix) for each way the run's actors can never be placed on a
     cluster with resources `have` in all and `nodes` (each node's resources)."""
     from runtime.engine.actors import group_agents
-    from runtime.engine.placement import Placement
 
     found = []
     groups = group_agents(spec, plan.agents)
@@ -199,10 +198,9 @@ def placement_problems(spec, plan, have: dict, nodes: list) -> list:
             found.append((f"agents.{g.agents[0]}.resources", f"one replica of {g.name!r} needs {g.resources()}, "
                           "more than any one node of the Ray cluster has",
                           "lower its resources, or add a node that large"))
-    if spec.placement.strategy == "pack":
-        lane = Placement(spec, plan, "").lane_members(0)
+    if spec.placement.strategy == "pack":  # lane 0 holds the first replica of every agent
         need: dict = {}
-        for g in lane:
+        for g in groups:
             for k, v in g.resources().items():
                 need[k] = need.get(k, 0.0) + v
         if not any(_fits(need, node) for node in nodes):

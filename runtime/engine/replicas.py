@@ -38,8 +38,7 @@ class Replica:
 class ReplicaPool:
     group_of: dict  # agent id -> actor group
     replicas: dict = field(default_factory=dict)  # group -> [Replica, ...]
-    removed: list = field(default_factory=list)  # (replica name, reason) of those that left
-    left: list = field(default_factory=list)  # the Replicas that left, still to be killed at the end
+    left: list = field(default_factory=list)  # (Replica, reason) of those that left; killed at the end
 
     @classmethod
     def of(cls, handles) -> "ReplicaPool":
@@ -70,7 +69,12 @@ class ReplicaPool:
     def every_handle(self) -> list:
         """The live replicas' handles and those of the ones that left (a replica that never
         came back may still be pending in Ray: killing it frees what it holds)."""
-        return self.handles() + [r.handle for r in self.left]
+        return self.handles() + [r.handle for r, _ in self.left]
+
+    @property
+    def removed(self) -> list:
+        """(replica name, reason) of the replicas that left, in order."""
+        return [(r.name, why) for r, why in self.left]
 
     def waiting_for(self, agents) -> list:
         """The agents among `agents` with no replica ready to take a step now."""
@@ -93,7 +97,7 @@ class ReplicaPool:
 
     def why_gone(self, agent: str) -> str:
         group = self.group_of[agent]
-        reasons = [why for name, why in self.removed if name.split("/")[-1].split("#")[0] == group]
+        reasons = [why for r, why in self.left if r.group == group]
         return reasons[-1] if reasons else "none was started"
 
     def remove(self, replica: Replica, reason: str) -> None:
@@ -101,8 +105,7 @@ class ReplicaPool:
         group = self.replicas.get(replica.group, [])
         if replica in group:
             group.remove(replica)
-            self.removed.append((replica.name, reason))
-            self.left.append(replica)
+            self.left.append((replica, reason))
             left = len(group)
             print(f"[latentray] replica {replica.name} left the run ({reason}); {left} replica(s) of "
                   f"{replica.group} left", file=sys.stderr)

@@ -134,12 +134,10 @@ class _Scheduler:
         replica, since = self.probes.pop(ref)
         try:
             report = ray.get(ref)
-        except ray.exceptions.ActorUnavailableError:  # restarting: ask again, up to RESTART_WAIT_S
-            if time.monotonic() - since < RESTART_WAIT_S:
-                time.sleep(PROBE_AGAIN_S)
-                self.probe(replica, since)
-                return
-            self.lose(replica, f"did not come back within {RESTART_WAIT_S:g} s")
+        except ray.exceptions.ActorUnavailableError:  # restarting: ask again (expire_probes gives up)
+            time.sleep(PROBE_AGAIN_S)
+            self.probe(replica, since)
+            self.expire_probes()
             return
         except ray.exceptions.RayActorError as exc:  # dead for good (restarts used up, or failed to load)
             self.lose(replica, first_line(exc))
