@@ -362,8 +362,10 @@ def test_collector_batches_whole_requests_up_to_batch_size():
     assert _groups(4, 0.0, [1, 1]) == [[1], [1]]  # no window: nothing waits for company
 
 
-def _cli(*args):
+def _cli(*args, ray_address: str | None = None):
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "LATENTRAY_GATEWAY_TOKEN")}
+    if ray_address:
+        env["RAY_ADDRESS"] = ray_address
     return subprocess.Popen([sys.executable, "-m", "runtime.cli", *args], cwd=ROOT, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
@@ -385,14 +387,16 @@ def test_ask_command_exit_codes(gateway, reference, monkeypatch, capsys):
         assert err.startswith("error: gateway") and status in err and len(err.strip().splitlines()) == 1
 
 
-def test_serve_and_ask_end_to_end(tmp_path, reference):
-    """The one test with a Ray of its own: `latentray serve` in a process, asked by `latentray ask`.
-    Its agents share one actor (one process to start; the same weights, so the same answers)."""
+def test_serve_and_ask_end_to_end(tmp_path, reference, ray_session):
+    """`latentray serve` in a process of its own, joining the session's Ray (as a job's driver
+    joins a cluster), asked by `latentray ask`. Its agents share one actor (one process to
+    start; the same weights, so the same answers)."""
     spec_file = tmp_path / "shared.yaml"
     spec_file.write_text(SPEC_TEXT.replace("    model: base\n", "    model: base\n    actor: shared\n"))
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN + "\n")
-    serve = _cli("serve", str(spec_file), "--port", "0", "--token-file", str(token_file), "--name", "gw-e2e")
+    serve = _cli("serve", str(spec_file), "--port", "0", "--token-file", str(token_file), "--name", "gw-e2e",
+                 ray_address=ray_session.get_runtime_context().gcs_address)
     try:
         line = serve.stdout.readline()  # printed once the actors are up
         assert line.startswith("serving latent_chain on 127.0.0.1:"), (line, serve.stderr.read() if not line else "")
