@@ -169,8 +169,15 @@ def test_baselines_run_through_the_same_engine(ray_session, example, method):
     if method == "single":
         assert plan.agents == ("judger",) and result.trace == []
         return
+    # memory accumulate: each agent reads every earlier agent's text, as the latent judger's
+    # memory holds every earlier agent's thoughts
     assert [(r["src"], r["dst"], r["kind"]) for r in result.trace] == [
-        ("planner", "critic", "text"), ("critic", "refiner", "text"), ("refiner", "judger", "text")]
+        ("planner", "critic", "text"), ("planner", "refiner", "text"), ("critic", "refiner", "text"),
+        ("planner", "judger", "text"), ("critic", "judger", "text"), ("refiner", "judger", "text")]
+    sizes = {}
+    for r in result.trace:  # one message per sender, read whole by each of its readers
+        sizes.setdefault(r["src"], set()).add(r["bytes"])
+    assert all(len(v) == 1 and min(v) > 0 for v in sizes.values())
     # every agent writes text: each row counts tokens from all four agents
     writers = [s for s in result.steps if sum(s["tokens"]) > 0]
     assert {s["agent"] for s in writers} >= {"planner", "critic", "refiner"}

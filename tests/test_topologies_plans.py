@@ -46,6 +46,25 @@ def test_chain_keeps_its_meaning():
     assert inbox(build_plan(previous))["judger"] == ["refiner"]
 
 
+def test_text_with_accumulate_reads_every_earlier_agents_text_in_order():
+    """The text baseline is equal to the latent one: a kv memory holds everything written
+    before it, so a text agent with accumulate reads every earlier agent's text."""
+    spec, _ = load_plan(EXAMPLES / "latent_chain.yaml")
+    text = spec.model_copy(update={"run": spec.run.model_copy(update={"method": "text"})})
+    plan = build_plan(text)
+    assert inbox(plan) == {"planner": [], "critic": ["planner"], "refiner": ["planner", "critic"],
+                           "judger": ["planner", "critic", "refiner"]}
+    assert all(e.kind == "text" and e.codec == "identity" and not e.compression for e in plan.edges)
+    previous = text.model_copy(update={"topology": text.topology.model_copy(update={"memory": "previous"})})
+    assert inbox(build_plan(previous))["judger"] == ["refiner"]
+    # a graph: every upstream text, in plan order, through two paths without duplicates
+    edges = [{"src": "a", "dst": "b"}, {"src": "a", "dst": "c"}, {"src": "b", "dst": "d"}, {"src": "c", "dst": "d"}]
+    data = spec_for({"type": "graph", "edges": edges}, ["a", "b", "c", "d"], text=("d",), kind="text")
+    assert inbox(plan_of(data)) == {"a": [], "b": ["a"], "c": ["a"], "d": ["a", "b", "c"]}
+    data["topology"]["memory"] = "previous"
+    assert inbox(plan_of(data))["d"] == ["b", "c"]
+
+
 def test_hierarchical_experts_are_independent_and_fan_in():
     plan = plan_of(spec_for({"type": "hierarchical", "experts": ["code", "math", "sci"]},
                             ["math", "sci", "code", "sum"], text=("sum",)))

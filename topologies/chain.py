@@ -9,6 +9,8 @@ Parameters:
           reference and assembles the memory itself, so a chain of N writes N parts
           instead of N growing memories (O(N) bytes, not O(N^2)); "full": each agent
           re-sends the whole memory to the next (the same result, more bytes).
+          Text messages with accumulate: each agent reads every earlier agent's text, in
+          order (text_memory.py), as a kv memory holds everything written before it.
 The last agent decodes the answer; every other agent thinks and sends a message.
 """
 from __future__ import annotations
@@ -24,6 +26,7 @@ from .edges import make_edge
 from .plan import Plan, Step
 from .roles import with_emits
 from .spec import GraphSpec
+from .text_memory import accumulate_texts
 
 
 class ChainParams(BaseModel):
@@ -59,4 +62,6 @@ def chain(spec: GraphSpec, params: ChainParams) -> Plan:
         own = params.memory == "previous" or (out is not None and _delta(out, params))
         steps.append(Step(id=name, agent=name, action="text" if i == len(order) - 1 else "latent",
                           inputs=inputs, kv_scope="own" if own else "all", kv_merge=merge))
+    if params.memory == "accumulate":
+        steps = accumulate_texts(spec, steps)
     return Plan(topology="chain", steps=with_emits(steps, spec.channels.kind), answer_steps=(order[-1],))

@@ -13,7 +13,8 @@ Parameters:
           `channels` and its per-edge overrides)
   rounds: how many times cycles run; required when the edges form a cycle
   answer: the agent that decodes the answer (default: the one agent that sends nothing)
-  memory: accumulate | previous, as for chain (kv messages: all slots or own slots)
+  memory: accumulate | previous, as for chain (kv messages: all slots or own slots; text
+          messages with accumulate: every upstream agent's text, in order)
 A step's round is its depth: 1 + the largest round among the steps it reads.
 """
 from __future__ import annotations
@@ -28,6 +29,7 @@ from .errors import SpecError
 from .plan import Plan, Step
 from .roles import check_agent, with_emits
 from .spec import GraphSpec, KindName
+from .text_memory import accumulate_texts
 from .validate import check_codec
 
 
@@ -152,6 +154,8 @@ def _unroll(spec: GraphSpec, params: GraphParams, comps: list, cycles: list, ans
             for a in comp:
                 last[a] = f"r{r}/{a}" if cyclic else a
     steps = _drop_unread_cycle_tail(steps, answer, cycles)
+    if params.memory == "accumulate":
+        steps = accumulate_texts(spec, steps)
     depth: dict = {}
     for i, s in enumerate(steps):
         depth[s.id] = 1 + max((depth[e.src] for e in s.inputs), default=0)
