@@ -1,25 +1,34 @@
-"""Run untrusted Python (model-written code) in a child process with hard limits.
+"""Run untrusted Python (model-written code) in a jail, with hard limits.
 
-Guards, each because a candidate may be buggy or hostile:
-- a fresh temporary directory as cwd and HOME, removed afterwards; an environment with
-  nothing of the parent's (no secrets, no PYTHONPATH) and `python -I` (isolated mode);
-- its own session and process group, killed as a whole after every run, so a timeout or
-  a child left behind (`Popen(["sleep", "60"])`) does not outlive the check;
-- resource limits: CPU seconds, address space, file size, open files, no core dumps;
-- a cap on processes against fork bombs, the first that works here (sandbox_guards.py):
-  RLIMIT_NPROC (it counts every process of the user and does not bind root, so as root
-  the child first becomes `nobody`), and a pids cgroup per run when one can be created
-  (it also catches processes that left the group with setsid()); as root with neither,
-  the prelude removes fork/spawn from the child instead (ctypes could still fork);
-- no network: a new network namespace (only a downed loopback) when unshare works here,
-  and always a prelude that makes creating a socket raise PermissionError.
+The jail (jail_launcher.py) is the guard: new mount, network, PID and IPC namespaces;
+a read-only root holding only the system libraries and the interpreter, plus a private
+working directory (/work, removed afterwards) as the one writable place; no network (a
+downed loopback); no other process to see or signal; no capabilities; no new processes
+or threads. As root it runs as a fresh unprivileged uid; otherwise it builds the same
+jail inside a user namespace of its own. On top: CPU seconds, address space, file size
+and open-file limits, no core dumps, a wall-time limit (the whole process group is
+killed), and an environment holding nothing of the parent's.
+
+Where the machine allows no jail (no namespaces for this user), code is not run:
+`run_python` raises SandboxUnavailable, unless the caller opted in with
+`allow_unjailed()` (`latentray eval --unsafe-code`); then the older, weaker guards of
+sandbox_guards.py apply (limits, `nobody`, a pids cgroup, a Python-level socket ban).
+
+A test's verdict is not the exit code: the harness calls `check` itself, after the
+candidate's module has run, with the builtins as they were before the candidate ran,
+and only then writes a one-time token (read from stdin before the candidate starts) to
+a descriptor of its own. An exit, os._exit, a signal, a timeout or a replaced `check`
+all leave no token, so they fail.
 """
 from __future__ import annotations
 
 import functools
+import json
 import math
 import os
+import random
 import resource
+import secrets
 import shutil
 import signal
 import subprocess
@@ -29,17 +38,75 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from agents.errors import LatentrayError
 from runtime.eval import sandbox_guards as guards_
 
 OUTPUT_LIMIT = 64 * 1024  # bytes of stdout / stderr kept
 FSIZE_BYTES = 16 * 1024 * 1024
 NOFILE = 64
-MAX_PROCESSES = 32  # processes one run may have at once (on top of the user's, for NPROC)
+MAX_PROCESSES = 32  # processes one unjailed run may have at once (on top of the user's, for NPROC)
+LAUNCHER = Path(__file__).with_name("jail_launcher.py")
+# a fresh uid per jailed run as root, from a range no account uses
+JAIL_UIDS = range(1_900_000_000, 2_000_000_000)
+SYSTEM_DIRS = ("/usr", "/bin", "/lib", "/lib64", "/lib32", "/libx32")
+VERDICT_FD_NAME = "verdict"
+_ALLOW_UNJAILED = False
 
-# Runs first in the child; the candidate is then run as its own file so that tracebacks
-# show the candidate's line numbers.
-_PRELUDE = '''\
-import _socket, os, runpy, socket, sys
+
+class SandboxUnavailable(LatentrayError, RuntimeError):
+    """No jail can be built here, and running model-written code without one was not allowed."""
+
+
+def allow_unjailed(allowed: bool = True) -> None:
+    """Let code run under the weaker guards where no jail can be built (--unsafe-code)."""
+    global _ALLOW_UNJAILED
+    _ALLOW_UNJAILED = allowed
+
+
+# The harness: reads the token, runs the candidate, then (with a test) calls check and
+# writes the token. Its own references to os.write / os._exit are taken before the
+# candidate can replace them.
+_HARNESS = '''\
+import builtins, json, os, sys, traceback
+_write, _exit, _flush = os.write, os._exit, sys.stdout.flush
+_token = sys.stdin.readline().strip()
+sys.stdin = open(os.devnull)
+with open("_job.json") as _f:
+    _job = json.load(_f)
+del _f
+if _job["no_network"]:
+    exec(open("_guards.py").read())
+if _job["test"] is None:
+    import runpy
+    sys.argv = ["candidate.py"]
+    runpy.run_path("candidate.py", run_name="__main__")
+    raise SystemExit(0)
+_clean = dict(vars(builtins))
+_space = {"__name__": "candidate", "__file__": "candidate.py", "__builtins__": builtins}
+try:
+    with open("candidate.py", encoding="utf-8") as _f:
+        exec(compile(_f.read(), "candidate.py", "exec"), _space)
+    _tests = dict(_space, __builtins__=_clean, __name__="test")
+    exec(compile(_job["test"], "test.py", "exec"), _tests)
+    _tests["check"](_space[_job["entry_point"]])
+except BaseException:
+    try:
+        traceback.print_exc()
+        sys.stderr.flush()
+    finally:
+        _exit(1)
+try:
+    _flush()
+except BaseException:
+    pass
+_write(_job["verdict_fd"], ("passed " + _token).encode())
+_exit(0)
+'''
+
+# Only without a jail: a Python-level ban on sockets and, where no process cap works, on
+# starting processes (ctypes could still do both).
+_UNJAILED_GUARDS = '''\
+import _socket, socket
 
 def _no_network(*args, **kwargs):
     raise PermissionError("network access is disabled in the latentray sandbox")
@@ -54,7 +121,7 @@ for _name in ("create_connection", "create_server", "socketpair", "fromfd", "get
 for _name in ("socketpair", "getaddrinfo"):
     if hasattr(_socket, _name):
         setattr(_socket, _name, _no_network)
-if BLOCK_PROCESSES:
+if _job["no_processes"]:
     import _posixsubprocess
 
     def _no_processes(*args, **kwargs):
@@ -64,9 +131,6 @@ if BLOCK_PROCESSES:
         if hasattr(os, _name):
             setattr(os, _name, _no_processes)
     _posixsubprocess.fork_exec = _no_processes
-del _name
-sys.argv = ["candidate.py"]
-runpy.run_path("candidate.py", run_name="__main__")
 '''
 
 
@@ -77,64 +141,152 @@ class SandboxResult:
     stderr: str
     timed_out: bool
     killed_by: str | None  # "timeout", or the signal that ended it (e.g. "SIGXCPU")
+    passed: bool | None = None  # with a test: whether check() returned (None: no test run)
 
     @property
     def ok(self) -> bool:
-        return self.returncode == 0 and not self.timed_out
+        return self.returncode == 0 and not self.timed_out and self.passed is not False
 
 
-def run_python(code: str, *, timeout_s: float = 10.0, memory_mb: int = 512) -> SandboxResult:
-    """Run `code` as a script under the guards above; never raises for what the code does."""
+def run_python(code: str, *, timeout_s: float = 10.0, memory_mb: int = 512, test: str | None = None,
+               entry_point: str | None = None) -> SandboxResult:
+    """Run `code` in the jail. Without `test`, as a script (`__main__`); with `test` (source
+    defining `check(candidate)`), as module `candidate`, then `check(<entry_point>)`:
+    `passed` is True only if check returned. Never raises for what the code does; raises
+    SandboxUnavailable where no jail works and allow_unjailed() was not called."""
+    mode = jail_mode()
+    if mode is None and not _ALLOW_UNJAILED:
+        raise SandboxUnavailable(unavailable_reason())
     base = Path(tempfile.mkdtemp(prefix="latentray-sandbox-"))
-    cgroup = guards_.PidsCgroup.create(MAX_PROCESSES)
     try:
-        return _run_in(base, code, timeout_s, memory_mb, cgroup)
+        return _run(base, mode, code, test, entry_point, timeout_s, memory_mb)
     finally:
-        if cgroup is not None:
-            cgroup.kill_all()
-            cgroup.remove()
+        _remove_tree(base)
+
+
+def unavailable_reason() -> str:
+    return ("this machine allows no sandbox for model-written code (no user, mount and network namespaces "
+            "for this user); run on a machine that does, or pass --unsafe-code to run it under weaker guards")
+
+
+@functools.cache
+def jail_mode() -> str | None:
+    """"root" or "user" where the jail can be built here (probed once), else None."""
+    mode = "root" if os.geteuid() == 0 else "user"
+    base = Path(tempfile.mkdtemp(prefix="latentray-sandbox-probe-"))
+    try:
+        (base / "work").mkdir()
+        config = _jail_config(base, mode, ["-I", "-c", "pass"], {})
+        done = subprocess.run([sys.executable, "-I", str(LAUNCHER), json.dumps(config)], capture_output=True,
+                              timeout=60, stdin=subprocess.DEVNULL)
+        return mode if done.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+    finally:
         _remove_tree(base)
 
 
 def guards() -> dict:
-    """Which machine-dependent guards work here (probed once): for logs and tests."""
+    """Which guards work here (probed once): for logs and tests."""
     uid = guards_.drop_uid()
-    return {"network_namespace": guards_.network_namespace_works(), "drop_to_uid": uid,
-            "nproc_limit": uid is not None or os.geteuid() != 0,
-            "pids_cgroup": guards_.pids_cgroup_works()}
+    return {"jail": jail_mode(), "network_namespace": guards_.network_namespace_works(), "drop_to_uid": uid,
+            "nproc_limit": uid is not None or os.geteuid() != 0, "pids_cgroup": guards_.pids_cgroup_works()}
 
 
-def _run_in(base: Path, code: str, timeout_s: float, memory_mb: int, cgroup) -> SandboxResult:
-    uid = guards_.drop_uid()
+def interpreter() -> str:
+    """The base interpreter (not a virtual environment's link): the jail shows its prefix only."""
+    return os.path.realpath(getattr(sys, "_base_executable", None) or sys.executable)
+
+
+def _jail_config(base: Path, mode: str, argv: list, env: dict, limits: list = ()) -> dict:
+    (base / "root").mkdir()
+    uid = random.choice(JAIL_UIDS)
+    shown = [d for d in SYSTEM_DIRS if os.path.lexists(d)]
+    prefix = os.path.realpath(sys.base_prefix)
+    if not any(prefix == d or prefix.startswith(d + "/") for d in shown):
+        shown.append(prefix)
+    if mode == "root":
+        os.chown(base / "work", uid, uid)
+    return {"mode": mode, "root": str(base / "root"), "work": str(base / "work"), "binds": shown, "uid": uid,
+            "gid": uid, "python": interpreter(), "argv": argv, "env": env, "limits": [list(x) for x in limits],
+            "nproc": 1 if mode == "root" else 2}
+
+
+def _limits(timeout_s: float, memory_mb: int) -> list:
+    cpu = math.ceil(timeout_s) + 1
+    memory = memory_mb * 1024 * 1024
+    return [("RLIMIT_CPU", cpu, cpu + 1), ("RLIMIT_AS", memory, memory), ("RLIMIT_FSIZE", FSIZE_BYTES, FSIZE_BYTES),
+            ("RLIMIT_NOFILE", NOFILE, NOFILE), ("RLIMIT_CORE", 0, 0)]
+
+
+def _run(base: Path, mode: str | None, code: str, test: str | None, entry_point: str | None, timeout_s: float,
+         memory_mb: int) -> SandboxResult:
     work = base / "work"
     work.mkdir()
     (work / "candidate.py").write_text(code, encoding="utf-8", errors="replace")  # lone surrogates
+    (work / "_harness.py").write_text(_HARNESS, encoding="utf-8")
+    (work / "_guards.py").write_text(_UNJAILED_GUARDS, encoding="utf-8")
+    token = secrets.token_hex(16)
+    verdict_path = base / VERDICT_FD_NAME
+    with open(base / "stdout", "w+b") as out, open(base / "stderr", "w+b") as err, \
+            open(verdict_path, "w+b") as verdict:
+        job = {"test": test, "entry_point": entry_point, "verdict_fd": verdict.fileno(),
+               "no_network": mode is None, "no_processes": False}
+        env = {"PATH": "/usr/bin:/bin", "HOME": "/work", "TMPDIR": "/work", "LANG": "C.UTF-8"}
+        cgroup = None
+        if mode is not None:
+            (work / "_job.json").write_text(json.dumps(job))
+            config = _jail_config(base, mode, ["-I", "/work/_harness.py"], env, _limits(timeout_s, memory_mb))
+            argv, cwd, preexec = [sys.executable, "-I", str(LAUNCHER), json.dumps(config)], base, None
+        else:
+            argv, cwd, preexec, cgroup = _unjailed(base, job, env, timeout_s, memory_mb)
+        try:
+            proc = subprocess.Popen(argv, cwd=cwd, env=env if mode is None else {}, stdin=subprocess.PIPE,
+                                    stdout=out, stderr=err, start_new_session=True, preexec_fn=preexec,
+                                    pass_fds=(verdict.fileno(),))
+            timed_out = False
+            try:
+                proc.stdin.write(f"{token}\n".encode())
+                proc.stdin.close()
+            except OSError:  # it ended before reading
+                pass
+            try:
+                proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                timed_out = True
+            _kill_group(proc.pid)  # also after a clean exit: anything it left behind
+            rc = proc.wait()
+        finally:
+            if cgroup is not None:
+                cgroup.kill_all()
+                cgroup.remove()
+        stdout, stderr = _head(out), _head(err)
+        verdict.seek(0)
+        said = verdict.read(256).decode("ascii", errors="replace")
+    killed_by = "timeout" if timed_out else (signal.Signals(-rc).name if rc < 0 else None)
+    passed = None if test is None else (not timed_out and rc == 0 and said == f"passed {token}")
+    return SandboxResult(None if timed_out else rc, stdout, stderr, timed_out, killed_by, passed)
+
+
+def _unjailed(base: Path, job: dict, env: dict, timeout_s: float, memory_mb: int) -> tuple:
+    """(argv, cwd, preexec, cgroup) of a run under the weaker guards (no jail here)."""
+    work = base / "work"
+    cgroup = guards_.PidsCgroup.create(MAX_PROCESSES)
+    uid = guards_.drop_uid()
     nproc = _nproc_limit(uid)
-    block = nproc is None and cgroup is None  # root with no process cap: no fork at all
-    (work / "_prelude.py").write_text(f"BLOCK_PROCESSES = {block}\n" + _PRELUDE, encoding="utf-8")
+    job["no_processes"] = nproc is None and cgroup is None  # root with no process cap: no fork at all
+    (work / "_job.json").write_text(json.dumps(job))
     if uid is not None:
         os.chmod(base, 0o711)  # nobody may pass through to work/, not list the outputs
         os.chown(work, uid, uid)
-    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(work), "TMPDIR": str(work), "LANG": "C.UTF-8"}
+    env.update(HOME=str(work), TMPDIR=str(work))
     preexec = functools.partial(_limit_child, timeout_s, memory_mb, nproc, uid,
                                 guards_.network_namespace_works(), cgroup)
-    with open(base / "stdout", "w+b") as out, open(base / "stderr", "w+b") as err:
-        proc = subprocess.Popen([sys.executable, "-I", "_prelude.py"], cwd=work, env=env, stdin=subprocess.DEVNULL,
-                                stdout=out, stderr=err, start_new_session=True, preexec_fn=preexec)
-        timed_out = False
-        try:
-            proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-        _kill_group(proc.pid)  # also after a clean exit: children it left behind
-        rc = proc.wait()
-        stdout, stderr = _head(out), _head(err)
-    killed_by = "timeout" if timed_out else (signal.Signals(-rc).name if rc < 0 else None)
-    return SandboxResult(None if timed_out else rc, stdout, stderr, timed_out, killed_by)
+    return [sys.executable, "-I", "_harness.py"], work, preexec, cgroup
 
 
 def _nproc_limit(uid: int | None) -> int | None:
-    """RLIMIT_NPROC for the child, or None where it would not bind (root staying root)."""
+    """RLIMIT_NPROC for an unjailed child, or None where it would not bind (root staying root)."""
     if uid is not None:
         return guards_.process_count(uid) + MAX_PROCESSES
     if os.geteuid() != 0:
@@ -143,17 +295,13 @@ def _nproc_limit(uid: int | None) -> int | None:
 
 
 def _limit_child(timeout_s, memory_mb, nproc, uid, netns, cgroup) -> None:
-    """In the child between fork and exec: cgroup and namespace first (they need root),
-    then limits, then drop the user, which makes RLIMIT_NPROC bind."""
+    """In an unjailed child between fork and exec: cgroup and namespace first (they need
+    root), then limits, then drop the user, which makes RLIMIT_NPROC bind."""
     if cgroup is not None:
         cgroup.join()
     if netns:
         guards_.unshare_network()
-    cpu = math.ceil(timeout_s) + 1
-    memory = memory_mb * 1024 * 1024
-    limits = [(resource.RLIMIT_CPU, (cpu, cpu + 1)), (resource.RLIMIT_AS, (memory, memory)),
-              (resource.RLIMIT_FSIZE, (FSIZE_BYTES, FSIZE_BYTES)), (resource.RLIMIT_NOFILE, (NOFILE, NOFILE)),
-              (resource.RLIMIT_CORE, (0, 0))]
+    limits = [(getattr(resource, name), (soft, hard)) for name, soft, hard in _limits(timeout_s, memory_mb)]
     if nproc is not None:
         limits.append((resource.RLIMIT_NPROC, (nproc, nproc)))
     for limit, value in limits:

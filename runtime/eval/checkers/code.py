@@ -1,5 +1,7 @@
 """Code answers (HumanEval style): run the candidate against the problem's tests in the
-sandbox; correct means the test script exits 0 within the time limit."""
+sandbox. Correct means the problem's `check` ran to its end: the sandbox's harness calls
+it after the candidate's module has run and only then reports a pass, so a candidate
+that exits, kills itself, times out or replaces `check` or the builtins is wrong."""
 from __future__ import annotations
 
 import re
@@ -22,16 +24,13 @@ def extract_code(answer: str, entry_point: str) -> str:
 
 
 def build_program(code: str, problem: Problem) -> str:
-    """The script that tests the candidate. A body-only completion goes under the prompt's
-    signature; a full function still gets the prompt first (its imports and helper
-    functions), unless that combination does not compile."""
+    """The candidate's module: a body-only completion goes under the prompt's signature; a
+    full function still gets the prompt first (its imports and helper functions), unless
+    that combination does not compile. The problem's test runs apart from it."""
     prompt = str(problem.meta.get("prompt") or problem.question).rstrip("\n") + "\n"
-    entry = problem.meta["entry_point"]
-    if _defines(code, entry):
-        source = _first_compiling(prompt + "\n" + code, code)
-    else:  # a body; chat models sometimes drop its indentation
-        source = _first_compiling(prompt + code, prompt + _indent(code))
-    return f"{source}\n\n{problem.meta['test']}\n\ncheck({entry})\n"
+    if _defines(code, problem.meta["entry_point"]):
+        return _first_compiling(prompt + "\n" + code, code)
+    return _first_compiling(prompt + code, prompt + _indent(code))  # chat models drop a body's indentation
 
 
 class CodeChecker(Checker):
@@ -41,22 +40,24 @@ class CodeChecker(Checker):
         self.timeout_s = timeout_s
         self.memory_mb = memory_mb
 
-    def check(self, answer: str, problem: Problem) -> CheckResult:
+    def check(self, answer: str, problem: Problem, cut_off: bool = False) -> CheckResult:
         missing = [k for k in ("entry_point", "test") if not problem.meta.get(k)]
         if missing:
             return CheckResult(None, False, f"problem {problem.id!r} has no {' or '.join(missing)} in its meta")
         code = extract_code(answer, problem.meta["entry_point"])
-        result = run_python(build_program(code, problem), timeout_s=self.timeout_s, memory_mb=self.memory_mb)
+        result = run_python(build_program(code, problem), timeout_s=self.timeout_s, memory_mb=self.memory_mb,
+                            test=problem.meta["test"], entry_point=problem.meta["entry_point"])
         if result.timed_out:
             detail = "timeout"
-        elif result.returncode == 0:
+        elif result.passed:
             detail = "passed"
         elif result.killed_by:
             detail = f"killed: {result.killed_by}"
         else:
             lines = [line for line in result.stderr.splitlines() if line.strip()]
-            detail = "failed: " + (lines[-1].strip() if lines else f"exit code {result.returncode}")
-        return CheckResult(code, result.ok, detail)
+            detail = "failed: " + (lines[-1].strip() if lines else
+                                   f"exit code {result.returncode} before the test finished")
+        return CheckResult(code, bool(result.passed), detail)
 
 
 def _defines(code: str, name: str) -> bool:
