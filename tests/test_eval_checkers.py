@@ -70,6 +70,20 @@ def test_numeric_tolerance_is_relative_and_small():
     assert not checker.check("#### 1000.01", math("1000")).correct
 
 
+def test_numeric_reads_no_answer_from_a_cut_off_output_or_a_question():
+    """An output stopped by its token limit ends mid-calculation; its last number is debris."""
+    checker = get_checker("numeric")
+    cut = "She has 3 apples. 3 * 2 = 6. Then 6 * 2 = 12, 12 * 2 ="
+    assert checker.check(cut, math("24"), cut_off=True).extracted is None
+    assert checker.check(cut + " 24", math("24"), cut_off=True).extracted is None
+    # a statement made before the limit still counts
+    assert checker.check("The answer is 24. Let me check: 24 / 2 = 12, 12 /", math("24"), cut_off=True).correct
+    assert checker.check("#### 24\nNow the next problem: 5 +", math("24"), cut_off=True).correct
+    question = "Tom has 3 bags of 8 apples. How many apples does he have in 2 bags?"
+    assert checker.check(question, math("16")).extracted is None
+    assert checker.check("So he has 3 * 8 = 24 apples in 3 bags.", math("24")).extracted == "24"
+
+
 def test_numeric_without_a_number():
     result = get_checker("numeric").check("I do not know.", math("18"))
     assert result.extracted is None and result.correct is False
@@ -84,8 +98,10 @@ def test_numeric_without_a_number():
     ("The correct option is **C** because ten is even.", "C", "answer phrase"),
     ("Let me think.\nB.", "B", "letter line"),
     ("**D**", "D", "letter line"),
-    ("(C) twelve", "C", "marked letter"),
-    ("I would pick B here", "B", "bare letter"),
+    ("(C) twelve", "C", "letter line"),
+    ("I think about it.\nC. twelve", "C", "letter line"),
+    ("C. twelve\nBecause twelve is a dozen, more than ten.", "C", "letter line"),
+    ("I would pick B here", "B", "answer phrase"),
     ("A.", "A", "letter line"),
 ])
 def test_choice_reads_letters(answer, extracted, rule):
@@ -105,6 +121,23 @@ def test_choice_article_a_is_not_a_letter():
     # "the answer is a car": lowercase article after the phrase; option text "a car" is D.
     result = checker.check("I think the answer is a car", choice(gold="D"))
     assert result.extracted == "D" and result.correct and "option text" in result.detail
+
+
+@pytest.mark.parametrize("answer", [
+    "A. seven\nB. ten\nC. twelve",  # the option list echoed
+    "Which?\nA. seven\nB. ten\nC. twelve\nD. a car",
+    "Vitamin C is important",
+    "Plan B would be to wait.",
+    "Maybe (B) fits.\nLet me think more about it.",  # a marked letter inside a sentence
+    "The answer is D. twelve",  # the phrase's letter names another option's text
+    "A. seven\nThe rest is long.\nB.",  # first and last line disagree
+    "C. ten",  # a letter with another option's text: which one?
+    "",
+])
+def test_choice_reads_no_answer_where_none_is_committed(answer):
+    result = get_checker("choice").check(answer, choice(gold="C"))
+    assert result.extracted is None and not result.correct, result
+    assert result.detail.startswith("no answer")
 
 
 def test_choice_prefers_the_explicit_answer_over_marked_letters():
@@ -247,3 +280,21 @@ def test_contains_finds_a_name_in_a_sentence_and_run_together():
     assert check("The new coach is calledTomas.", p).detail == "found, words run together"
     assert not check("The new coach is called Tom.", p).correct
     assert not check("", p).correct
+    assert check("The coach isTomasAnd he", p).detail == "found, words run together"
+    city = Problem(id="c", question="Where?", gold="New York", task="exact", meta={"checker": "contains"})
+    assert check("She moved toNewYork.", city).correct and check("She moved to New York.", city).correct
+
+
+@pytest.mark.parametrize("answer, gold", [
+    ("I was there at that time in spring.", "Mei"),
+    ("The climate is mild.", "Lima"),
+    ("A mosquito bit me.", "Quito"),
+    ("Thomasina won.", "Thomas"),
+    ("It was anothertomasword.", "Tomas"),
+])
+def test_contains_does_not_match_inside_words(answer, gold):
+    from runtime.eval.checkers import get_checker
+    from runtime.eval.problem import Problem
+
+    p = Problem(id="n", question="Who?", gold=gold, task="exact", meta={"checker": "contains"})
+    assert not get_checker("contains").check(answer, p).correct

@@ -7,6 +7,7 @@ shared equally among the batch's problems; tokens are counted per problem.
 """
 from __future__ import annotations
 
+import uuid
 from collections import defaultdict
 
 from runtime.eval.checkers import checker_for
@@ -64,6 +65,22 @@ def _per_problem_tokens(steps: list) -> tuple:
     return decoded, prompt
 
 
+def _cut_off(steps: list, answer_limits: dict) -> set:
+    """Indices of the problems whose answer stopped at its step's token limit:
+    answer_limits {answer step id: max_new_tokens}."""
+    out = set()
+    for s in steps:
+        limit = answer_limits.get(s["step"])
+        if limit:
+            out.update(i for r, i in enumerate(s["problems"]) if s["tokens"][r] >= limit)
+    return out
+
+
+def answer_limits(spec, plan) -> dict:
+    """{answer step id: its agent's max_new_tokens}."""
+    return {sid: spec.agents[plan.step(sid).agent].max_new_tokens for sid in plan.answer_steps}
+
+
 def options(problem) -> int:
     """How many options a multiple-choice problem offers (0 for other tasks): its chance is 1 / that."""
     return len(problem.choices) if problem.task == "choice" else 0
@@ -75,22 +92,24 @@ def _failed_row(p, method: str, dataset: str, spec_name: str, reason: str) -> di
             "question": p.question, "context": p.context, "gold": p.gold, "answer": None, "extracted": None,
             "correct": False, "detail": "failed", "prompt_tokens": 0, "decoded_tokens": 0, "tokens_by_agent": {},
             "latent_steps": 0, "seconds": 0.0, "seconds_by_agent": {}, "message_bytes": 0, "batch": -1,
-            "options": options(p), "error": reason}
+            "options": options(p), "cut_off": False, "error": reason}
 
 
 def method_rows(answers: list, steps: list, trace: list, problems: list, method: str, dataset: str,
-                spec_name: str, failed: dict | None = None) -> list:
+                spec_name: str, failed: dict | None = None, limits: dict | None = None) -> list:
     """One scored row per problem run. answers/steps/trace: rows as runtime/results.py
     stores them (or result_rows makes them): answers carry the problem index, steps and
-    trace the batch's problem indices; failed: {problem index: reason}, scored wrong."""
+    trace the batch's problem indices; failed: {problem index: reason}, scored wrong;
+    limits: answer_limits(), so a checker knows which answers were cut off."""
     costs = _batch_costs(steps, trace)
     decoded, prompt = _per_problem_tokens(steps)
+    cut = _cut_off(steps, limits or {})
     rows = []
     for a in sorted(answers, key=lambda r: r["index"]):
         i, p = a["index"], problems[a["index"]]
         c = costs[(a["run"], a["batch"])]
         share = 1.0 / max(c["rows"], 1)
-        check = checker_for(p.task, p.meta.get("checker")).check(a["answer"], p)
+        check = checker_for(p.task, p.meta.get("checker")).check(a["answer"], p, cut_off=i in cut)
         seconds = {ag: sec * share for ag, sec in c["seconds"].items()}
         rows.append({
             "dataset": dataset, "spec": spec_name, "method": method, "id": p.id, "task": p.task,
@@ -100,7 +119,7 @@ def method_rows(answers: list, steps: list, trace: list, problems: list, method:
             "tokens_by_agent": {ag: int(n) for ag, n in decoded[i].items()},
             "latent_steps": int(c["latent_steps"]), "seconds": float(sum(seconds.values())),
             "seconds_by_agent": seconds, "message_bytes": int(round(c["bytes"] * share)),
-            "batch": int(a["batch"]), "options": options(p), "error": None,
+            "batch": int(a["batch"]), "options": options(p), "cut_off": i in cut, "error": None,
         })
     order = [a["index"] for a in sorted(answers, key=lambda r: r["index"])]
     for i, why in (failed or {}).items():
@@ -111,9 +130,10 @@ def method_rows(answers: list, steps: list, trace: list, problems: list, method:
 
 def run_method(spec, problems: list, method: str, *, dataset: str, batch_size: int | None = None,
                max_new_tokens: int | None = None, address: str | None = None, progress=None,
-               output_dir=None) -> tuple:
+               output_dir=None, restart: bool = False) -> tuple:
     """(rows, run summary) of one method over the problems. With output_dir, answers stream
-    into output_dir (runtime/results.py) as batches finish, and a rerun resumes there."""
+    into output_dir (runtime/results.py) as batches finish, and a rerun resumes there
+    (restart: discards what is there and runs every problem again)."""
     from runtime.engine.run import run_spec
     from runtime.engine.results import RunOutput
     from topologies import build_plan
@@ -121,10 +141,12 @@ def run_method(spec, problems: list, method: str, *, dataset: str, batch_size: i
     spec_m = with_method(spec, method, batch_size, max_new_tokens)
     plan = build_plan(spec_m)
     inputs = problem_inputs(problems)
-    output = RunOutput(output_dir, spec_m, inputs, [p.id for p in problems]).open() if output_dir else None
+    output = RunOutput(output_dir, spec_m, inputs, [p.id for p in problems]).open(restart) if output_dir else None
     try:
         todo = output.todo() if output else list(range(len(problems)))
-        run_name = f"{spec.name}-eval-{method}"
+        # unique per session: a resumed evaluation's batches are numbered from 0 again, and
+        # per-problem costs are shared out per (run, batch)
+        run_name = f"{spec.name}-eval-{method}-{uuid.uuid4().hex[:8]}"
         summary = {"method": method, "problems": len(problems), "problems_run": len(todo), "run_s": 0.0,
                    "wall_s": 0.0, "batch_size": spec_m.run.batch_size, "agents": list(plan.agents),
                    "model_loads": [], "resumed_finished": len(problems) - len(todo)}
@@ -148,4 +170,4 @@ def run_method(spec, problems: list, method: str, *, dataset: str, batch_size: i
         if output:
             output.close()
     summary["problems_failed"] = len(failed)
-    return method_rows(*stored, problems, method, dataset, spec.name, failed), summary
+    return method_rows(*stored, problems, method, dataset, spec.name, failed, answer_limits(spec_m, plan)), summary

@@ -24,5 +24,6 @@ class Checker:
 
     name = ""
 
-    def check(self, answer: str, problem: Problem) -> CheckResult:
+    def check(self, answer: str, problem: Problem, cut_off: bool = False) -> CheckResult:
+        """cut_off: the answer stopped at its agent's token limit (it may end mid-sentence)."""
         raise NotImplementedError

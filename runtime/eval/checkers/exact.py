@@ -20,7 +20,7 @@ def normalise(text: str) -> str:
 class ExactChecker(Checker):
     name = "exact"
 
-    def check(self, answer: str, problem: Problem) -> CheckResult:
+    def check(self, answer: str, problem: Problem, cut_off: bool = False) -> CheckResult:
         gold = normalise(problem.gold)
         whole = normalise(answer)
         lines = [line for line in (answer or "").splitlines() if line.strip()]

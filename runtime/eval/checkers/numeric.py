@@ -1,10 +1,17 @@
-"""Numeric answers (math word problems): read one number from free text and compare values.
+"""Numeric answers (math word problems): the number the output commits to, or none.
 
 Where the number is read from, first rule that yields a number wins:
 1. after the last `####` (the format our math prompt asks for, and GSM8K's own);
 2. inside the last `\\boxed{...}` (LaTeX habit of many chat models);
-3. after the last "answer is" / "answer:" on its line;
-4. the last number anywhere in the text.
+3. after the last "answer is" / "answer:" / "answer =" on its line (a calculation in
+   that sentence: its result after the last "=");
+4. the final line, unless the output was cut off at its token limit or the line is a
+   question: the number after its last "=", else its last number.
+Otherwise no answer, which is wrong: an output cut off at the token limit with no
+statement (it ends mid-calculation, "... 48*2 =", or mid-sentence), one ending in a
+question, or one with no number.
+Reading "the last number anywhere" would score the debris of a cut-off output as an
+answer; tests/data/numeric_corpus.jsonl holds real outputs labelled by hand.
 Numbers may carry a sign, `$`, thousands commas (1,000), decimals, a simple fraction
 (3/4) or anything after them (`%`, units such as "12 km/h", a full stop).
 """
@@ -38,7 +45,7 @@ def parse_number(token: str) -> Fraction | None:
         return None
 
 
-def extract_number(text: str) -> tuple:
+def extract_number(text: str, cut_off: bool = False) -> tuple:
     """(number text, rule) read from an answer by the rules above; (None, "") if none."""
     for rule, segment in (("####", _after_last(text, "####")), ("boxed", _last_boxed(text)),
                           ("answer is", _after_answer_is(text))):
@@ -46,8 +53,15 @@ def extract_number(text: str) -> tuple:
             found = find_numbers(segment)
             if found:
                 return found[0], rule
-    found = find_numbers(text)
-    return (found[-1], "last number") if found else (None, "")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    last = lines[-1] if lines else ""
+    if cut_off or last.endswith("?"):
+        return None, ""
+    result = last.rsplit("=", 1)[1] if "=" in last else last
+    found = find_numbers(result) if "=" in last else find_numbers(last)
+    if not found:
+        return None, ""
+    return (found[0] if "=" in last else found[-1]), "final line"
 
 
 def same_value(a: Fraction, b: Fraction) -> bool:
@@ -57,12 +71,12 @@ def same_value(a: Fraction, b: Fraction) -> bool:
 class NumericChecker(Checker):
     name = "numeric"
 
-    def check(self, answer: str, problem: Problem) -> CheckResult:
+    def check(self, answer: str, problem: Problem, cut_off: bool = False) -> CheckResult:
         gold_tokens = find_numbers(problem.gold)
         gold = parse_number(gold_tokens[0]) if gold_tokens else None
-        token, rule = extract_number(answer or "")
+        token, rule = extract_number(answer or "", cut_off)
         if token is None:
-            return CheckResult(None, False, "no number in the answer")
+            return CheckResult(None, False, "no answer: no number it commits to (cut off, a question, or no number)")
         value = parse_number(token)
         extracted = token.replace(",", "").replace("$", "").replace("\u2212", "-")
         if gold is None:
@@ -78,8 +92,16 @@ def _after_last(text: str, marker: str) -> str:
 
 
 def _after_answer_is(text: str) -> str:
+    """What follows the last answer statement on its line; when that is a calculation
+    ("The final answer is 12 * 2 = 24."), its result after the last "="."""
     matches = list(_ANSWER_IS.finditer(text))
-    return text[matches[-1].end():].split("\n", 1)[0] if matches else ""
+    if not matches:
+        return ""
+    rest = text[matches[-1].end():].split("\n", 1)[0]
+    sentence = re.split(r"[.!?](?=\s|$)", rest, maxsplit=1)[0]  # not "24. Let me check: 24 / 2 = 12"
+    if "=" in sentence and find_numbers(sentence.rsplit("=", 1)[1]):
+        return sentence.rsplit("=", 1)[1]
+    return rest
 
 
 def _last_boxed(text: str) -> str:
