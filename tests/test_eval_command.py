@@ -168,9 +168,14 @@ def test_eval_streams_each_method_and_a_rerun_resumes_it(evaluated, tiny_spec, q
     # what an interrupted evaluation leaves: the first problem's batch, in the same store
     spec = with_method(load_spec(tiny_spec), "latent")
     first = ds.dataset(full / "runs" / "latent" / "answers").to_table().to_pylist()
+    row = next(r for r in first if r["index"] == 0)
+    steps = [s for s in ds.dataset(full / "runs" / "latent" / "steps").to_table().to_pylist()
+             if s["run"] == row["run"] and s["batch"] == row["batch"]]
     with RunOutput(cut / "runs" / "latent", spec, problem_inputs(problems), [p.id for p in problems]) as out:
-        row = next(r for r in first if r["index"] == 0)
-        out.write_batch([0], [row["answer"]], [row["tokens"]], [], "earlier", 0)
+        # an earlier session of the same evaluation: its batch 0, with its step costs, under the
+        # name that session ran as (a later session's batch numbers start at 0 again)
+        out.write_batch([0], [row["answer"]], [row["tokens"]], [], row["run"], row["batch"],
+                        steps=[{**s, "problems": [0]} for s in steps])
     capsys.readouterr()
     assert main(args + ["-o", str(cut)]) == 0
     assert "resuming" in capsys.readouterr().err
@@ -181,3 +186,24 @@ def test_eval_streams_each_method_and_a_rerun_resumes_it(evaluated, tiny_spec, q
     assert summaries["latent"]["problems_run"] == 2 and summaries["latent"]["resumed_finished"] == 1
     answered = ds.dataset(cut / "runs" / "latent" / "answers").to_table().column("index").to_pylist()
     assert sorted(answered) == [0, 1, 2]
+    # costs per problem are exact after the resume: each problem's batch counted once
+    latent_full = [r for r in rows_full if r["method"] == "latent"]
+    assert [r["latent_steps"] for r in rows_cut] == [r["latent_steps"] for r in latent_full] == [3, 3, 3]
+    assert [r["decoded_tokens"] for r in rows_cut] == [r["decoded_tokens"] for r in latent_full]
+
+
+def test_eval_restart_discards_another_runs_answers(evaluated, tiny_spec, qa_file, tmp_path, capsys):
+    """A rerun with another setting is refused with advice that works for eval: --restart."""
+    import shutil
+
+    out = tmp_path / "again"
+    shutil.copytree(evaluated[0], out)
+    args = eval_args(tiny_spec, qa_file) + ["--methods", "latent", "--quiet", "-o", str(out), "--max-new-tokens", "3"]
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "holds a run of another spec" in err and "add --restart" in err
+    assert main(args + ["--restart"]) == 0
+    rows, summaries = read_results(out)
+    assert summaries["latent"]["problems_run"] == 3 and summaries["latent"]["resumed_finished"] == 0
+    assert all(r["tokens_by_agent"]["judger"] <= 3 for r in rows if r["method"] == "latent")

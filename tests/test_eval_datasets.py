@@ -85,6 +85,13 @@ def test_limit_keeps_the_first_n_in_file_order():
 
 
 @needs_olmo
+def test_lm_eval_harness_names_load_the_same_sets():
+    assert load_problems("arc_easy", limit=3) == load_problems("arc-easy", limit=3)
+    assert load_problems("arc_challenge", limit=3) == load_problems("arc-challenge", limit=3)
+    assert load_problems("basic_arithmetic", limit=2) == load_problems("basic-arithmetic", limit=2)
+
+
+@needs_olmo
 def test_builtin_split_task_and_mapping_errors():
     with pytest.raises(DataError, match="ships only its 'test' split"):
         load_problems("gsm8k", split="train")

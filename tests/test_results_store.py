@@ -80,6 +80,15 @@ def test_scheduling_fields_do_not_make_another_run(tmp_path):
     RunOutput(tmp_path, spec(run__batch_size=7, run__max_in_flight=2), QUESTIONS, IDS).open().close()
 
 
+def test_raised_limits_resume_the_same_run(tmp_path):
+    """A limit decides whether a problem may run, not its answer (a problem that failed on
+    a limit runs again on resume), so following an error's advice to raise it resumes."""
+    RunOutput(tmp_path, spec(), QUESTIONS, IDS).open().close()
+    raised = spec(limits__max_prompt_tokens=32768, limits__step_timeout_s=3600.0, limits__retries=5,
+                  limits__max_message_bytes=2**32)
+    RunOutput(tmp_path, raised, QUESTIONS, IDS).open().close()
+
+
 def test_other_questions_are_refused_naming_the_first_difference(tmp_path):
     RunOutput(tmp_path, spec(), QUESTIONS, IDS).open().close()
     with pytest.raises(ResumeError, match=r"question 2 \(id \"q3\"\) was \"three\?\", now \"THREE\?\""):

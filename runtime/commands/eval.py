@@ -18,7 +18,8 @@ def add_parser(sub) -> None:
     p = sub.add_parser("eval", help="score a spec as latent / text / single on a data set")
     p.add_argument("spec", help="YAML graph spec")
     p.add_argument("--dataset", "-d", required=True,
-                   help="built-in set (gsm8k, arc-easy, arc-challenge, basic-arithmetic, humaneval, split-info), "
+                   help="built-in set (gsm8k, arc-easy, arc-challenge, basic-arithmetic, humaneval, split-info; "
+                        "lm-eval-harness names such as arc_easy work too), "
                         "a .jsonl/.csv/.parquet/.arrow file, or hf:<id>[:config]")
     p.add_argument("--output", "-o", required=True, help="directory for results/<method>.parquet; answers "
                    "stream into runs/<method>/ as batches finish, and a rerun resumes there")
@@ -32,7 +33,26 @@ def add_parser(sub) -> None:
     p.add_argument("--max-new-tokens", type=int, help="override every agent's max_new_tokens")
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS or a local Ray)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or progress lines")
+    p.add_argument("--restart", action="store_true", help="discard the answers already in --output for these "
+                   "methods and run every problem again (otherwise a rerun resumes there)")
+    p.add_argument("--unsafe-code", action="store_true",
+                   help="where this machine allows no sandbox (namespaces), run model-written code under "
+                        "weaker guards anyway (resource limits only)")
     add_verbose(p)
+
+
+def check_code_sandbox(problems: list, unsafe_code: bool) -> None:
+    """Code problems run model-written code: refuse, before any model runs, where no jail
+    can be built, unless --unsafe-code says to run it under the weaker guards."""
+    from runtime.eval import sandbox
+    from runtime.eval.checkers import checker_for
+
+    if not any(checker_for(p.task, p.meta.get("checker")).name == "code" for p in problems):
+        return
+    if sandbox.jail_mode() is None:
+        if not unsafe_code:
+            raise sandbox.SandboxUnavailable(sandbox.unavailable_reason())
+        sandbox.allow_unjailed()
 
 
 def parse_methods(text: str) -> list:
@@ -75,6 +95,7 @@ def run(args) -> int:
     print(f"[eval] {len(problems)} problems from {args.dataset}; methods {', '.join(methods)}", file=sys.stderr)
     from runtime.engine.progress import Progress
 
+    check_code_sandbox(problems, args.unsafe_code)
     prepare_methods(spec, methods, args)
 
     for method in methods:
@@ -82,7 +103,7 @@ def run(args) -> int:
         try:
             rows, summary = run_method(spec, problems, method, dataset=args.dataset, batch_size=args.batch_size,
                                        max_new_tokens=args.max_new_tokens, address=args.address, progress=progress,
-                                       output_dir=out / "runs" / method)
+                                       output_dir=out / "runs" / method, restart=args.restart)
         finally:
             progress.close()
         summary.update(dataset=args.dataset, spec=str(args.spec), limit=args.limit)

@@ -2,7 +2,9 @@
 
 The spec counts as it was validated, minus the fields that change how problems are
 scheduled but not what an answer is (batch size, batches in flight, replicas, placement,
-where the output and inputs live); the question set counts in order, ids included. A difference is described
+where the output and inputs live) and the limits (they decide whether a problem may run,
+and one that failed on a limit runs again on resume, so a rerun may raise them); the
+question set counts in order, ids included. A difference is described
 by its first few changed fields or questions, so the refusal says exactly what changed.
 """
 from __future__ import annotations
@@ -20,6 +22,7 @@ def spec_identity(spec) -> dict:
     data["agents"] = {name: {k: v for k, v in a.items() if k not in AGENT_SCHEDULING_FIELDS}
                       for name, a in data["agents"].items()}
     data.pop("placement", None)  # where actors run, not what they answer
+    data.pop("limits", None)  # whether a problem may run, not what it answers
     return data
 
 

@@ -26,6 +26,9 @@ DATASETS = {
     "split-info": load_split_info,
 }
 
+# the names lm-evaluation-harness gives the same sets
+ALIASES = {"arc_easy": "arc-easy", "arc_challenge": "arc-challenge", "basic_arithmetic": "basic-arithmetic"}
+
 
 def load_problems(source: str, *, limit: int | None = None, mapping: dict | None = None,
                   task: str | None = None, split: str | None = None) -> list:
@@ -33,6 +36,7 @@ def load_problems(source: str, *, limit: int | None = None, mapping: dict | None
     `limit` keeps the first N in the source's own order."""
     if limit is not None and (not isinstance(limit, int) or limit < 1):
         raise DataError(f"limit must be a positive number of problems, got {limit!r}")
+    source = ALIASES.get(source, source)
     if source.startswith("hf:"):
         problems = load_hf(source, split=split, mapping=mapping, task=task)
     elif source in DATASETS:
@@ -58,4 +62,4 @@ def _builtin(name: str, mapping: dict | None, task: str | None, split: str | Non
     return problems
 
 
-__all__ = ["DATASETS", "FIELDS", "FORMATS", "DataError", "Problem", "load_problems", "parse_field_mapping"]
+__all__ = ["ALIASES", "DATASETS", "FIELDS", "FORMATS", "DataError", "Problem", "load_problems", "parse_field_mapping"]
