@@ -8,22 +8,15 @@ on the host. Root only (the caller skips otherwise).
 """
 from __future__ import annotations
 
-import ctypes
 import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+from runtime.eval.jail_launcher import CLONE_NEWNS, MS_BIND, MS_PRIVATE, MS_REC, check_rc, libc, mount
+
 NOBODY = 65534
-_CLONE_NEWNS, _MS_BIND, _MS_REC, _MS_PRIVATE = 0x00020000, 0x1000, 0x4000, 0x40000
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _mount(src, target, fstype, flags, data=None) -> None:
-    enc = (lambda s: None if s is None else str(s).encode())
-    if _libc.mount(enc(src), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)) != 0:
-        raise OSError(ctypes.get_errno(), f"mount {src} on {target}")
 
 
 def _blocked_ancestor(path: Path) -> Path | None:
@@ -57,17 +50,18 @@ def run_as_nobody(argv: list, show: list, timeout: float, env: dict | None = Non
             slot.mkdir()
             slots[-1].append(slot)
 
+    libc.unshare, libc.mount  # looked up here: a symbol lookup in the forked child could take the loader's lock
+
     def preexec():
-        if _libc.unshare(_CLONE_NEWNS) != 0:
-            raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNS)")
-        _mount(None, "/", None, _MS_REC | _MS_PRIVATE)
+        check_rc(libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
+        mount(None, "/", None, MS_REC | MS_PRIVATE)
         for (blocked, inner), inner_slots in zip(plan, slots):
             for path, slot in zip(inner, inner_slots):
-                _mount(path, slot, None, _MS_BIND | _MS_REC)
-            _mount("tmpfs", blocked, "tmpfs", 0, "mode=0755")
+                mount(path, slot, None, MS_BIND | MS_REC)
+            mount("tmpfs", blocked, "tmpfs", 0, "mode=0755")
             for path, slot in zip(inner, inner_slots):
                 os.makedirs(path, mode=0o755, exist_ok=True)
-                _mount(slot, path, None, _MS_BIND | _MS_REC)
+                mount(slot, path, None, MS_BIND | MS_REC)
         os.setgroups([])
         os.setgid(NOBODY)
         os.setuid(NOBODY)

@@ -38,7 +38,7 @@ DEVICES = ("null", "zero", "random", "urandom")
 _KEEP = ((os.ST_NOSUID, MS_NOSUID), (os.ST_NODEV, MS_NODEV), (os.ST_NOEXEC, MS_NOEXEC),
          (os.ST_NOATIME, MS_NOATIME), (os.ST_NODIRATIME, MS_NODIRATIME), (os.ST_RELATIME, MS_RELATIME))
 
-_libc = ctypes.CDLL(None, use_errno=True)
+libc = ctypes.CDLL(None, use_errno=True)
 
 
 class _MountAttr(ctypes.Structure):
@@ -46,22 +46,23 @@ class _MountAttr(ctypes.Structure):
                 ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
 
 
-def _check(rc: int, what: str) -> None:
+def check_rc(rc: int, what: str) -> None:
     if rc != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"{what}: {os.strerror(err)}")
 
 
-def _mount(src, target, fstype, flags: int, data=None) -> None:
+def mount(src, target, fstype, flags: int, data=None) -> None:
+    """mount(2); an OSError naming the mount when it fails."""
     enc = (lambda s: None if s is None else str(s).encode())
-    _check(_libc.mount(enc(src), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)),
+    check_rc(libc.mount(enc(src), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)),
            f"mount {src} on {target}")
 
 
 def _read_only(path: str) -> None:
     """Make the bind at `path` and every mount below it read-only."""
     attr = _MountAttr(MOUNT_ATTR_RDONLY, 0, 0, 0)
-    rc = _libc.syscall(SYS_MOUNT_SETATTR, AT_FDCWD, path.encode(), AT_RECURSIVE, ctypes.byref(attr),
+    rc = libc.syscall(SYS_MOUNT_SETATTR, AT_FDCWD, path.encode(), AT_RECURSIVE, ctypes.byref(attr),
                        ctypes.sizeof(attr))
     if rc == 0:
         return
@@ -71,7 +72,7 @@ def _read_only(path: str) -> None:
     for statvfs_flag, mount_flag in _KEEP:
         if keep & statvfs_flag:
             flags |= mount_flag
-    _mount(None, path, None, flags)
+    mount(None, path, None, flags)
 
 
 def _write(path: str, text: str) -> None:
@@ -87,16 +88,16 @@ def _enter_namespaces(mode: str) -> None:
     flags = CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWPID | CLONE_NEWIPC
     if mode == "user":
         flags |= CLONE_NEWUSER
-    _check(_libc.unshare(flags), "unshare")
+    check_rc(libc.unshare(flags), "unshare")
     if mode == "user":  # our own uid and gid only, the same inside: no root inside either
         _write("/proc/self/setgroups", "deny")
         _write("/proc/self/uid_map", f"{uid} {uid} 1")
         _write("/proc/self/gid_map", f"{gid} {gid} 1")
-    _mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing done here reaches the host
+    mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing done here reaches the host
 
 
 def _build_root(root: str, work: str, binds: list) -> None:
-    _mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=1m")
+    mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=1m")
     for host in binds:
         inside = root + host
         if os.path.islink(host):  # /bin -> usr/bin on a merged /usr
@@ -104,16 +105,16 @@ def _build_root(root: str, work: str, binds: list) -> None:
             os.symlink(os.readlink(host), inside)
             continue
         os.makedirs(inside, exist_ok=True)
-        _mount(host, inside, None, MS_BIND | MS_REC)
+        mount(host, inside, None, MS_BIND | MS_REC)
         _read_only(inside)
     os.mkdir(root + "/dev")
     for name in DEVICES:
         inside = f"{root}/dev/{name}"
         os.close(os.open(inside, os.O_CREAT | os.O_WRONLY, 0o666))
-        _mount(f"/dev/{name}", inside, None, MS_BIND)
+        mount(f"/dev/{name}", inside, None, MS_BIND)
     os.mkdir(root + "/work")
-    _mount(work, root + "/work", None, MS_BIND)
-    _mount(None, root, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+    mount(work, root + "/work", None, MS_BIND)
+    mount(None, root, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
     os.chdir(root)
     os.chroot(".")
     os.chdir("/work")
@@ -128,8 +129,8 @@ def _become_candidate(config: dict) -> None:
         os.setgid(config["gid"])
         os.setuid(config["uid"])
     resource.setrlimit(resource.RLIMIT_NPROC, (config["nproc"], config["nproc"]))
-    _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(no_new_privs)")
-    _check(_libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "prctl(pdeathsig)")
+    check_rc(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(no_new_privs)")
+    check_rc(libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "prctl(pdeathsig)")
     os.execve(config["python"], [config["python"], *config["argv"]], config["env"])
 
 

@@ -22,8 +22,8 @@ def _schema():
     import pyarrow as pa
 
     s, i, f = pa.string(), pa.int64(), pa.float64()
-    types = {"correct": pa.bool_(), "cut_off": pa.bool_(), "prompt_tokens": i, "decoded_tokens": i, "latent_steps": i, "seconds": f,
-             "message_bytes": i, "batch": i, "options": i, "tokens_by_agent": pa.map_(s, i), "seconds_by_agent": pa.map_(s, f)}
+    types = {"correct": pa.bool_(), "cut_off": pa.bool_(), "prompt_tokens": i, "decoded_tokens": i,
+             "latent_steps": i, "seconds": f, "message_bytes": i, "batch": i, "options": i, "tokens_by_agent": pa.map_(s, i), "seconds_by_agent": pa.map_(s, f)}
     return pa.schema([(c, types.get(c, s)) for c in COLUMNS])
 
 

@@ -49,7 +49,6 @@ LAUNCHER = Path(__file__).with_name("jail_launcher.py")
 # a fresh uid per jailed run as root, from a range no account uses
 JAIL_UIDS = range(1_900_000_000, 2_000_000_000)
 SYSTEM_DIRS = ("/usr", "/bin", "/lib", "/lib64", "/lib32", "/libx32")
-VERDICT_FD_NAME = "verdict"
 _ALLOW_UNJAILED = False
 
 
@@ -225,21 +224,19 @@ def _run(base: Path, mode: str | None, code: str, test: str | None, entry_point:
     work.mkdir()
     (work / "candidate.py").write_text(code, encoding="utf-8", errors="replace")  # lone surrogates
     (work / "_harness.py").write_text(_HARNESS, encoding="utf-8")
-    (work / "_guards.py").write_text(_UNJAILED_GUARDS, encoding="utf-8")
     token = secrets.token_hex(16)
-    verdict_path = base / VERDICT_FD_NAME
     with open(base / "stdout", "w+b") as out, open(base / "stderr", "w+b") as err, \
-            open(verdict_path, "w+b") as verdict:
+            open(base / "verdict", "w+b") as verdict:
         job = {"test": test, "entry_point": entry_point, "verdict_fd": verdict.fileno(),
                "no_network": mode is None, "no_processes": False}
         env = {"PATH": "/usr/bin:/bin", "HOME": "/work", "TMPDIR": "/work", "LANG": "C.UTF-8"}
         cgroup = None
         if mode is not None:
-            (work / "_job.json").write_text(json.dumps(job))
             config = _jail_config(base, mode, ["-I", "/work/_harness.py"], env, _limits(timeout_s, memory_mb))
             argv, cwd, preexec = [sys.executable, "-I", str(LAUNCHER), json.dumps(config)], base, None
         else:
             argv, cwd, preexec, cgroup = _unjailed(base, job, env, timeout_s, memory_mb)
+        (work / "_job.json").write_text(json.dumps(job))
         try:
             proc = subprocess.Popen(argv, cwd=cwd, env=env if mode is None else {}, stdin=subprocess.PIPE,
                                     stdout=out, stderr=err, start_new_session=True, preexec_fn=preexec,
@@ -269,13 +266,14 @@ def _run(base: Path, mode: str | None, code: str, test: str | None, entry_point:
 
 
 def _unjailed(base: Path, job: dict, env: dict, timeout_s: float, memory_mb: int) -> tuple:
-    """(argv, cwd, preexec, cgroup) of a run under the weaker guards (no jail here)."""
+    """(argv, cwd, preexec, cgroup) of a run under the weaker guards (no jail here); sets
+    what the harness's Python-level guards must block in `job`."""
     work = base / "work"
+    (work / "_guards.py").write_text(_UNJAILED_GUARDS, encoding="utf-8")
     cgroup = guards_.PidsCgroup.create(MAX_PROCESSES)
     uid = guards_.drop_uid()
     nproc = _nproc_limit(uid)
     job["no_processes"] = nproc is None and cgroup is None  # root with no process cap: no fork at all
-    (work / "_job.json").write_text(json.dumps(job))
     if uid is not None:
         os.chmod(base, 0o711)  # nobody may pass through to work/, not list the outputs
         os.chown(work, uid, uid)

@@ -57,11 +57,11 @@ def extract_number(text: str, cut_off: bool = False) -> tuple:
     last = lines[-1] if lines else ""
     if cut_off or last.endswith("?"):
         return None, ""
-    result = last.rsplit("=", 1)[1] if "=" in last else last
-    found = find_numbers(result) if "=" in last else find_numbers(last)
-    if not found:
-        return None, ""
-    return (found[0] if "=" in last else found[-1]), "final line"
+    if "=" in last:  # a calculation: its result
+        found = find_numbers(last.rsplit("=", 1)[1])[:1]
+    else:
+        found = find_numbers(last)[-1:]
+    return (found[0], "final line") if found else (None, "")
 
 
 def same_value(a: Fraction, b: Fraction) -> bool:
