@@ -146,6 +146,14 @@ def one_actor(spec, alone: str | None = None):
     return spec.model_copy(update={"agents": agents})
 
 
+def in_two_actors(spec):
+    """The spec with its agents split over two shared actors, in plan order, alternating:
+    in a chain every hop then crosses from one actor to the other."""
+    names = list(spec.agents)
+    agents = {k: a.model_copy(update={"actor": f"half-{names.index(k) % 2}"}) for k, a in spec.agents.items()}
+    return spec.model_copy(update={"agents": agents})
+
+
 def answers_in_one_process(spec, questions: list) -> tuple:
     """(answers, tokens) of the questions through the spec's plan, in its batches, with every
     step called in order on one AgentActor object in this process and each message handed

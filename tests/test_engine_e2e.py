@@ -15,7 +15,7 @@ from runtime.engine.steps import compile_steps, submit_unit
 from topologies import build_plan, load_spec
 from topologies.errors import SpecError
 
-from helpers import QUESTIONS, one_actor, settled_store_bytes, with_model_ref
+from helpers import QUESTIONS, in_two_actors, one_actor, settled_store_bytes, with_model_ref
 
 pytestmark = pytest.mark.ray
 EXAMPLE = "topologies/examples/latent_chain.yaml"
@@ -121,10 +121,11 @@ def test_batch_equals_alone_across_actors(ray_session, example):
 
 
 def test_chain_over_rdt_gloo_answers_like_object_store(ray_session, example, full_run):
-    """The rdt code path (gloo on CPU) through the engine: same messages, same answers."""
+    """The rdt code path (gloo on CPU) through the engine: same messages, same answers. Two
+    actors, so most edges cross between them and some stay inside one."""
     spec, plan = example
     channels = spec.channels.model_copy(update={"transport": "rdt", "rdt_backend": "gloo"})
-    rdt_spec = spec.model_copy(update={"channels": channels})
+    rdt_spec = in_two_actors(spec.model_copy(update={"channels": channels}))
     rdt_plan = build_plan(rdt_spec)
     assert {e.transport for s in rdt_plan.steps for e in s.inputs} == {"rdt"}
     over_rdt = run_spec(rdt_spec, rdt_plan, QUESTIONS[:2], run_name="rdt")  # rdt re-sends the whole memory

@@ -1,6 +1,6 @@
-"""The gRPC gateway on loopback: answers equal runtime.engine.run.run_spec's, streaming, health,
-concurrency, the token, the limits, malformed and fuzzed payloads, and `latentray serve` +
-`latentray ask` end to end in a process of their own."""
+"""The gRPC gateway on loopback: answers equal each question's steps called alone in one
+process, streaming, health, concurrency, the token, the limits, malformed and fuzzed
+payloads, and `latentray serve` + `latentray ask` end to end in a process of their own."""
 import logging
 import os
 import signal
@@ -17,7 +17,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from runtime.engine.run import run_spec
 from runtime.gateway.batching import Ticket
 from runtime.gateway.client import GatewayClient
 from runtime.gateway.errors import GatewayAuthError, GatewayBusy, GatewayRequestError, GatewayUnavailable
@@ -27,7 +26,7 @@ from runtime.gateway.wire import method_path
 from topologies import build_plan, load_spec
 from topologies.spec import LimitsSpec
 
-from helpers import QUESTIONS, one_actor
+from helpers import QUESTIONS, answers_in_one_process, one_actor
 
 pytestmark = pytest.mark.ray
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,14 +56,13 @@ def spec_plan(spec_file):
 
 
 @pytest.fixture(scope="module")
-def reference(ray_session, spec_plan):
-    """{question: (answer, tokens)} through the engine's own path, each question alone (batches of
-    one), in an actor of its own (the same weights)."""
+def reference(spec_plan):
+    """{question: (answer, tokens)} of each question alone (batches of one), every step called
+    in this process with no Ray, no gateway and no store (the same weights)."""
     spec, _ = spec_plan
     alone = spec.model_copy(update={"run": spec.run.model_copy(update={"batch_size": 1})})
-    result = run_spec(alone, build_plan(alone), QUESTIONS, run_name="gw-ref")
-    assert result.failed == {}
-    return {q: (a, t) for q, a, t in zip(QUESTIONS, result.answers, result.tokens)}
+    answers, tokens = answers_in_one_process(alone, QUESTIONS)
+    return {q: (a, t) for q, a, t in zip(QUESTIONS, answers, tokens)}
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +92,7 @@ def _raw(address: str, payload: bytes, method: str = "Solve", token: str | None 
             return exc.code(), exc.details()
 
 
-def test_solve_equals_run_spec(client, reference):
+def test_solve_equals_each_question_alone_in_one_process(client, reference):
     reply = client.solve(QUESTIONS, request_id="r-1")
     assert reply["id"] == "r-1" and reply["failed"] == []
     assert [a["index"] for a in reply["answers"]] == list(range(len(QUESTIONS)))

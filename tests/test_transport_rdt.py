@@ -160,19 +160,20 @@ def test_pop_stats_raises_the_error_of_a_failed_step():
 
 
 def rdt_chain(**limits):
-    """The example chain on a tiny model, every edge over rdt (gloo on CPU), short steps."""
+    """The example chain on a tiny model in two actors (each hop crosses), every edge over rdt
+    (gloo on CPU), short steps."""
     from pathlib import Path
 
-    from helpers import with_model_ref
+    from helpers import in_two_actors, with_model_ref
     from topologies import load_spec
 
     spec = with_model_ref(load_spec(Path(__file__).resolve().parents[1] / "topologies/examples/latent_chain.yaml"),
                           "tiny:qwen3-64")
     agents = {k: a.model_copy(update={"max_new_tokens": 4, "latent_steps": 1}) for k, a in spec.agents.items()}
-    return spec.model_copy(update={
+    return in_two_actors(spec.model_copy(update={
         "agents": agents, "run": spec.run.model_copy(update={"batch_size": 3}),
         "channels": spec.channels.model_copy(update={"transport": "rdt", "rdt_backend": "gloo"}),
-        "limits": spec.limits.model_copy(update=limits)})
+        "limits": spec.limits.model_copy(update=limits)}))
 
 
 @pytest.mark.ray
