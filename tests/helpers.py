@@ -147,10 +147,9 @@ def one_actor(spec, alone: str | None = None):
 
 
 def in_two_actors(spec):
-    """The spec with its agents split over two shared actors, in plan order, alternating:
-    in a chain every hop then crosses from one actor to the other."""
-    names = list(spec.agents)
-    agents = {k: a.model_copy(update={"actor": f"half-{names.index(k) % 2}"}) for k, a in spec.agents.items()}
+    """The spec with its agents split over two shared actors, alternating in the spec's
+    order: in a chain listed in that order every hop crosses from one actor to the other."""
+    agents = {k: a.model_copy(update={"actor": f"half-{i % 2}"}) for i, (k, a) in enumerate(spec.agents.items())}
     return spec.model_copy(update={"agents": agents})
 
 
