@@ -51,6 +51,13 @@ class AgentActor(RdtMethods):
                 "dtype": str(self.model.dtype), "fingerprint": self.fingerprint, "agents": sorted(self.agents),
                 "load": self.load_info}
 
+    def reset(self) -> dict:
+        """Forget what earlier runs left (an rdt step's stats nobody popped: batch numbers
+        start again at 0 in each run) and say where this actor is, as ready() does: a
+        warm actor is reused by the next run (runtime/engine/warm_actors.py)."""
+        self._stats.clear()
+        return self.ready()
+
     def run_step(self, call: StepCall, questions: list, *inbox):
         outputs, stats = self._execute(call, questions, inbox)
         if call.action == "text":

@@ -60,11 +60,26 @@ METRICS_PORT = free_port()  # the session Ray's Prometheus export (tests/test_me
 
 @pytest.fixture(scope="session")
 def ray_session():
+    """The session's Ray. Actors are kept warm across tests (runtime/engine/warm_actors.py):
+    a run whose actors an earlier test already started takes them, with no process start
+    and no model load; tests/test_warm_actors.py shows a warm actor answers as a fresh one."""
     from runtime.engine.ray_setup import ensure_ray
+    from runtime.engine.warm_actors import keep_warm
 
     ray = ensure_ray(num_cpus=8, metrics_export_port=METRICS_PORT)
-    yield ray
+    with keep_warm():
+        yield ray
     ray.shutdown()
+
+
+@pytest.fixture
+def ray_for_other_drivers(ray_session):
+    """The session's Ray, for a test whose other processes join it as drivers: the actors
+    parked here are killed first, as their CPUs would keep those drivers' actors waiting."""
+    from runtime.engine import warm_actors
+
+    warm_actors.clear()
+    return ray_session
 
 
 def load_builtin(name: str):

@@ -53,15 +53,16 @@ def signal_actor_once(ray_session, run: str, agent: str, how) -> tuple:
 
     def on_batch(done):
         if not sent and done.indices:
-            pid = next(s["pid"] for s in done.step_stats if s["agent"] == agent)
-            how(pid)
-            sent.append(pid)
+            step = next(s for s in done.step_stats if s["agent"] == agent)
+            how(step)
+            sent.append(step["pid"])
     return sent, on_batch
 
 
 def test_sigkill_of_an_actor_process_loses_nothing(ray_session, clean):
     spec = chain(alone="critic")
-    sent, on_batch = signal_actor_once(ray_session, "sigkill", "critic", lambda pid: os.kill(pid, signal.SIGKILL))
+    sent, on_batch = signal_actor_once(ray_session, "sigkill", "critic",
+                                       lambda step: os.kill(step["pid"], signal.SIGKILL))
     result = run_spec(spec, build_plan(spec), QUESTIONS, run_name="sigkill", on_batch=on_batch)
     assert sent
     assert not result.failed and result.answers == clean.answers and result.tokens == clean.tokens
@@ -75,7 +76,8 @@ def test_a_hung_actor_is_killed_restarted_and_its_problems_rerun(ray_session, cl
     No problem finishes for longer than the steps' timeouts allow, so the scheduler kills
     the actor; it restarts and the problems it held run again."""
     spec = chain(alone="refiner", step_timeout_s=1.0)
-    sent, on_batch = signal_actor_once(ray_session, "hang", "refiner", lambda pid: os.kill(pid, signal.SIGSTOP))
+    sent, on_batch = signal_actor_once(ray_session, "hang", "refiner",
+                                       lambda step: os.kill(step["pid"], signal.SIGSTOP))
     result = run_spec(spec, build_plan(spec), QUESTIONS, run_name="hang", on_batch=on_batch)
     assert sent
     assert not result.failed and result.answers == clean.answers and result.tokens == clean.tokens
@@ -87,7 +89,7 @@ def test_a_hung_actor_is_killed_restarted_and_its_problems_rerun(ray_session, cl
 def test_when_retries_run_out_those_problems_fail_and_the_rest_complete(ray_session, clean):
     spec = chain(alone="critic", retries=0)
     sent, on_batch = signal_actor_once(ray_session, "no-retry", "critic",
-                                       lambda pid: ray_session.kill(ray_session.get_actor("no-retry/critic"),
+                                       lambda step: ray_session.kill(ray_session.get_actor(step["actor"]),
                                                                     no_restart=False))
     result = run_spec(spec, build_plan(spec), QUESTIONS, run_name="no-retry", on_batch=on_batch)
     assert sent and result.failed

@@ -385,7 +385,7 @@ def test_ask_command_exit_codes(gateway, reference, monkeypatch, capsys):
         assert err.startswith("error: gateway") and status in err and len(err.strip().splitlines()) == 1
 
 
-def test_serve_and_ask_end_to_end(tmp_path, reference, ray_session):
+def test_serve_and_ask_end_to_end(tmp_path, reference, ray_for_other_drivers):
     """`latentray serve` in a process of its own, joining the session's Ray (as a job's driver
     joins a cluster), asked by `latentray ask`. Its agents share one actor (one process to
     start; the same weights, so the same answers)."""
@@ -394,7 +394,7 @@ def test_serve_and_ask_end_to_end(tmp_path, reference, ray_session):
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN + "\n")
     serve = _cli("serve", str(spec_file), "--port", "0", "--token-file", str(token_file), "--name", "gw-e2e",
-                 ray_address=ray_session.get_runtime_context().gcs_address)
+                 ray_address=ray_for_other_drivers.get_runtime_context().gcs_address)
     try:
         line = serve.stdout.readline()  # printed once the actors are up
         assert line.startswith("serving latent_chain on 127.0.0.1:"), (line, serve.stderr.read() if not line else "")

@@ -49,6 +49,9 @@ def test_replicas_share_the_units_and_answer_as_one_process(ray_session, referen
 
 
 def test_a_replica_dead_for_good_leaves_and_the_run_goes_on(ray_session, reference):
+    from runtime.engine import warm_actors
+
+    warm_actors.clear()  # the replica to kill is found by the name this run gives it
     spec = load_spec_text(SPEC)
 
     class KillOnStart:  # once the actors are up, before the first unit: its units find it dead

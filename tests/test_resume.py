@@ -39,8 +39,8 @@ def cli(address: str, *args, **kw):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 
-def test_sigkill_then_resume_answers_every_problem_exactly_once(tmp_path, ray_session):
-    address = ray_session.get_runtime_context().gcs_address
+def test_sigkill_then_resume_answers_every_problem_exactly_once(tmp_path, ray_for_other_drivers):
+    address = ray_for_other_drivers.get_runtime_context().gcs_address
     spec_path = tmp_path / "resume.yaml"
     spec_path.write_text(SPEC)
     questions = [f"What is {i} times 3?" for i in range(N)]

@@ -94,27 +94,31 @@ def run(args) -> int:
     out = Path(args.output)
     print(f"[eval] {len(problems)} problems from {args.dataset}; methods {', '.join(methods)}", file=sys.stderr)
     from runtime.engine.progress import Progress
+    from runtime.engine.warm_actors import keep_warm
 
     check_code_sandbox(problems, args.unsafe_code)
     prepare_methods(spec, methods, args)
 
-    for method in methods:
-        progress = Progress(len(problems), desc=f"eval {method}", quiet=args.quiet)
-        try:
-            rows, summary = run_method(spec, problems, method, dataset=args.dataset, batch_size=args.batch_size,
-                                       max_new_tokens=args.max_new_tokens, address=args.address, progress=progress,
-                                       output_dir=out / "runs" / method, restart=args.restart)
-        finally:
-            progress.close()
-        summary.update(dataset=args.dataset, spec=str(args.spec), limit=args.limit)
-        if not summary["problems_run"]:
-            print(f"[eval] {method}: all {len(problems)} problems were already finished in {out}", file=sys.stderr)
-        elif summary["resumed_finished"]:
-            print(f"[eval] {method}: resuming {out}: {summary['resumed_finished']} of {len(problems)} problems "
-                  f"were already finished; ran the other {summary['problems_run']}", file=sys.stderr)
-        path = write_method(out, method, rows, summary, keep_summary=not summary["problems_run"])
-        right = sum(r["correct"] for r in rows)
-        print(f"[eval] {method}: {right}/{len(rows)} correct, {summary['run_s']:.1f} s; wrote {path}",
-              file=sys.stderr)
+    # an actor one method starts is reused by the next where it is the same actor (the same
+    # model and agent configs): no second model load (runtime/engine/warm_actors.py)
+    with keep_warm():
+        for method in methods:
+            progress = Progress(len(problems), desc=f"eval {method}", quiet=args.quiet)
+            try:
+                rows, summary = run_method(spec, problems, method, dataset=args.dataset, batch_size=args.batch_size,
+                                           max_new_tokens=args.max_new_tokens, address=args.address, progress=progress,
+                                           output_dir=out / "runs" / method, restart=args.restart)
+            finally:
+                progress.close()
+            summary.update(dataset=args.dataset, spec=str(args.spec), limit=args.limit)
+            if not summary["problems_run"]:
+                print(f"[eval] {method}: all {len(problems)} problems were already finished in {out}", file=sys.stderr)
+            elif summary["resumed_finished"]:
+                print(f"[eval] {method}: resuming {out}: {summary['resumed_finished']} of {len(problems)} problems "
+                      f"were already finished; ran the other {summary['problems_run']}", file=sys.stderr)
+            path = write_method(out, method, rows, summary, keep_summary=not summary["problems_run"])
+            right = sum(r["correct"] for r in rows)
+            print(f"[eval] {method}: {right}/{len(rows)} correct, {summary['run_s']:.1f} s; wrote {path}",
+                  file=sys.stderr)
     print_report(out, plots=False)
     return 0

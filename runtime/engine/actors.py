@@ -11,9 +11,11 @@ of its inputs, so a retry cannot count a problem twice.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from agents.actor import RemoteAgentActor
 
+from runtime.engine import warm_actors
 from runtime.engine.agent_configs import agent_configs_for
 from runtime.engine.errors import RunError
 from runtime.engine.replicas import Replica, ReplicaPool
@@ -72,42 +74,76 @@ def replica_name(run_name: str, group: ActorGroup, index: int) -> str:
     return f"{run_name}/{group.name}" if group.replicas == 1 else f"{run_name}/{group.name}#{index}"
 
 
-def launch_replica(spec, group: ActorGroup, run_name: str, index: int, placement, codec_parts=None) -> Replica:
-    """Create one replica's actor (it loads its model in the background); its ready() call
-    says when it has, and where. codec_parts: ObjectRef of the run's fitted codec parts."""
+def replica_call(spec, group: ActorGroup, index: int, placement, codec_parts=None) -> tuple:
+    """(.options(), constructor arguments) of one replica's actor, its name left out."""
     m = spec.models[group.model]
     model_kwargs = dict(ref=m.ref, dtype=m.dtype, device=m.device, seed=m.seed or 0,
                         trust_remote_code=m.trust_remote_code, num_gpus=group.num_gpus, sha256=m.sha256)
+    options = dict(num_cpus=group.num_cpus, num_gpus=group.num_gpus, resources=dict(group.custom),
+                   max_restarts=MAX_RESTARTS, max_task_retries=MAX_TASK_RETRIES,
+                   **(placement.options(group, index) if placement is not None else {}))
+    args = (model_kwargs, agent_configs_for(group.agents, spec, latent=spec.run.method != "text"), codec_parts)
+    return options, args
+
+
+def _warm_key(options: dict, args: tuple, codec_key: str) -> str | None:
+    """The replica's key among warm actors (None when none are kept): the codec parts count
+    by their digest, their ObjectRef being new each run; a model file by its size and time."""
+    if not warm_actors.enabled():
+        return None
+    model_kwargs, configs, _ = args
+    ref = Path(str(model_kwargs["ref"])).expanduser()
+    stamp = (ref.stat().st_size, ref.stat().st_mtime_ns) if ref.is_file() else None
+    return warm_actors.actor_key(options, (model_kwargs, stamp, configs, codec_key))
+
+
+def launch_replica(spec, group: ActorGroup, run_name: str, index: int, placement, codec_parts=None,
+                   codec_key: str = "") -> Replica:
+    """Create one replica's actor (it loads its model in the background); its ready() call
+    says when it has, and where. codec_parts: ObjectRef of the run's fitted codec parts;
+    codec_key: their digest, which with the rest of the call makes the replica's warm key."""
+    options, args = replica_call(spec, group, index, placement, codec_parts)
     name = replica_name(run_name, group, index)
-    actor = RemoteAgentActor.options(
-        name=name, num_cpus=group.num_cpus, num_gpus=group.num_gpus, resources=dict(group.custom),
-        max_restarts=MAX_RESTARTS, max_task_retries=MAX_TASK_RETRIES,
-        **(placement.options(group, index) if placement is not None else {}),
-    ).remote(model_kwargs, agent_configs_for(group.agents, spec, latent=spec.run.method != "text"), codec_parts)
-    return Replica(group.name, index, actor, name)
+    actor = RemoteAgentActor.options(name=name, **options).remote(*args)
+    return Replica(group.name, index, actor, name, key=_warm_key(options, args, codec_key),
+                   holds=tuple(sorted(group.resources().items())))
 
 
 def start_actors(spec, plan, run_name: str, ready: list | None = None, placement=None,
-                 codec_parts=None) -> ReplicaPool:
+                 codec_parts=None, codec_key: str = "") -> ReplicaPool:
     """Return the run's ReplicaPool, every model loaded (or a RunError naming the model).
     `ready`, if given, receives each actor's ready() report (pid, node, device, how it loaded).
     placement: a runtime.engine.placement.Placement (default: Ray's own scheduling);
-    codec_parts: ObjectRef of {part name: Part} (runtime/codecs/plan.py read_parts)."""
+    codec_parts: ObjectRef of {part name: Part} (runtime/codecs/plan.py read_parts), codec_key
+    their digest. With warm actors kept (runtime/engine/warm_actors.py), a parked actor made
+    by the same call is taken instead of starting one."""
     import ray
 
     groups = group_agents(spec, plan.agents)
     pool = ReplicaPool({a: g.name for g in groups for a in g.agents})
-    started = []
-    for g in groups:
-        for k in range(g.initial_replicas):
-            started.append((g, launch_replica(spec, g, run_name, k, placement, codec_parts)))
-    for g, replica in started:
+    wanted = [(g, k) for g in groups for k in range(g.initial_replicas)]
+    keys = [_warm_key(*replica_call(spec, g, k, placement, codec_parts), codec_key) for g, k in wanted]
+    if any(g.replicas == "auto" for g in groups):
+        warm_actors.clear()  # auto grows into the free room: parked actors would take it
+    names = tuple(replica_name(run_name, g, k) for g, k in wanted)
+    needs = [g.resources() for g, _ in wanted]
+    taken = warm_actors.take(keys, names, needs) if warm_actors.enabled() else [None] * len(wanted)
+    launched = [None if warm else launch_replica(spec, g, run_name, k, placement, codec_parts, codec_key)
+                for (g, k), warm in zip(wanted, taken)]
+    up = []  # (replica, ready report) in plan order
+    for (g, k), warm, replica in zip(wanted, taken, launched):
+        if warm is not None:
+            replica, report = warm
+            replica.group, replica.index, replica.load, replica.ready = g.name, k, 0, True
+            up.append((replica, {**report, "warm": True}))
+            continue
         try:
-            report = ray.get(replica.handle.ready.remote())
+            up.append((replica, ray.get(replica.handle.ready.remote())))
         except Exception as exc:  # the actor's constructor failed: say which model, and why
             cause = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-            kill_actors(r.handle for _, r in started)
+            kill_actors([r.handle for r in launched if r is not None] + [w[0].handle for w in taken if w])
             raise RunError(f"model {g.model!r} for actor {replica.name} failed to load: {cause}") from None
+    for replica, report in up:
         replica.node = report["node"]
         pool.add(replica)
         if ready is not None:

@@ -31,10 +31,11 @@ def share_replicas(step_time: dict, have: dict, need: dict, free: float,
 class AutoReplicas:
     """The scheduler's `grow` hook for a session with auto agents."""
 
-    def __init__(self, spec, plan, run_name: str, placement, codec_parts=None):
+    def __init__(self, spec, plan, run_name: str, placement, codec_parts=None, codec_key: str = ""):
         from runtime.engine.actors import group_agents
 
         self.spec, self.run_name, self.placement, self.codec_parts = spec, run_name, placement, codec_parts
+        self.codec_key = codec_key
         self.groups = [g for g in group_agents(spec, plan.agents) if g.replicas == "auto"]
         self.done = not self.groups
 
@@ -53,5 +54,6 @@ class AutoReplicas:
         free = ray.available_resources().get(resource, 0.0)
         added = share_replicas(time_of, {g.name: 1 for g in self.groups}, need, free)
         by_name = {g.name: g for g in self.groups}
-        return [launch_replica(self.spec, by_name[name], self.run_name, k, self.placement, self.codec_parts)
+        return [launch_replica(self.spec, by_name[name], self.run_name, k, self.placement, self.codec_parts,
+                               self.codec_key)
                 for name, n in added.items() for k in range(1, n + 1)]

@@ -32,6 +32,8 @@ class Replica:
     node: str = ""  # Ray node id, from the actor's ready() report (updated after a restart)
     load: int = 0  # steps submitted to it and unfinished
     ready: bool = True  # answers calls; False while it starts or restarts (nothing is sent to it)
+    key: str | None = None  # what made it (runtime/engine/warm_actors.py); None: never parked
+    holds: tuple = ()  # (Ray resource, amount) pairs it was started with
 
 
 @dataclass

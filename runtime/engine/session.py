@@ -4,6 +4,7 @@
     for done in session.run(questions, todo):             # the scheduler; metrics recorded
         ...                                               # BatchDone, numbered as `questions`
     session.close()                                       # groups destroyed, actors killed
+                                                          # (or parked: runtime/engine/warm_actors.py)
 
 Each agent's actors form a replica pool (runtime/engine/replicas.py) placed as the spec's
 `placement` says (runtime/engine/placement.py); `replicas: auto` grows the pools once
@@ -16,8 +17,11 @@ caller's numbering from the first call to the last: nothing is renumbered on the
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import pickle
 import uuid
 
+from runtime.engine import warm_actors
 from runtime.engine.actors import actor_names, group_agents, kill_actors, start_actors
 from runtime.engine.groups import open_groups
 from runtime.engine.metrics import RunMetrics
@@ -47,6 +51,7 @@ class RunSession:
         self.pool = None  # the ReplicaPool, once started
         self.placement = None
         self.codec_parts = None  # ObjectRef of the fitted codec parts every actor gets
+        self.codec_key = ""  # their digest: part of a warm actor's key (runtime/engine/warm_actors.py)
         self.actor_info: list = []  # each actor's ready() report: pid, device, how it loaded
         self.max_in_flight = in_flight_limit(spec, plan)
         self.metrics = RunMetrics(self.run_name)
@@ -87,10 +92,12 @@ class RunSession:
         self.check()
         parts = read_parts(self.spec, self.plan)
         self.codec_parts = ray.put(parts) if parts else None
+        self.codec_key = hashlib.sha256(pickle.dumps(parts)).hexdigest() if parts and warm_actors.enabled() else ""
         self.placement = Placement(self.spec, self.plan, self.run_name)
         try:
             self.pool = start_actors(self.spec, self.plan, self.run_name, ready=self.actor_info,
-                                     placement=self.placement, codec_parts=self.codec_parts)
+                                     placement=self.placement, codec_parts=self.codec_parts,
+                                     codec_key=self.codec_key)
         except BaseException:
             self.placement.close()
             raise
@@ -127,7 +134,8 @@ class RunSession:
         self.start()
         if on_start:
             on_start()
-        grow = AutoReplicas(self.spec, self.plan, self.run_name, self.placement, self.codec_parts)
+        grow = AutoReplicas(self.spec, self.plan, self.run_name, self.placement, self.codec_parts,
+                            self.codec_key)
         for done in run_plan(self.plan, self.pool, questions, self.spec.run.batch_size,
                              self.spec.channels.rdt_backend, self.max_in_flight, self.steps, on_wait=on_wait,
                              metrics=self.metrics, limits=self.spec.limits, on_submit=on_submit, indices=valid,
@@ -145,8 +153,9 @@ class RunSession:
         try:
             self._exit.close()
         finally:
-            if self.pool is not None:
-                kill_actors(self.pool.every_handle())
+            if self.pool is not None:  # warm actors kept, if asked: the rest killed
+                kill_actors([r.handle for r in warm_actors.park(self.pool.all())]
+                            + [r.handle for r, _ in self.pool.left])
                 self.pool = None
             if self.placement is not None:
                 self.placement.close()
