@@ -131,3 +131,21 @@ def test_reset_forgets_what_earlier_runs_left():
     assert actor.reset()["agents"] == ["judger"]
     with pytest.raises(KeyError):
         actor.pop_stats(0, "judger")
+
+
+def test_a_model_file_rewritten_under_the_same_path_is_another_actor(tmp_path):
+    """The warm key stamps the files a ref reads: a GGUF file, a local directory's files."""
+    from runtime.engine.actors import model_files_stamp
+
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF" + bytes(8))
+    first = model_files_stamp(f"gguf:{gguf}")
+    gguf.write_bytes(b"GGUF" + bytes(16))
+    assert first is not None and model_files_stamp(f"gguf:{gguf}") != first
+    local = tmp_path / "dir"
+    local.mkdir()
+    (local / "config.json").write_text("{}")
+    before = model_files_stamp(str(local))
+    (local / "model.safetensors").write_bytes(bytes(4))
+    assert model_files_stamp(str(local)) != before
+    assert model_files_stamp("tiny:qwen3-64") is None

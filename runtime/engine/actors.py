@@ -86,14 +86,27 @@ def replica_call(spec, group: ActorGroup, index: int, placement, codec_parts=Non
     return options, args
 
 
+def model_files_stamp(ref: str) -> tuple | None:
+    """(name, size, mtime) of each file a model ref reads from disk: a GGUF file, or a local
+    directory's files; None for refs that name no local file (presets, built-ins, hub ids)."""
+    from agents.models.refs import ModelRef
+
+    parsed = ModelRef.parse(str(ref))
+    if parsed.kind not in ("gguf", "local"):
+        return None
+    path = Path(parsed.target)
+    files = [path] if parsed.kind == "gguf" else sorted(f for f in path.iterdir() if f.is_file())
+    return tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+
+
 def _warm_key(options: dict, args: tuple, codec_key: str) -> str | None:
     """The replica's key among warm actors (None when none are kept): the codec parts count
-    by their digest, their ObjectRef being new each run; a model file by its size and time."""
+    by their digest, their ObjectRef being new each run; a model's files by their sizes and
+    times, so a file rewritten under the same path makes another actor."""
     if not warm_actors.enabled():
         return None
     model_kwargs, configs, _ = args
-    ref = Path(str(model_kwargs["ref"])).expanduser()
-    stamp = (ref.stat().st_size, ref.stat().st_mtime_ns) if ref.is_file() else None
+    stamp = model_files_stamp(model_kwargs["ref"])
     return warm_actors.actor_key(options, (model_kwargs, stamp, configs, codec_key))
 
 
@@ -122,12 +135,13 @@ def start_actors(spec, plan, run_name: str, ready: list | None = None, placement
     groups = group_agents(spec, plan.agents)
     pool = ReplicaPool({a: g.name for g in groups for a in g.agents})
     wanted = [(g, k) for g in groups for k in range(g.initial_replicas)]
-    keys = [_warm_key(*replica_call(spec, g, k, placement, codec_parts), codec_key) for g, k in wanted]
     if any(g.replicas == "auto" for g in groups):
         warm_actors.clear()  # auto grows into the free room: parked actors would take it
-    names = tuple(replica_name(run_name, g, k) for g, k in wanted)
-    needs = [g.resources() for g, _ in wanted]
-    taken = warm_actors.take(keys, names, needs) if warm_actors.enabled() else [None] * len(wanted)
+    taken = [None] * len(wanted)
+    if warm_actors.enabled():
+        keys = [_warm_key(*replica_call(spec, g, k, placement, codec_parts), codec_key) for g, k in wanted]
+        names = tuple(replica_name(run_name, g, k) for g, k in wanted)
+        taken = warm_actors.take(keys, names, [g.resources() for g, _ in wanted])
     launched = [None if warm else launch_replica(spec, g, run_name, k, placement, codec_parts, codec_key)
                 for (g, k), warm in zip(wanted, taken)]
     up = []  # (replica, ready report) in plan order
