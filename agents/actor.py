@@ -39,8 +39,7 @@ class AgentActor(RdtMethods):
         quiet_zero_copy_warnings()
         self.model, self.tokenizer, self.load_info = load_model(**model_kwargs)
         self.fingerprint = model_fingerprint(self.model, self.tokenizer)
-        self.agents = {name: Agent(cfg, self.model, self.tokenizer, self.fingerprint)
-                       for name, cfg in agents.items()}
+        self.agents = self._build(agents)
         self.object_store = get_transport("object_store")
         self.codecs = CodecBank(self.fingerprint, codec_parts)
         self._stats: dict = {}
@@ -51,12 +50,27 @@ class AgentActor(RdtMethods):
                 "dtype": str(self.model.dtype), "fingerprint": self.fingerprint, "agents": sorted(self.agents),
                 "load": self.load_info}
 
-    def reset(self) -> dict:
+    def reset(self, agents: dict | None = None) -> dict:
         """Forget what earlier runs left (an rdt step's stats nobody popped: batch numbers
-        start again at 0 in each run) and say where this actor is, as ready() does: a
-        warm actor is reused by the next run (runtime/engine/warm_actors.py)."""
+        start again at 0 in each run), host `agents` ({name: AgentConfig}) if given, and say
+        where this actor is, as ready() does: a warm actor is reused by the next run
+        (runtime/engine/warm_actors.py), which may have other agents."""
         self._stats.clear()
+        if agents is not None:
+            self.agents = self._build(agents)
         return self.ready()
+
+    def _build(self, configs: dict) -> dict:
+        return {name: Agent(cfg, self.model, self.tokenizer, self.fingerprint) for name, cfg in configs.items()}
+
+    def _agent(self, call: StepCall) -> Agent:
+        """The agent the call names, as the call configures it (see StepCall.config)."""
+        agent = self.agents.get(call.agent)
+        if call.config is not None and (agent is None or agent.config != call.config):
+            agent = self.agents[call.agent] = Agent(call.config, self.model, self.tokenizer, self.fingerprint)
+        if agent is None:
+            raise KeyError(f"this actor hosts no agent {call.agent!r} (it hosts {sorted(self.agents)})")
+        return agent
 
     def run_step(self, call: StepCall, questions: list, *inbox):
         outputs, stats = self._execute(call, questions, inbox)
@@ -83,7 +97,7 @@ class AgentActor(RdtMethods):
 
     def _execute(self, call: StepCall, questions: list, inbox: tuple) -> tuple:
         t0 = time.perf_counter()
-        agent = self.agents[call.agent]
+        agent = self._agent(call)
         messages = receive_messages(call, inbox, receiver_fingerprint=self.fingerprint, model_dtype=self.model.dtype,
                                     codecs=self.codecs, realign=agent.realigner)
         stats = {"step": call.step_id, "agent": call.agent, "pid": os.getpid(), "actor": self.name,

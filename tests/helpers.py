@@ -153,11 +153,13 @@ def in_two_actors(spec):
     return spec.model_copy(update={"agents": agents})
 
 
-def answers_in_one_process(spec, questions: list) -> tuple:
+def answers_in_one_process(spec, questions: list, built_for=None) -> tuple:
     """(answers, tokens) of the questions through the spec's plan, in its batches, with every
     step called in order on one AgentActor object in this process and each message handed
     to its receivers as its sender returned it: no Ray, no store. One torch thread, as Ray
-    gives each actor one CPU, so the sums run in the same order. Its agents share one model."""
+    gives each actor one CPU, so the sums run in the same order. Its agents share one model.
+    built_for: a spec whose agents the AgentActor is built with instead (the calls still
+    carry `spec`'s), as a warm or restarted actor is."""
     from agents.actor import AgentActor
     from runtime.engine.agent_configs import agent_configs_for
     from runtime.engine.steps import spec_steps
@@ -170,8 +172,9 @@ def answers_in_one_process(spec, questions: list) -> tuple:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
+        built = built_for or spec
         actor = AgentActor(dict(ref=m.ref, dtype=m.dtype, device=m.device, seed=m.seed or 0),
-                           agent_configs_for(list(plan.agents), spec))
+                           agent_configs_for(list(build_plan(built).agents), built))
         steps = spec_steps(spec, plan)
         for start in range(0, len(questions), spec.run.batch_size):
             batch, out = questions[start:start + spec.run.batch_size], {}

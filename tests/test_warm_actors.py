@@ -1,14 +1,15 @@
-"""Warm actors: a session that closes parks its actors, the next one made by the same call
-takes them (same process, no model load) and answers as fresh actors do; parked ones stay
-while there is room and are killed when a run needs it; a parked actor that died is
-replaced. Each spec here hosts its agents in one actor: one process per start."""
+"""Warm actors: a session that closes parks its actors, the next one that would start an
+actor of the same model, codec parts and resources takes them (same process, no model
+load), whichever agents it hosts, and answers as fresh actors do; parked ones stay while
+there is room and are killed when a run needs it; a parked actor that died is replaced.
+Each spec here hosts its agents in one actor: one process per start."""
 import os
 import signal
 import time
 
 import pytest
 
-from helpers import one_actor, with_model_ref
+from helpers import answers_in_one_process, one_actor, with_model_ref
 from runtime.engine import warm_actors
 from runtime.engine.run import run_spec
 from topologies import build_plan, load_spec
@@ -72,13 +73,31 @@ def test_the_same_actor_is_taken_and_answers_as_a_fresh_one(ray_session, fresh):
     assert warm_actors.parked_count() == 1
 
 
-def test_other_agent_configs_get_their_own_actor_and_the_parked_one_stays(ray_session, fresh):
-    """The text baseline's agents have no latent steps: other constructor arguments. With
-    room to spare, the latent actor stays parked and the next latent run takes it."""
-    text = run(chain(method="text"), QUESTIONS[:1], name="warm-text")
-    assert pid_of(text) != pid_of(fresh) and not text.actor_info[0].get("warm")
-    back = run(chain(), QUESTIONS[:1], name="warm-back")
-    assert pid_of(back) == pid_of(fresh)
+def test_other_agents_take_the_same_actor_and_answer_as_they_would_alone(ray_session, fresh):
+    """The text baseline's agents (no latent steps) with other roles and token limits: the
+    parked actor hosts them, and they answer as the same steps called in one process."""
+    spec = chain(method="text")
+    agents = {k: a.model_copy(update={"role": "Reply briefly. " + a.role, "max_new_tokens": 4})
+              for k, a in spec.agents.items()}
+    spec = spec.model_copy(update={"agents": agents})
+    text = run(spec, QUESTIONS[:2], name="warm-text")
+    assert pid_of(text) == pid_of(fresh) and text.actor_info[0]["warm"]
+    assert text.actor_info[0]["agents"] == sorted(spec.agents)
+    assert (text.answers, text.tokens) == answers_in_one_process(spec, QUESTIONS[:2])
+    back = run(chain(), name="warm-back")
+    assert pid_of(back) == pid_of(fresh) and (back.answers, back.tokens) == (fresh.answers, fresh.tokens)
+
+
+def test_a_call_runs_its_agent_as_it_configures_it():
+    """Ray restarts an actor with its first constructor arguments, and a warm actor was built
+    for other agents: each call carries its agent's config, and the step runs as it says."""
+    built_for = chain()
+    spec = chain(method="text")
+    agents = {k: a.model_copy(update={"role": "Say it in one word. " + a.role, "max_new_tokens": 3})
+              for k, a in spec.agents.items()}
+    spec = spec.model_copy(update={"agents": agents})
+    assert answers_in_one_process(spec, QUESTIONS, built_for=built_for) == answers_in_one_process(spec, QUESTIONS)
+    assert answers_in_one_process(spec, QUESTIONS)[1] != answers_in_one_process(built_for, QUESTIONS)[1]
 
 
 def test_parked_actors_make_room_for_a_run_that_needs_it(ray_session, fresh):
@@ -149,3 +168,18 @@ def test_a_model_file_rewritten_under_the_same_path_is_another_actor(tmp_path):
     (local / "model.safetensors").write_bytes(bytes(4))
     assert model_files_stamp(str(local)) != before
     assert model_files_stamp("tiny:qwen3-64") is None
+
+
+def test_a_parked_actor_takes_no_place_whose_name_the_run_starts_another_actor_under(monkeypatch):
+    """Two live actors cannot share a name: one parked as `run/b` serves the place named
+    `run/b` or none, and one parked under another run's name may take any place."""
+    from types import SimpleNamespace as Parked
+
+    own, other, foreign = Parked(key="k", name="run/b"), Parked(key="k", name="old/x"), Parked(key="j", name="run/a")
+    monkeypatch.setattr(warm_actors, "_parked", [own, other, foreign])
+    assert warm_actors._pick(["k", "k"], ("run/a", "run/b")) == [other, own]
+    assert warm_actors._parked == [foreign]  # another key: not taken (take() kills it, its name wanted)
+    monkeypatch.setattr(warm_actors, "_parked", [own])
+    assert warm_actors._pick(["k", "k"], ("run/b", "run/c")) == [own, None]
+    monkeypatch.setattr(warm_actors, "_parked", [own])
+    assert warm_actors._pick(["k", "k"], ("run/a", "run/b")) == [None, own]

@@ -16,7 +16,7 @@ from pathlib import Path
 from agents.actor import RemoteAgentActor
 
 from runtime.engine import warm_actors
-from runtime.engine.agent_configs import agent_configs_for
+from runtime.engine.agent_configs import spec_agent_configs
 from runtime.engine.errors import RunError
 from runtime.engine.replicas import Replica, ReplicaPool
 
@@ -82,7 +82,7 @@ def replica_call(spec, group: ActorGroup, index: int, placement, codec_parts=Non
     options = dict(num_cpus=group.num_cpus, num_gpus=group.num_gpus, resources=dict(group.custom),
                    max_restarts=MAX_RESTARTS, max_task_retries=MAX_TASK_RETRIES,
                    **(placement.options(group, index) if placement is not None else {}))
-    args = (model_kwargs, agent_configs_for(group.agents, spec, latent=spec.run.method != "text"), codec_parts)
+    args = (model_kwargs, spec_agent_configs(group.agents, spec), codec_parts)
     return options, args
 
 
@@ -100,14 +100,15 @@ def model_files_stamp(ref: str) -> tuple | None:
 
 
 def _warm_key(options: dict, args: tuple, codec_key: str) -> str | None:
-    """The replica's key among warm actors (None when none are kept): the codec parts count
-    by their digest, their ObjectRef being new each run; a model's files by their sizes and
+    """The replica's key among warm actors (None when none are kept): its model and codec
+    parts, not its agents, whose configs travel with each call. The codec parts count by
+    their digest, their ObjectRef being new each run; a model's files by their sizes and
     times, so a file rewritten under the same path makes another actor."""
     if not warm_actors.enabled():
         return None
-    model_kwargs, configs, _ = args
+    model_kwargs = args[0]
     stamp = model_files_stamp(model_kwargs["ref"])
-    return warm_actors.actor_key(options, (model_kwargs, stamp, configs, codec_key))
+    return warm_actors.actor_key(options, (model_kwargs, stamp, codec_key))
 
 
 def launch_replica(spec, group: ActorGroup, run_name: str, index: int, placement, codec_parts=None,
@@ -128,8 +129,9 @@ def start_actors(spec, plan, run_name: str, ready: list | None = None, placement
     `ready`, if given, receives each actor's ready() report (pid, node, device, how it loaded).
     placement: a runtime.engine.placement.Placement (default: Ray's own scheduling);
     codec_parts: ObjectRef of {part name: Part} (runtime/codecs/plan.py read_parts), codec_key
-    their digest. With warm actors kept (runtime/engine/warm_actors.py), a parked actor made
-    by the same call is taken instead of starting one."""
+    their digest. With warm actors kept (runtime/engine/warm_actors.py), a parked actor of the
+    same model, codec parts and resources is taken instead of starting one, and reset to host
+    this group's agents."""
     import ray
 
     groups = group_agents(spec, plan.agents)
@@ -139,9 +141,10 @@ def start_actors(spec, plan, run_name: str, ready: list | None = None, placement
         warm_actors.clear()  # auto grows into the free room: parked actors would take it
     taken = [None] * len(wanted)
     if warm_actors.enabled():
-        keys = [_warm_key(*replica_call(spec, g, k, placement, codec_parts), codec_key) for g, k in wanted]
+        calls = [replica_call(spec, g, k, placement, codec_parts) for g, k in wanted]
+        keys = [_warm_key(*call, codec_key) for call in calls]
         names = tuple(replica_name(run_name, g, k) for g, k in wanted)
-        taken = warm_actors.take(keys, names, [g.resources() for g, _ in wanted])
+        taken = warm_actors.take(keys, names, [g.resources() for g, _ in wanted], [args[1] for _, args in calls])
     launched = [None if warm else launch_replica(spec, g, run_name, k, placement, codec_parts, codec_key)
                 for (g, k), warm in zip(wanted, taken)]
     up = []  # (replica, ready report) in plan order

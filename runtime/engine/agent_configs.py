@@ -19,3 +19,8 @@ def agent_configs_for(names, spec, latent: bool = True) -> dict:
             realign=a.realign, ridge_lambda=a.ridge_lambda, system_prompt=m.system_prompt,
             template_kwargs=tuple(sorted(m.chat_template_kwargs.items())))
     return out
+
+
+def spec_agent_configs(names, spec) -> dict:
+    """agent_configs_for as the spec's run method asks: the text baseline has no latent steps."""
+    return agent_configs_for(names, spec, latent=spec.run.method != "text")

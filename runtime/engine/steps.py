@@ -44,10 +44,11 @@ def output_variants(plan, step, codecs: dict | None = None) -> tuple:
 
 
 def compile_steps(plan, backend: str = "nccl", checksum: bool = False, codec_for=None,
-                  hidden_scope: str = "latent", codec_dir: str = "", limits=None) -> list:
+                  hidden_scope: str = "latent", codec_dir: str = "", limits=None, configs: dict | None = None) -> list:
     """Everything about each step's actor call that depends on the plan alone, once per run.
     codec_for(edge) -> EdgeCodec (runtime/codecs/plan.py); None: no codec is applied.
-    limits: the spec's LimitsSpec, whose per-step bounds every call carries (None: unbounded)."""
+    limits: the spec's LimitsSpec, whose per-step bounds every call carries (None: unbounded).
+    configs: {agent: AgentConfig} each call carries (None: the actors run the agents they were built with)."""
     bounds = {} if limits is None else dict(timeout_s=limits.step_timeout_s, max_prompt_tokens=limits.max_prompt_tokens,
                                              max_message_bytes=limits.max_message_bytes)
     codecs = {e: codec_for(e) for e in plan.edges} if codec_for else {}
@@ -61,18 +62,21 @@ def compile_steps(plan, backend: str = "nccl", checksum: bool = False, codec_for
         call = StepCall(step.id, step.agent, step.action, step.emit, step.kv_scope, inputs,
                         tuple(c for c, _ in mine), step.round, 0, step.aggregate, checksum,
                         encodes=tuple(enc for _, enc in mine), hidden_scope=hidden_scope, codec_dir=codec_dir,
-                        kv_merge=step.kv_merge, **bounds)
+                        kv_merge=step.kv_merge, config=(configs or {}).get(step.agent), **bounds)
         inbox = tuple((e.src, variants[e.src].index(_variant_key(e, codecs))) for e in step.inputs)
         out.append(StepSubmission(call, step_transport(plan, step), inbox))
     return out
 
 
 def spec_steps(spec, plan) -> list:
-    """compile_steps with what the spec says: its backend, codecs, hidden scope and limits."""
+    """compile_steps with what the spec says: its backend, codecs, hidden scope, limits and
+    agents' configs."""
     from runtime.codecs.plan import codec_dir, edge_codec
+    from runtime.engine.agent_configs import spec_agent_configs
 
     return compile_steps(plan, spec.channels.rdt_backend, codec_for=lambda e: edge_codec(spec, plan, e),
-                         hidden_scope=spec.channels.hidden_states, codec_dir=codec_dir(spec), limits=spec.limits)
+                         hidden_scope=spec.channels.hidden_states, codec_dir=codec_dir(spec), limits=spec.limits,
+                         configs=spec_agent_configs(plan.agents, spec))
 
 
 def submit_unit(steps: list, handles, questions: list, unit: int, backend: str = "nccl",

@@ -1,11 +1,12 @@
 """Warm actors: the live actors of closed sessions, kept for the next session of this
 driver that would start the same ones.
 
-An actor is wholly made by its constructor arguments (model, hosted agents' configs, codec
-parts) and its resources: limits, timeouts and batch numbers travel with each call
-(agents/step_call.py), and a step is a pure function of its inputs. So an actor a new
-session would start can be taken from here instead, with no process start and no model
-load, and it answers as a fresh one would.
+An actor is wholly made by its model, its codec parts and its resources: the agents it
+hosts, limits, timeouts and batch numbers travel with each call (agents/step_call.py), and
+a step is a pure function of its inputs. So an actor a new session would start for the same
+model, codec parts and resources can be taken from here instead, with no process start and
+no model load, and it answers as a fresh one would, whichever agents it runs (eval's three
+methods share their actors, and so do tests of one model).
 
 Off unless a caller asks (`with keep_warm():`), because a parked actor holds its memory and
 its resources: `latentray eval` keeps them across its methods, a test session across its
@@ -20,7 +21,8 @@ keep this driver's runs from starting.
 Only replicas placed by Ray itself are parked (a `pack` lane's placement group is removed
 with its session), only ready and idle ones, and each is asked to reset (agents/actor.py)
 before it is reused: one that does not answer in time is killed and started anew. A
-reused actor keeps the name of the run that started it.
+reused actor keeps the name of the run that started it (Ray names an actor once), and a
+parked actor never takes a place whose name the new session starts another actor under.
 """
 from __future__ import annotations
 
@@ -62,8 +64,9 @@ def enabled() -> bool:
 
 
 def actor_key(options: dict, args: tuple) -> str | None:
-    """What makes an actor: its .options() less the name, its constructor arguments, and the
-    Ray cluster it lives in. None for one that cannot be parked (placed in a placement group)."""
+    """What makes an actor: its .options() less the name, what `args` says of it (its model
+    and codec parts), and the Ray cluster it lives in. None for one that cannot be parked
+    (placed in a placement group)."""
     if "scheduling_strategy" in options and not isinstance(options["scheduling_strategy"], str):
         return None
     import ray
@@ -88,21 +91,18 @@ def park(replicas) -> list:
     return rest
 
 
-def take(keys: list, names: tuple = (), needs: list = ()) -> list:
+def take(keys: list, names: tuple = (), needs: list = (), agents: list = ()) -> list:
     """For each key in `keys` (one per actor wanted), (a parked replica that answered its
-    reset, its ready() report), or None: that one is to be started, with the Ray resources
-    `needs` gives at its position ({resource: amount}). Parked actors are killed until
-    those are free, and the `names` the caller starts are free when this returns."""
+    reset, its ready() report), or None: that one is to be started as `names` gives at its
+    position, with the Ray resources `needs` gives there ({resource: amount}). A taken actor
+    is reset to host the agents `agents` gives there ({name: AgentConfig}). Parked actors are
+    killed until those resources are free, and the names the caller starts are free when
+    this returns."""
     import ray
 
     with _lock:
-        picked = []
-        for k in keys:
-            match = next((r for r in _parked if k and r.key == k), None)
-            if match is not None:
-                _parked.remove(match)
-            picked.append(match)
-    calls = {i: _ask_reset(r) for i, r in enumerate(picked) if r is not None}
+        picked = _pick(keys, names)
+    calls = {i: _ask_reset(r, agents[i] if i < len(agents) else None) for i, r in enumerate(picked) if r is not None}
     asked = [c for c in calls.values() if c is not None]
     done = ray.wait(asked, num_returns=len(asked), timeout=ANSWER_S)[0] if asked else []
     out, failed = [], []
@@ -121,11 +121,40 @@ def take(keys: list, names: tuple = (), needs: list = ()) -> list:
         if got is None and i < len(needs):
             for resource, amount in needs[i].items():
                 wanted[resource] = wanted.get(resource, 0.0) + amount
+    starting = {names[i] for i, got in enumerate(out) if got is None and i < len(names)}
     with _lock:
         stale = _evict(_room_for(wanted))
-    _kill(failed + stale)
-    _wait_names_free({r.name for r in stale + failed} & set(names))
+        # a parked actor holding a name this session starts an actor under: two live actors
+        # cannot share a name
+        holding = [r for r in _parked if r.name in starting]
+        for r in holding:
+            _parked.remove(r)
+    _kill(failed + stale + holding)
+    _wait_names_free({r.name for r in stale + failed + holding} & starting)
     return out
+
+
+def _pick(keys: list, names: tuple) -> list:
+    """For each wanted key, a parked replica with that key (out of the pool), or None. One
+    parked under the very name wanted at a position serves that position first; otherwise
+    only one whose name this session does not start takes a position, so no two live
+    actors would share a name."""
+    picked = [None] * len(keys)
+
+    def first(pred):
+        return next((r for r in _parked if pred(r)), None)
+
+    for i, k in enumerate(keys):
+        if k and i < len(names):
+            picked[i] = first(lambda r: r.key == k and r.name == names[i])
+            if picked[i] is not None:
+                _parked.remove(picked[i])
+    for i, k in enumerate(keys):
+        if k and picked[i] is None:
+            picked[i] = first(lambda r: r.key == k and r.name not in names)
+            if picked[i] is not None:
+                _parked.remove(picked[i])
+    return picked
 
 
 def clear() -> None:
@@ -163,9 +192,9 @@ def _evict(count: int) -> list:
     return out
 
 
-def _ask_reset(replica):
+def _ask_reset(replica, agents: dict | None):
     try:
-        return replica.handle.reset.remote()
+        return replica.handle.reset.remote(agents)
     except Exception:  # a handle of a Ray this driver no longer runs in
         return None
 
