@@ -15,7 +15,7 @@ from runtime.engine.errors import USER_ERRORS
 COMMANDS = {
     "run": "run", "validate": "validate", "graph": "graph", "eval": "eval", "report": "report",
     "fit-codec": "fit_codec", "codec-eval": "codec_eval", "submit": "submit", "status": "status",
-    "logs": "logs", "stop": "stop", "serve": "serve", "ask": "ask",
+    "logs": "logs", "stop": "stop", "serve": "serve", "ask": "ask", "grafana": "grafana",
 }
 
 

@@ -266,3 +266,60 @@ def test_parse_field_mapping_errors():
             parse_field_mapping([bad])
     with pytest.raises(DataError, match="mapped twice"):
         parse_field_mapping(["question=a", "question=b"])
+
+
+# -- Hugging Face data sets on disk ------------------------------------------------------
+
+ROWS = {"train": [{"q": "What is 1 + 1?", "a": "2", "key": "t0"}, {"q": "What is 2 + 5?", "a": "7", "key": "t1"}],
+        "test": [{"q": f"What is {i} + {i}?", "a": str(2 * i), "key": f"s{i}"} for i in range(5)]}
+MAPPING = {"question": "q", "answer": "a", "id": "key"}
+
+
+def expected(split: str) -> list:
+    return [(r["key"], r["q"], r["a"], "math") for r in ROWS[split]]
+
+
+def got(problems) -> list:
+    return [(p.id, p.question, p.gold, p.task) for p in problems]
+
+
+def test_a_save_to_disk_folder_is_read_without_the_datasets_package(tmp_path, monkeypatch):
+    """Saved by `datasets` itself (several Arrow shards per split), read back with pyarrow
+    alone, as `latentray eval --dataset DIR [--split S]` does."""
+    import datasets  # a test dependency (pyproject.toml), optional for latentray itself
+    saved = tmp_path / "sums"
+    datasets.DatasetDict({s: datasets.Dataset.from_list(r, split=s) for s, r in ROWS.items()}).save_to_disk(
+        str(saved), num_shards={"train": 1, "test": 2})
+    assert len(list((saved / "test").glob("data-*.arrow"))) == 2
+    from runtime.eval.datasets import huggingface
+
+    monkeypatch.setattr(huggingface.importlib.util, "find_spec", lambda name: None)  # as if not installed
+    assert got(load_problems(str(saved), mapping=MAPPING)) == expected("test")  # test is the default split
+    assert got(load_problems(str(saved), split="train", mapping=MAPPING)) == expected("train")
+    assert got(load_problems(str(saved / "train"), mapping=MAPPING)) == expected("train")  # one split's folder
+    with pytest.raises(DataError, match="its splits are train, test"):
+        load_problems(str(saved), split="dev", mapping=MAPPING)
+    with pytest.raises(DataError, match="holds the 'train' split only"):
+        load_problems(str(saved / "train"), split="test", mapping=MAPPING)
+    with pytest.raises(DataError, match="not a data set saved with Hugging Face save_to_disk"):
+        load_problems(str(tmp_path), mapping=MAPPING)
+    next((saved / "test").glob("data-*.arrow")).unlink()
+    with pytest.raises(DataError, match="names Arrow files that are not there"):
+        load_problems(str(saved), mapping=MAPPING)
+
+
+def test_the_hf_loader_reads_a_data_set_through_the_datasets_package(tmp_path, monkeypatch):
+    """`hf:<id>` end to end through datasets.load_dataset, offline: the id is a folder of
+    Parquet files whose names give the splits, as a data set repository has them."""
+    import datasets  # a test dependency (pyproject.toml), optional for latentray itself
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "cache")
+    repo = tmp_path / "repo" / "data"
+    repo.mkdir(parents=True)
+    for split, rows in ROWS.items():
+        datasets.Dataset.from_list(rows).to_parquet(str(repo / f"{split}-00000-of-00001.parquet"))
+    source = f"hf:{repo.parent}"
+    assert got(load_problems(source, mapping=MAPPING)) == expected("test")
+    assert got(load_problems(source, split="train", mapping=MAPPING, limit=1)) == expected("train")[:1]
+    with pytest.raises(DataError, match="split 'dev'"):
+        load_problems(source, split="dev", mapping=MAPPING)

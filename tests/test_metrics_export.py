@@ -8,7 +8,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import METRICS_PORT
 from runtime.engine.run import run_spec
-from runtime.engine.metrics import LATENCY_BUCKETS
+from runtime.engine.metrics import LATENCY_BUCKETS, prometheus_names
 from topologies import build_plan
 from topologies.spec import GraphSpec
 
@@ -83,3 +83,4 @@ def test_metrics_in_the_prometheus_export_equal_the_trace(ray_session):
     # every per-edge and per-agent sample of this run is one the trace accounts for
     ours = {k for k in got if not k[0].startswith(("ray_latentray_step_seconds", "ray_latentray_transfer_latency"))}
     assert ours <= set(want), ours - set(want)
+    assert {name for name, _ in got} <= prometheus_names()  # the table the dashboard is checked against

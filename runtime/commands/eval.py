@@ -20,7 +20,8 @@ def add_parser(sub) -> None:
     p.add_argument("--dataset", "-d", required=True,
                    help="built-in set (gsm8k, arc-easy, arc-challenge, basic-arithmetic, humaneval, split-info; "
                         "lm-eval-harness names such as arc_easy work too), "
-                        "a .jsonl/.csv/.parquet/.arrow file, or hf:<id>[:config]")
+                        "a .jsonl/.csv/.parquet/.arrow file, a folder saved with Hugging Face save_to_disk, "
+                        "or hf:<id>[:config]")
     p.add_argument("--output", "-o", required=True, help="directory for results/<method>.parquet; answers "
                    "stream into runs/<method>/ as batches finish, and a rerun resumes there")
     p.add_argument("--limit", "-n", type=int, help="the first N problems")

@@ -45,10 +45,23 @@ class ClusterStoreSizeError(RunError):
 REACH_TIMEOUT_S = 5.0  # a head that does not accept a connection this fast is taken as down
 
 
-def ray_logs_dir() -> str:
-    """Where this machine's newest Ray session keeps its logs (RAY_TMPDIR moves it)."""
+def _newest_session() -> Path:
+    """This machine's newest Ray session folder (RAY_TMPDIR moves it)."""
     root = os.environ.get("RAY_TMPDIR") or os.environ.get("TMPDIR") or "/tmp"
-    return str(Path(root) / "ray" / "session_latest" / "logs")
+    return Path(root) / "ray" / "session_latest"
+
+
+def ray_logs_dir() -> str:
+    """Where this machine's newest Ray session keeps its logs."""
+    return str(_newest_session() / "logs")
+
+
+def ray_grafana_dashboards_dir() -> str:
+    """Where this machine's newest Ray session has Grafana read dashboards from (Ray writes
+    that set-up when its head runs the dashboard; RAY_METRICS_GRAFANA_DASHBOARD_OUTPUT_DIR
+    moves it)."""
+    moved = os.environ.get("RAY_METRICS_GRAFANA_DASHBOARD_OUTPUT_DIR")
+    return moved or str(_newest_session() / "metrics" / "grafana" / "dashboards")
 
 
 def refuse_store_size_when_joining(address: str | None, object_store_bytes: int | None) -> None:

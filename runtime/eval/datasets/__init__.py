@@ -1,6 +1,7 @@
 """Data sets for `latentray eval`: built-in loaders (files shipped inside installed
 packages, one file per set and one registry line each), local files with a field
-mapping, and `hf:` sources through the optional `datasets` package."""
+mapping, folders saved with Hugging Face save_to_disk (read with pyarrow), and `hf:`
+sources through the optional `datasets` package."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,6 +14,7 @@ from runtime.eval.datasets.huggingface import load_hf
 from runtime.eval.datasets.humaneval import load_humaneval
 from runtime.eval.datasets.local_file import FIELDS, load_local_file, parse_field_mapping
 from runtime.eval.datasets.readers import FORMATS
+from runtime.eval.datasets.saved_dir import is_saved_dataset, load_saved_dataset
 from runtime.eval.datasets.split_info import load_split_info
 
 # name -> loader(split=None) -> list[Problem]
@@ -32,7 +34,8 @@ ALIASES = {"arc_easy": "arc-easy", "arc_challenge": "arc-challenge", "basic_arit
 
 def load_problems(source: str, *, limit: int | None = None, mapping: dict | None = None,
                   task: str | None = None, split: str | None = None) -> list:
-    """Problems from a registry name, a local file (by extension) or `hf:<id>[:config]`;
+    """Problems from a registry name, a local file (by extension), a folder saved with
+    Hugging Face save_to_disk, or `hf:<id>[:config]`;
     `limit` keeps the first N in the source's own order."""
     if limit is not None and (not isinstance(limit, int) or limit < 1):
         raise DataError(f"limit must be a positive number of problems, got {limit!r}")
@@ -43,13 +46,18 @@ def load_problems(source: str, *, limit: int | None = None, mapping: dict | None
         problems = _builtin(source, mapping, task, split)
     elif source.startswith("split-info:"):
         problems = load_split_info(split, seed=source.split(":", 1)[1])
+    elif Path(source).is_dir():
+        if not is_saved_dataset(Path(source)):
+            raise DataError(f"{source} is a folder, but not a data set saved with Hugging Face save_to_disk (it has "
+                            "no state.json or dataset_dict.json); give a data file, or save the set with save_to_disk")
+        problems = load_saved_dataset(source, split=split, mapping=mapping, task=task)
     elif Path(source).suffix.lower() in FORMATS or Path(source).exists():
         if split is not None:
             raise DataError(f"{source}: a local file has no splits; leave --split out")
         problems = load_local_file(source, mapping=mapping, task=task)
     else:
         raise DataError(f"unknown data set {source!r}; built-in sets are {', '.join(DATASETS)}; or give a "
-                        f"{'/'.join(FORMATS)} file path, or hf:<dataset id>[:config]")
+                        f"{'/'.join(FORMATS)} file path, a save_to_disk folder, or hf:<dataset id>[:config]")
     return problems if limit is None else problems[:limit]
 
 
