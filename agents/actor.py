@@ -19,12 +19,12 @@ import time
 
 import ray
 
-from channels.aggregate import aggregate_messages
-from channels.kinds import get_kind
-from channels.send import edge_stats, send
-from channels.transports import get_transport
-from channels.transports.rdt import RdtMethods
-from channels.zero_copy_env import quiet_zero_copy_warnings
+from latentray.channels.aggregate import aggregate_messages
+from latentray.channels.kinds import get_kind
+from latentray.channels.send import edge_stats, send
+from latentray.channels.transports import get_transport
+from latentray.channels.transports.rdt import RdtMethods
+from latentray.channels.zero_copy_env import quiet_zero_copy_warnings
 
 from .agent import Agent, StepLimits
 from .codec_bank import CodecBank

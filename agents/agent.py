@@ -21,11 +21,11 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from channels.codecs import make_codec
-from channels.codecs.apply import decode_message
-from channels.codecs.base import Receiver
-from channels.kinds import MEMORY, SOFT_TOKENS, TEXT, get_kind
-from channels.message import LatentMessage
+from latentray.channels.codecs import make_codec
+from latentray.channels.codecs.apply import decode_message
+from latentray.channels.codecs.base import Receiver
+from latentray.channels.kinds import MEMORY, SOFT_TOKENS, TEXT, get_kind
+from latentray.channels.message import LatentMessage
 
 from .errors import ProblemInputError, StepTimeoutError
 from .decoding import DecodeResult, SamplingConfig, pick_tokens, row_generators, stop_ids

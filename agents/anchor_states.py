@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import torch
 
-from channels.codecs.base import AnchorStates
-from channels.errors import CodecError
+from latentray.channels.codecs.base import AnchorStates
+from latentray.channels.errors import CodecError
 
 from .forward import forward_slots, new_positions
 

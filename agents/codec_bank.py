@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import torch
 
-from channels.codecs import make_codec, part_role
-from channels.codecs.base import Receiver
-from channels.codecs.storage import check_fingerprint, load_part
-from channels.errors import CodecError
+from latentray.channels.codecs import make_codec, part_role
+from latentray.channels.codecs.base import Receiver
+from latentray.channels.codecs.storage import check_fingerprint, load_part
+from latentray.channels.errors import CodecError
 
 
 class CodecBank:

@@ -21,9 +21,9 @@ from typing import Optional
 
 import torch
 
-from channels.errors import MessageError
-from channels.kinds import MEMORY, SOFT_TOKENS, TEXT, get_kind
-from channels.message import LatentMessage
+from latentray.channels.errors import MessageError
+from latentray.channels.kinds import MEMORY, SOFT_TOKENS, TEXT, get_kind
+from latentray.channels.message import LatentMessage
 
 
 @dataclass

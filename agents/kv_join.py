@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import torch
 
-from channels.errors import MessageError
-from channels.message import LatentMessage
+from latentray.channels.errors import MessageError
+from latentray.channels.message import LatentMessage
 
 from .forward import next_positions
 from .model_config import text_config
@@ -122,7 +122,7 @@ def move_keys(keys: torch.Tensor, offset: torch.Tensor, layers: tuple, freqs: li
 
 
 def _check(messages: list, receiver: str) -> None:
-    from channels.kinds import find_kind, kinds_with
+    from latentray.channels.kinds import find_kind, kinds_with
 
     first = messages[0]
     for m in messages:

@@ -4,11 +4,11 @@ wire size), undo compression, then decode it with the edge codec into the receiv
 input space (hidden -> embeds). Aggregation steps keep messages in their wire space."""
 from __future__ import annotations
 
-from channels.codecs.apply import decode_message
-from channels.compression import decompress_message
-from channels.errors import MessageError, TransportError
-from channels.transports import get_transport
-from channels.validate import validate_message
+from latentray.channels.codecs.apply import decode_message
+from latentray.channels.compression import decompress_message
+from latentray.channels.errors import MessageError, TransportError
+from latentray.channels.transports import get_transport
+from latentray.channels.validate import validate_message
 
 
 def receive_messages(call, inbox: tuple, *, receiver_fingerprint: dict, model_dtype, codecs=None,

@@ -18,9 +18,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from runtime.engine.run import run_spec  # noqa: E402  (runtime first: sets the zero-copy flag)
-from runtime.engine.questions import read_jsonl_questions  # noqa: E402
-from topologies import build_plan, load_spec  # noqa: E402
+from latentray.runtime.engine.run import run_spec  # noqa: E402  (runtime first: sets the zero-copy flag)
+from latentray.runtime.engine.questions import read_jsonl_questions  # noqa: E402
+from latentray.topologies import build_plan, load_spec  # noqa: E402
 
 
 def one_run(spec, questions: list, in_flight) -> dict:

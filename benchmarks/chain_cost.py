@@ -21,9 +21,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from overhead import in_process  # noqa: E402  (imports runtime first: sets the zero-copy flag)
-from runtime.engine.run import run_spec  # noqa: E402
-from runtime.engine.questions import read_jsonl_questions  # noqa: E402
-from topologies import build_plan, load_spec  # noqa: E402
+from latentray.runtime.engine.run import run_spec  # noqa: E402
+from latentray.runtime.engine.questions import read_jsonl_questions  # noqa: E402
+from latentray.topologies import build_plan, load_spec  # noqa: E402
 
 
 def with_transfer(spec, transfer: str):
@@ -51,13 +51,13 @@ def copies_per_hop(spec, questions: list) -> dict:
     steps and decoding."""
     import torch
 
-    from agents.agent import Agent
-    from agents.fingerprint import model_fingerprint
-    from agents.models import load_model
-    from channels.transports import get_transport
-    from channels.validate import validate_message
-    from runtime.engine.agent_configs import agent_configs_for
-    from runtime.engine.copy_counter import MovedBytes, kv_bytes
+    from latentray.agents.agent import Agent
+    from latentray.agents.fingerprint import model_fingerprint
+    from latentray.agents.models import load_model
+    from latentray.channels.transports import get_transport
+    from latentray.channels.validate import validate_message
+    from latentray.runtime.engine.agent_configs import agent_configs_for
+    from latentray.runtime.engine.copy_counter import MovedBytes, kv_bytes
 
     m = next(iter(spec.models.values()))
     model, tok, _ = load_model(m.ref, dtype=m.dtype)
@@ -105,11 +105,11 @@ def decode_speed(spec, questions: list, batch: int, tokens: int, repeats: int = 
     alternating runs of each."""
     import torch
 
-    from agents.agent import Agent
-    from agents.models import cpu_linear
-    from agents.fingerprint import model_fingerprint
-    from agents.models import load_model
-    from runtime.engine.agent_configs import agent_configs_for
+    from latentray.agents.agent import Agent
+    from latentray.agents.models import cpu_linear
+    from latentray.agents.fingerprint import model_fingerprint
+    from latentray.agents.models import load_model
+    from latentray.runtime.engine.agent_configs import agent_configs_for
 
     m = next(iter(spec.models.values()))
     model, tok, _ = load_model(m.ref, dtype=m.dtype)

@@ -71,7 +71,7 @@ def message_bytes(nbytes: int) -> int:
 
 
 def kv_message(nbytes: int):
-    from channels.message import LatentMessage
+    from latentray.channels.message import LatentMessage
 
     slots = slots_for(nbytes)
     shape = (LAYERS, 1, HEADS, slots, HEAD_DIM)
@@ -91,14 +91,14 @@ class Endpoint:
     """Producer or consumer; wrapped with ray.remote in the driver (this module runs without Ray too)."""
 
     def __init__(self):
-        from channels.transports import get_transport
+        from latentray.channels.transports import get_transport
 
         self.transport = get_transport("object_store")
         self.msg = None
 
     def where(self) -> tuple:
         import ray
-        from channels.transports.object_store import ray_zero_copy_enabled
+        from latentray.channels.transports.object_store import ray_zero_copy_enabled
 
         return ray.get_runtime_context().get_node_id(), ray_zero_copy_enabled()
 
@@ -219,7 +219,7 @@ def drive(address: str, sizes: list[int], repeats: int) -> dict:
     """The driver, in a process joined to the cluster."""
     import ray
 
-    from runtime.engine.ray_setup import ensure_ray
+    from latentray.runtime.engine.ray_setup import ensure_ray
 
     ensure_ray(address=address)
     Actor = ray.remote(num_cpus=0)(Endpoint)

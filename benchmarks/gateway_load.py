@@ -24,11 +24,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from runtime.gateway.client import GatewayClient  # noqa: E402  (runtime first: sets the zero-copy flag)
-from runtime.gateway.server import GatewayServer  # noqa: E402
-from runtime.gateway.service import GatewayService  # noqa: E402
-from runtime.engine.questions import read_jsonl_questions  # noqa: E402
-from topologies import build_plan, load_spec  # noqa: E402
+from latentray.runtime.gateway.client import GatewayClient  # noqa: E402  (runtime first: sets the zero-copy flag)
+from latentray.runtime.gateway.server import GatewayServer  # noqa: E402
+from latentray.runtime.gateway.service import GatewayService  # noqa: E402
+from latentray.runtime.engine.questions import read_jsonl_questions  # noqa: E402
+from latentray.topologies import build_plan, load_spec  # noqa: E402
 
 
 def percentile(values: list, p: float) -> float:

@@ -19,11 +19,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from runtime.eval.datasets import load_problems  # noqa: E402  (runtime first: sets the zero-copy flag)
-from runtime.eval.results import write_method  # noqa: E402
-from runtime.eval.runner import run_method  # noqa: E402
-from runtime.eval.stats import format_table, method_figures  # noqa: E402
-from topologies import load_spec  # noqa: E402
+from latentray.runtime.eval.datasets import load_problems  # noqa: E402  (runtime first: sets the zero-copy flag)
+from latentray.runtime.eval.results import write_method  # noqa: E402
+from latentray.runtime.eval.runner import run_method  # noqa: E402
+from latentray.runtime.eval.stats import format_table, method_figures  # noqa: E402
+from latentray.topologies import load_spec  # noqa: E402
 
 
 def main(argv=None) -> None:

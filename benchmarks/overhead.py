@@ -20,20 +20,21 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from runtime.engine.agent_configs import agent_configs_for  # noqa: E402  (runtime first: sets the zero-copy flag)
-from runtime.engine.run import run_spec  # noqa: E402
-from runtime.engine.questions import read_jsonl_questions  # noqa: E402
-from topologies import build_plan, load_spec  # noqa: E402
+# runtime first: it sets the zero-copy flag
+from latentray.runtime.engine.agent_configs import agent_configs_for  # noqa: E402
+from latentray.runtime.engine.run import run_spec  # noqa: E402
+from latentray.runtime.engine.questions import read_jsonl_questions  # noqa: E402
+from latentray.topologies import build_plan, load_spec  # noqa: E402
 
 
 def in_process(spec, plan, questions: list) -> tuple:
     """(answers, seconds after loading) running the plan's steps in order in this process."""
     import torch
 
-    from agents.agent import Agent
-    from agents.fingerprint import model_fingerprint
-    from agents.models import load_model
-    from channels.aggregate import aggregate_messages
+    from latentray.agents.agent import Agent
+    from latentray.agents.fingerprint import model_fingerprint
+    from latentray.agents.models import load_model
+    from latentray.channels.aggregate import aggregate_messages
 
     agents = {}
     for model_id, m in spec.models.items():

@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 def spec_for(path: Path, model: str | None, batch: int, tokens: int | None, replicas: dict):
     """The spec with its model swapped, batch and answer length set, and `replicas` per agent."""
-    from topologies import load_spec
+    from latentray.topologies import load_spec
 
     spec = load_spec(path)
     models = {k: m.model_copy(update={"ref": model}) for k, m in spec.models.items()} if model else spec.models
@@ -84,8 +84,8 @@ def measure(spec, questions: list, profile_units: int = 0) -> tuple:
     """(problems/s, the BatchDones of a profiling pass) of the questions on warm actors,
     after one warm-up unit. profile_units > 0: first that many units one at a time, so each
     step's compute time is its time alone on a core, as the scaling model takes it."""
-    from runtime.engine.session import RunSession
-    from topologies import build_plan
+    from latentray.runtime.engine.session import RunSession
+    from latentray.topologies import build_plan
 
     plan = build_plan(spec)
     session = RunSession(spec, plan, f"bench-{'-'.join(str(spec.agents[a].replicas) for a in plan.agents)}")
@@ -125,8 +125,8 @@ def main() -> int:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
-    from runtime.engine.ray_setup import ensure_ray
-    from topologies import build_plan
+    from latentray.runtime.engine.ray_setup import ensure_ray
+    from latentray.topologies import build_plan
 
     counts = [int(x) for x in args.replicas.split(",")]
     base = spec_for(args.spec, args.model, args.batch_size, args.max_new_tokens, {})

@@ -30,8 +30,8 @@ os.environ["RAY_ENABLE_ZERO_COPY_TORCH_TENSORS"] = "1"  # must precede `import r
 import ray  # noqa: E402
 import torch  # noqa: E402
 
-from channels.message import LatentMessage  # noqa: E402
-from channels.transports import get_transport  # noqa: E402
+from latentray.channels.message import LatentMessage  # noqa: E402
+from latentray.channels.transports import get_transport  # noqa: E402
 from sizes import parse_size, size_name  # noqa: E402
 
 DEFAULT_SIZES = "1KiB,1MiB,64MiB,256MiB"
@@ -53,7 +53,7 @@ class Endpoint:
         self.msg = self.raw = None
 
     def zero_copy_flag(self) -> bool:
-        from channels.transports.object_store import ray_zero_copy_enabled
+        from latentray.channels.transports.object_store import ray_zero_copy_enabled
         return ray_zero_copy_enabled()
 
     def prepare(self, nbytes: int):
@@ -216,7 +216,7 @@ def print_table(results: dict):
 def rdt_endpoint_class():
     """The remote class of both ends of an rdt hand-off (declared here: it needs Ray's
     tensor transport, which only --rdt asks for)."""
-    from channels.transports.rdt import DEVICE_OF, RdtMethods, RdtTransport
+    from latentray.channels.transports.rdt import DEVICE_OF, RdtMethods, RdtTransport
 
     class RdtEndpoint(RdtMethods):
         def __init__(self, backend: str):
@@ -250,7 +250,7 @@ def rdt_endpoint_class():
 
 
 def rdt_skip_reason(backend: str, gpus: int) -> str | None:
-    from channels.transports.rdt import backend_problem
+    from latentray.channels.transports.rdt import backend_problem
 
     problem = backend_problem(backend)
     if problem:
@@ -261,7 +261,7 @@ def rdt_skip_reason(backend: str, gpus: int) -> str | None:
 
 
 def rdt_rows(Endpoint, backend: str, sizes: list[int], gpus: int, warmup: int) -> list[dict]:
-    from channels.transports import create_group, destroy_group, producer_method
+    from latentray.channels.transports import create_group, destroy_group, producer_method
 
     # nccl: a GPU each; cuda_ipc maps the producer's memory, so both ends share one GPU
     share = {"gloo": 0, "nccl": 1, "cuda_ipc": 0.5}.get(backend, 1 if gpus >= 2 else 0.5)
@@ -294,7 +294,7 @@ def rdt_rows(Endpoint, backend: str, sizes: list[int], gpus: int, warmup: int) -
 
 def measure_rdt(sizes: list[int], backends: list[str], warmup: int = 0) -> dict:
     """backend -> {"sizes": rows}, {"skipped": reason} or {"error": what went wrong}."""
-    from channels.errors import TransportUnavailable
+    from latentray.channels.errors import TransportUnavailable
 
     ray.init(include_dashboard=False, configure_logging=False, log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONPATH": str(ROOT), "RAY_ENABLE_ZERO_COPY_TORCH_TENSORS": "1"}})

@@ -5,7 +5,7 @@ driver's first `import ray` (Ray reads it once, at import).
 """
 import os
 
-from channels.zero_copy_env import set_zero_copy_env
+from latentray.channels.zero_copy_env import set_zero_copy_env
 
 set_zero_copy_env()
 # The scheduler reads the outcome of every unit it submits (runtime/scheduler.py); when a

@@ -9,7 +9,7 @@ import argparse
 import importlib
 import sys
 
-from runtime.engine.errors import USER_ERRORS
+from latentray.runtime.engine.errors import USER_ERRORS
 
 # command name -> module under runtime/commands/, in the order `latentray --help` lists them
 COMMANDS = {
@@ -20,7 +20,7 @@ COMMANDS = {
 
 
 def command_module(name: str):
-    return importlib.import_module(f"runtime.commands.{COMMANDS[name]}")
+    return importlib.import_module(f"latentray.runtime.commands.{COMMANDS[name]}")
 
 
 def parser() -> argparse.ArgumentParser:

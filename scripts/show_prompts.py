@@ -17,15 +17,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agents.agent import Agent  # noqa: E402
-from agents.fingerprint import model_fingerprint  # noqa: E402
-from agents.inbox import merge_inbox  # noqa: E402
-from agents.models import load_model  # noqa: E402
-from runtime.codecs.fit import model_kwargs  # noqa: E402
-from runtime.engine.agent_configs import agent_configs_for  # noqa: E402
-from runtime.eval.datasets import load_problems  # noqa: E402
-from runtime.eval.runner import problem_inputs, with_method  # noqa: E402
-from topologies import build_plan, load_spec  # noqa: E402
+from latentray.agents.agent import Agent  # noqa: E402
+from latentray.agents.fingerprint import model_fingerprint  # noqa: E402
+from latentray.agents.inbox import merge_inbox  # noqa: E402
+from latentray.agents.models import load_model  # noqa: E402
+from latentray.runtime.codecs.fit import model_kwargs  # noqa: E402
+from latentray.runtime.engine.agent_configs import agent_configs_for  # noqa: E402
+from latentray.runtime.eval.datasets import load_problems  # noqa: E402
+from latentray.runtime.eval.runner import problem_inputs, with_method  # noqa: E402
+from latentray.topologies import build_plan, load_spec  # noqa: E402
 
 
 def rendered(agent: Agent, question, team_text=None, continuing=False) -> str:

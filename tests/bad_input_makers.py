@@ -8,10 +8,10 @@ from pathlib import Path
 
 from safetensors.torch import load_file, save_file
 
-from agents.models import build_tiny
-from channels.message import LatentMessage
-from channels.transports import get_transport
-from channels.transports.object_store import InlineMessage
+from latentray.agents.models import build_tiny
+from latentray.channels.message import LatentMessage
+from latentray.channels.transports import get_transport
+from latentray.channels.transports.object_store import InlineMessage
 
 # -- model directories and GGUF files ----------------------------------------------------
 

@@ -63,8 +63,8 @@ def ray_session():
     """The session's Ray. Actors are kept warm across tests (runtime/engine/warm_actors.py):
     a run whose actors an earlier test already started takes them, with no process start
     and no model load; tests/test_warm_actors.py shows a warm actor answers as a fresh one."""
-    from runtime.engine.ray_setup import ensure_ray
-    from runtime.engine.warm_actors import keep_warm
+    from latentray.runtime.engine.ray_setup import ensure_ray
+    from latentray.runtime.engine.warm_actors import keep_warm
 
     ray = ensure_ray(num_cpus=8, metrics_export_port=METRICS_PORT)
     with keep_warm():
@@ -76,7 +76,7 @@ def ray_session():
 def ray_for_other_drivers(ray_session):
     """The session's Ray, for a test whose other processes join it as drivers: the actors
     parked here are killed first, as their CPUs would keep those drivers' actors waiting."""
-    from runtime.engine import warm_actors
+    from latentray.runtime.engine import warm_actors
 
     warm_actors.clear()
     return ray_session
@@ -84,8 +84,8 @@ def ray_for_other_drivers(ray_session):
 
 def load_builtin(name: str):
     """(model, tokenizer) of a built-in real model, or a skip that names the install."""
-    from agents.errors import ModelRefError
-    from agents.models import ModelRef, load_model
+    from latentray.agents.errors import ModelRefError
+    from latentray.agents.models import ModelRef, load_model
 
     try:
         ModelRef.parse(f"builtin:{name}").check_available()

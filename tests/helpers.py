@@ -6,9 +6,9 @@ import time
 
 import torch
 
-from agents.agent import Agent, AgentConfig
-from agents.fingerprint import model_fingerprint
-from agents.models import build_tiny
+from latentray.agents.agent import Agent, AgentConfig
+from latentray.agents.fingerprint import model_fingerprint
+from latentray.agents.models import build_tiny
 
 QUESTIONS = [
     "What is 2 + 2?",
@@ -160,10 +160,10 @@ def answers_in_one_process(spec, questions: list, built_for=None) -> tuple:
     gives each actor one CPU, so the sums run in the same order. Its agents share one model.
     built_for: a spec whose agents the AgentActor is built with instead (the calls still
     carry `spec`'s), as a warm or restarted actor is."""
-    from agents.actor import AgentActor
-    from runtime.engine.agent_configs import agent_configs_for
-    from runtime.engine.steps import spec_steps
-    from topologies import build_plan
+    from latentray.agents.actor import AgentActor
+    from latentray.runtime.engine.agent_configs import agent_configs_for
+    from latentray.runtime.engine.steps import spec_steps
+    from latentray.topologies import build_plan
 
     plan = build_plan(spec)
     (model,) = {spec.agents[a].model for a in plan.agents}
@@ -192,8 +192,8 @@ def answers_in_one_process(spec, questions: list, built_for=None) -> tuple:
 def thoughts_at(agent, questions: list, start: torch.Tensor):
     """The agent's prompt + latent steps computed alone (a kv message), its first position
     per row at `start`: where it would land after a KV join."""
-    from agents.agent import WorkingState
-    from agents.forward import forward_slots, new_positions
+    from latentray.agents.agent import WorkingState
+    from latentray.agents.forward import forward_slots, new_positions
 
     embeds, mask = agent._embed_rows([agent.render(q) for q in questions])
     positions = new_positions(start, mask)

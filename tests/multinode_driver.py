@@ -35,8 +35,8 @@ def main() -> int:
     args = parser.parse_args()
 
     from local_cluster import session_processes
-    from runtime.engine.run import run_spec
-    from topologies import build_plan, load_spec
+    from latentray.runtime.engine.run import run_spec
+    from latentray.topologies import build_plan, load_spec
 
     spec = load_spec(args.spec)
     questions = json.loads(Path(args.questions).read_text())

@@ -59,7 +59,7 @@ def cases(port: int, secret_file: str) -> dict:
 
 
 def run_corpus(port: int, secret_file: str) -> dict:
-    from runtime.eval.sandbox import run_python
+    from latentray.runtime.eval.sandbox import run_python
 
     out = {}
     for name, code in cases(port, secret_file).items():
@@ -73,7 +73,7 @@ def run_corpus(port: int, secret_file: str) -> dict:
 
 if __name__ == "__main__":
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from runtime.eval.sandbox import jail_mode
+    from latentray.runtime.eval.sandbox import jail_mode
 
     report = run_corpus(int(sys.argv[1]), sys.argv[2])
     report["_jail"] = jail_mode()

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from runtime.eval.checkers import get_checker
-from runtime.eval.problem import Problem
+from latentray.runtime.eval.checkers import get_checker
+from latentray.runtime.eval.problem import Problem
 
 DATA = Path(__file__).resolve().parent / "data"
 

@@ -7,14 +7,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from agents.agent import Agent, AgentConfig
-from agents.fingerprint import model_fingerprint
-from agents.forward import next_positions
-from agents.inbox import Inbox
-from agents.kv_join import join_kv
-from agents.models import build_tiny
-from agents.models.byte_tokenizer import IM_END
-from agents.models.tiny import TINY_WINDOW
+from latentray.agents.agent import Agent, AgentConfig
+from latentray.agents.fingerprint import model_fingerprint
+from latentray.agents.forward import next_positions
+from latentray.agents.inbox import Inbox
+from latentray.agents.kv_join import join_kv
+from latentray.agents.models import build_tiny
+from latentray.agents.models.byte_tokenizer import IM_END
+from latentray.agents.models.tiny import TINY_WINDOW
 
 from helpers import QUESTIONS, embedding_outputs, make_agents, reference_chain_logits, run_chain, thoughts_at
 

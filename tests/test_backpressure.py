@@ -4,9 +4,9 @@ import math
 
 import pytest
 
-from runtime.engine.run import run_spec
-from topologies import build_plan
-from topologies.spec import GraphSpec
+from latentray.runtime.engine.run import run_spec
+from latentray.topologies import build_plan
+from latentray.topologies.spec import GraphSpec
 
 pytestmark = pytest.mark.ray
 
@@ -48,7 +48,7 @@ def test_peak_object_store_is_bounded_by_batches_in_flight_not_problem_count(ray
 
 
 def test_auto_limit_gives_every_actor_a_batch_plus_one():
-    from runtime.engine.session import in_flight_limit
+    from latentray.runtime.engine.session import in_flight_limit
 
     assert in_flight_limit(chain("auto"), build_plan(chain("auto"))) == 4
     assert in_flight_limit(chain("all"), build_plan(chain("all"))) is None

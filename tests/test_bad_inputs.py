@@ -15,23 +15,23 @@ import yaml
 from bad_input_makers import (Touch, bytes_with, cast, damaged_gguf_copies, drop, lie, lie_about, nan_weight,
                               no_tokenizer, poke, resave, reshape, saved_tiny, truncated_weights)
 
-from agents.agent import Agent, AgentConfig
-from agents.codec_bank import CodecBank
-from agents.errors import ModelRefError
-from agents.fingerprint import model_fingerprint
-from agents.models import ModelRef, build_tiny, load_model
-from agents.models import cache as model_cache
-from agents.models import load as model_load
-from agents.models.builtin import BUILTINS
-from agents.models.gguf_check import check_gguf
-from agents.receive import receive_messages
-from agents.step_call import CodecUse, InputEdge, StepCall
-from channels.errors import CodecError, CodecMismatchError, MessageError
-from channels.message import LatentMessage
-from channels.transports import get_transport
-from channels.validate import validate_message
-from topologies.errors import SpecError
-from topologies.loader import load_spec, parse_spec
+from latentray.agents.agent import Agent, AgentConfig
+from latentray.agents.codec_bank import CodecBank
+from latentray.agents.errors import ModelRefError
+from latentray.agents.fingerprint import model_fingerprint
+from latentray.agents.models import ModelRef, build_tiny, load_model
+from latentray.agents.models import cache as model_cache
+from latentray.agents.models import load as model_load
+from latentray.agents.models.builtin import BUILTINS
+from latentray.agents.models.gguf_check import check_gguf
+from latentray.agents.receive import receive_messages
+from latentray.agents.step_call import CodecUse, InputEdge, StepCall
+from latentray.channels.errors import CodecError, CodecMismatchError, MessageError
+from latentray.channels.message import LatentMessage
+from latentray.channels.transports import get_transport
+from latentray.channels.validate import validate_message
+from latentray.topologies.errors import SpecError
+from latentray.topologies.loader import load_spec, parse_spec
 
 # -- 1. model refs that point at nothing usable ----------------------------------------
 
@@ -61,7 +61,7 @@ def test_model_ref_to_nothing_usable(tmp_path, make, says):
 
 
 def test_preflight_names_the_spec_field(tmp_path):
-    from runtime.engine.preflight import check_model_refs
+    from latentray.runtime.engine.preflight import check_model_refs
 
     spec = parse_spec({"version": 1, "models": {"m": {"ref": str(tmp_path)}},
                        "agents": {"a": {"model": "m", "role": "{question}", "output": "text"}},
@@ -183,7 +183,7 @@ def test_spec_sha256_is_checked(tmp_path, ref, sha, says):
 
 
 def test_sha256_reaches_the_loader(tmp_path):
-    from runtime.codecs.fit import model_kwargs
+    from latentray.runtime.codecs.fit import model_kwargs
 
     spec = parse_spec({"version": 1, "models": {"m": {"ref": "gguf:x.gguf", "sha256": "AB" * 32}},
                        "agents": {"a": {"model": "m", "role": "{question}", "output": "text"}},
@@ -198,10 +198,10 @@ def test_sha256_reaches_the_loader(tmp_path):
 @pytest.fixture(scope="module")
 def codec_parts(tmp_path_factory) -> dict:
     """A ridge part (qwen3 -> llama) and hub parts, fitted on real anchor states of tiny models."""
-    from agents.anchor_states import anchor_states
-    from channels.codecs import make_codec
-    from channels.codecs.anchors import anchor_hash, load_anchor_texts
-    from channels.codecs.storage import save_part
+    from latentray.agents.anchor_states import anchor_states
+    from latentray.channels.codecs import make_codec
+    from latentray.channels.codecs.anchors import anchor_hash, load_anchor_texts
+    from latentray.channels.codecs.storage import save_part
 
     texts = list(enumerate(load_anchor_texts()[:16]))
     states, fps = {}, {}
@@ -233,7 +233,7 @@ MISMATCHED = [  # (codec, side, the loading model's preset and seed)
 
 @pytest.mark.parametrize("codec, side, preset, seed", MISMATCHED)
 def test_codec_part_fitted_for_other_models(codec_parts, codec, side, preset, seed):
-    from channels.codecs.storage import FINGERPRINT_FIELDS, read_meta
+    from latentray.channels.codecs.storage import FINGERPRINT_FIELDS, read_meta
 
     name, here = codec_parts[codec], other_fp(preset, seed)
     role = "dst" if codec == "ridge" else "model"

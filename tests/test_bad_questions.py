@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from runtime.engine.errors import RunError
-from runtime.engine.question_checks import question_problem
-from runtime.engine.questions import read_jsonl_questions, safe_text
+from latentray.runtime.engine.errors import RunError
+from latentray.runtime.engine.question_checks import question_problem
+from latentray.runtime.engine.questions import read_jsonl_questions, safe_text
 
 
 def write(path, data: bytes):

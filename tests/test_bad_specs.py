@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from topologies.errors import SpecError
-from topologies.loader import load_plan
+from latentray.topologies.errors import SpecError
+from latentray.topologies.loader import load_plan
 
 CORPUS = sorted((Path(__file__).parent / "bad_specs").glob("*.yaml"))
 

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from agents.decoding import SamplingConfig
+from latentray.agents.decoding import SamplingConfig
 
 from helpers import QUESTIONS, make_agents, run_chain
 

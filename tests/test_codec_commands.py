@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from runtime.cli import main
+from latentray.runtime.cli import main
 
 SPEC = str(Path(__file__).resolve().parents[1] / "topologies" / "examples" / "hub_mixed_tiny.yaml")
 

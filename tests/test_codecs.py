@@ -7,12 +7,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from channels.codecs import REGISTRY, codec_class, make_codec
-from channels.codecs.apply import decode_message, encode_message
-from channels.codecs.base import AnchorStates, Receiver, raw_space, ridge_fit
-from channels.codecs.storage import check_fingerprint, load_part, read_meta, save_part
-from channels.errors import CodecError, CodecMismatchError, MessageError
-from channels.message import LatentMessage
+from latentray.channels.codecs import REGISTRY, codec_class, make_codec
+from latentray.channels.codecs.apply import decode_message, encode_message
+from latentray.channels.codecs.base import AnchorStates, Receiver, raw_space, ridge_fit
+from latentray.channels.codecs.storage import check_fingerprint, load_part, read_meta, save_part
+from latentray.channels.errors import CodecError, CodecMismatchError, MessageError
+from latentray.channels.message import LatentMessage
 
 
 def fp(name: str, hidden: int) -> dict:
@@ -122,8 +122,8 @@ def test_a_part_fitted_for_other_weights_is_refused(tmp_path):
     other = {**fp("r", 4), "weights_hash": "w-finetuned"}
     with pytest.raises(CodecMismatchError, match="weights_hash: fitted 'w-r', here 'w-finetuned'.*refit"):
         check_fingerprint(part.meta, "dst", other, part.name)
-    from agents.codec_bank import CodecBank
-    from agents.step_call import CodecUse
+    from latentray.agents.codec_bank import CodecBank
+    from latentray.agents.step_call import CodecUse
 
     save_part(tmp_path, part)
     with pytest.raises(CodecMismatchError, match="fitted for dst model 'r'"):
@@ -133,8 +133,8 @@ def test_a_part_fitted_for_other_weights_is_refused(tmp_path):
 def test_shipped_parts_are_used_without_reading_any_path(tmp_path):
     """A run's parts reach every actor through the object store: an actor on another node
     applies them though the driver's codec directory does not exist there."""
-    from agents.codec_bank import CodecBank
-    from agents.step_call import CodecUse
+    from latentray.agents.codec_bank import CodecBank
+    from latentray.agents.step_call import CodecUse
 
     g = torch.Generator().manual_seed(6)
     part, = make_codec("ridge").fit({"s": states("s", torch.randn(60, 4, generator=g)),
@@ -200,9 +200,9 @@ def test_realign_refuses_states_of_other_weights():
 
 def test_codecs_by_key_or_module_class():
     assert set(REGISTRY) == {"identity", "realign", "ridge", "relative", "hub"}
-    assert codec_class("channels.codecs.ridge:Ridge") is REGISTRY["ridge"]
+    assert codec_class("latentray.channels.codecs.ridge:Ridge") is REGISTRY["ridge"]
     with pytest.raises(CodecError, match="not a subclass"):
-        codec_class("channels.codecs.base:Part")
+        codec_class("latentray.channels.codecs.base:Part")
     with pytest.raises(CodecError, match="cannot be imported"):
         codec_class("no_such_module_x:Codec")
 
@@ -238,7 +238,7 @@ def test_an_agent_reads_raw_hidden_states_of_its_own_model_realigned_and_refuses
 
 
 def test_anchor_files_are_checked_and_split_the_same_way_every_time(tmp_path):
-    from channels.codecs.anchors import SHIPPED, anchor_hash, load_anchor_texts, split_anchors
+    from latentray.channels.codecs.anchors import SHIPPED, anchor_hash, load_anchor_texts, split_anchors
 
     shipped = load_anchor_texts()
     assert len(shipped) == 400 and load_anchor_texts(SHIPPED) == shipped
@@ -258,8 +258,8 @@ def test_anchor_files_are_checked_and_split_the_same_way_every_time(tmp_path):
 
 
 def test_anchor_points_line_up_across_tokenizers():
-    from agents.anchor_states import points_of, token_spans, word_ends
-    from agents.models.byte_tokenizer import byte_level_tokenizer
+    from latentray.agents.anchor_states import points_of, token_spans, word_ends
+    from latentray.agents.models.byte_tokenizer import byte_level_tokenizer
 
     text = "The cat sat on the mat. It cost 12 dollars."
     assert word_ends(text) == [3, 7, 11, 14, 18, 23, 26, 31, 34, 43]

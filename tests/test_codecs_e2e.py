@@ -9,19 +9,19 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from channels.codecs import make_codec
-from channels.errors import CodecError
-from channels.message import LatentMessage
-from topologies import build_plan, load_spec
-from topologies.loader import with_codec_dir
+from latentray.channels.codecs import make_codec
+from latentray.channels.errors import CodecError
+from latentray.channels.message import LatentMessage
+from latentray.topologies import build_plan, load_spec
+from latentray.topologies.loader import with_codec_dir
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "topologies" / "examples"
 QUESTIONS = ["What is 2 + 3?", "Name a color, please."]
 
 
 def require_builtin(name: str) -> None:
-    from agents.errors import ModelRefError
-    from agents.models import ModelRef
+    from latentray.agents.errors import ModelRefError
+    from latentray.agents.models import ModelRef
 
     try:
         ModelRef.parse(f"builtin:{name}").check_available()
@@ -30,7 +30,7 @@ def require_builtin(name: str) -> None:
 
 
 def fitted(spec_path: Path, tmp_path: Path):
-    from runtime.codecs.fit import fit_codecs
+    from latentray.runtime.codecs.fit import fit_codecs
 
     spec = with_codec_dir(load_spec(spec_path), Path("."), str(tmp_path / "codecs"))
     plan = build_plan(spec, str(spec_path))
@@ -39,7 +39,7 @@ def fitted(spec_path: Path, tmp_path: Path):
 
 
 def test_a_run_needing_an_unfitted_codec_is_refused_before_any_actor_starts(tmp_path):
-    from runtime.engine.run import run_spec
+    from latentray.runtime.engine.run import run_spec
 
     spec = with_codec_dir(load_spec(EXAMPLES / "hub_mixed_tiny.yaml"), Path("."), str(tmp_path / "empty"))
     plan = build_plan(spec)
@@ -51,8 +51,8 @@ def test_a_run_needing_an_unfitted_codec_is_refused_before_any_actor_starts(tmp_
 
 
 def test_parts_of_another_fit_are_refused_beside_this_one(tmp_path):
-    from runtime.codecs.plan import check_codec_parts
-    from runtime.codecs.fit import fit_codecs
+    from latentray.runtime.codecs.plan import check_codec_parts
+    from latentray.runtime.codecs.fit import fit_codecs
 
     spec, plan = fitted(EXAMPLES / "hub_mixed_tiny.yaml", tmp_path)
     check_codec_parts(spec, plan)
@@ -66,10 +66,10 @@ def test_parts_of_another_fit_are_refused_beside_this_one(tmp_path):
 
 
 def _agents(spec):
-    from agents.agent import Agent
-    from agents.fingerprint import model_fingerprint
-    from agents.models import load_model
-    from runtime.engine.agent_configs import agent_configs_for
+    from latentray.agents.agent import Agent
+    from latentray.agents.fingerprint import model_fingerprint
+    from latentray.agents.models import load_model
+    from latentray.runtime.engine.agent_configs import agent_configs_for
 
     out = {}
     for name, cfg in agent_configs_for(tuple(spec.agents), spec, latent=True).items():
@@ -112,7 +112,7 @@ def reference_hub_answers(spec, directory: str) -> list:
 
 @pytest.mark.ray
 def test_heterogeneous_hub_over_three_architectures_matches_the_hand_computation(ray_session, tmp_path):
-    from runtime.engine.run import run_spec
+    from latentray.runtime.engine.run import run_spec
 
     spec, plan = fitted(EXAMPLES / "hub_mixed_tiny.yaml", tmp_path)
     result = run_spec(spec, plan, QUESTIONS, run_name="codec-hub-tiny")
@@ -124,7 +124,7 @@ def test_heterogeneous_hub_over_three_architectures_matches_the_hand_computation
 
 @pytest.mark.ray
 def test_smollm2_and_gemma3_hub_example_runs_end_to_end(ray_session, tmp_path):
-    from runtime.engine.run import run_spec
+    from latentray.runtime.engine.run import run_spec
 
     require_builtin("smollm2-135m")
     require_builtin("gemma3-270m")

@@ -9,15 +9,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from agents.agent import Agent, AgentConfig
-from agents.fingerprint import model_fingerprint
-from agents.kv_cache import cache_layers
-from agents.models import build_tiny
-from channels.compression import compress_message, decompress_message, get_compression, parse_layers
-from channels.compression.int8 import dequantise, quantise
-from channels.errors import CompressionError
-from channels.message import LatentMessage
-from channels.validate import validate_message
+from latentray.agents.agent import Agent, AgentConfig
+from latentray.agents.fingerprint import model_fingerprint
+from latentray.agents.kv_cache import cache_layers
+from latentray.agents.models import build_tiny
+from latentray.channels.compression import compress_message, decompress_message, get_compression, parse_layers
+from latentray.channels.compression.int8 import dequantise, quantise
+from latentray.channels.errors import CompressionError
+from latentray.channels.message import LatentMessage
+from latentray.channels.validate import validate_message
 
 QUESTIONS = ["What is 2+2?", "A train leaves at 3pm at 60 km/h; another at 4pm at 90 km/h. When does it catch up?"]
 LATENT = 4

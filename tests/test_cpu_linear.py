@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from agents.models import load_model
-from agents.models.cpu_linear import MAX_ROWS, WeightOnceLinear, install, uninstall
+from latentray.agents.models import load_model
+from latentray.agents.models.cpu_linear import MAX_ROWS, WeightOnceLinear, install, uninstall
 
 
 @pytest.mark.parametrize("rows", [1, 2, 3, 4, 7, MAX_ROWS, MAX_ROWS + 1, 300])

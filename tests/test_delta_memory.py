@@ -45,7 +45,7 @@ def test_decoded_answers_equal():
 
 
 def test_parts_that_do_not_fit_together_are_refused():
-    from channels.errors import MessageError
+    from latentray.channels.errors import MessageError
 
     _, _, agents = make_agents("qwen3-64", roles=("a", "b", "c"), latent_steps=1)
     a = agents[0].step(QUESTIONS[:2], scope="own")

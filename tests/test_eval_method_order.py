@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from runtime.commands.eval import prepare_methods
-from runtime.engine.preflight import needed_resources
-from runtime.eval.runner import METHODS, with_method
-from topologies import build_plan, load_spec
+from latentray.runtime.commands.eval import prepare_methods
+from latentray.runtime.engine.preflight import needed_resources
+from latentray.runtime.eval.runner import METHODS, with_method
+from latentray.topologies import build_plan, load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,7 +42,7 @@ def chain_spec(tmp_path):
 @pytest.mark.parametrize("order", list(itertools.permutations(METHODS)), ids=lambda o: ",".join(o))
 def test_the_local_ray_is_sized_for_the_largest_method_whatever_the_order(chain_spec, order, monkeypatch):
     asked = {}
-    monkeypatch.setattr("runtime.engine.ray_setup.ensure_ray", lambda **kw: asked.update(kw))
+    monkeypatch.setattr("latentray.runtime.engine.ray_setup.ensure_ray", lambda **kw: asked.update(kw))
     spec = load_spec(chain_spec)
     prepare_methods(spec, list(order), Namespace(batch_size=None, max_new_tokens=None, address=None, verbose=False))
     sizes = {m: needed_resources(with_method(spec, m), build_plan(with_method(spec, m)))["CPU"] for m in METHODS}
@@ -55,7 +55,7 @@ def test_single_then_latent_runs_on_a_ray_the_eval_starts(chain_spec, tmp_path):
     data = tmp_path / "qa.jsonl"
     data.write_text(json.dumps({"q": "What is 1 + 1?", "a": "2"}) + "\n")
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    proc = subprocess.run([sys.executable, "-m", "runtime.cli", "eval", str(chain_spec), "-d", str(data),
+    proc = subprocess.run([sys.executable, "-m", "latentray", "eval", str(chain_spec), "-d", str(data),
                            "--field", "question=q", "--field", "answer=a", "--methods", "single,latent",
                            "-o", str(tmp_path / "ev"), "--quiet"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from runtime.eval import sandbox
-from runtime.eval.checkers import get_checker
-from runtime.eval.problem import Problem
-from runtime.eval.sandbox import SandboxUnavailable, run_python
+from latentray.runtime.eval import sandbox
+from latentray.runtime.eval.checkers import get_checker
+from latentray.runtime.eval.problem import Problem
+from latentray.runtime.eval.sandbox import SandboxUnavailable, run_python
 
 from sandbox_corpus import cases, run_corpus
 from unprivileged import python_paths, run_as_nobody
@@ -203,7 +203,7 @@ def test_unjailed_fork_is_blocked_when_no_process_cap_works(monkeypatch):
 
 
 def test_eval_on_code_without_a_jail_is_one_line_before_any_model_runs(monkeypatch, tmp_path, capsys):
-    from runtime.cli import main
+    from latentray.runtime.cli import main
 
     monkeypatch.setattr(sandbox, "jail_mode", lambda: None)
     data = tmp_path / "code.jsonl"
@@ -211,7 +211,7 @@ def test_eval_on_code_without_a_jail_is_one_line_before_any_model_runs(monkeypat
                                 "entry_point": "add"}) + "\n")
     spec = ROOT / "topologies" / "examples" / "latent_chain.yaml"
     started = []
-    monkeypatch.setattr("runtime.engine.ray_setup.ensure_ray", lambda *a, **k: started.append(1))
+    monkeypatch.setattr("latentray.runtime.engine.ray_setup.ensure_ray", lambda *a, **k: started.append(1))
     assert main(["eval", str(spec), "-d", str(data), "--task", "code", "-o", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: this machine allows no sandbox") and "--unsafe-code" in err[-1]

@@ -8,8 +8,8 @@ import signal
 import pytest
 
 from helpers import one_actor, with_model_ref
-from runtime.engine.run import run_spec
-from topologies import build_plan, load_spec
+from latentray.runtime.engine.run import run_spec
+from latentray.topologies import build_plan, load_spec
 
 pytestmark = pytest.mark.ray
 

@@ -17,14 +17,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from runtime.gateway.batching import Ticket
-from runtime.gateway.client import GatewayClient
-from runtime.gateway.errors import GatewayAuthError, GatewayBusy, GatewayRequestError, GatewayUnavailable
-from runtime.gateway.server import RECEIVE_SLACK_BYTES, GatewayServer
-from runtime.gateway.service import GatewayService
-from runtime.gateway.wire import method_path
-from topologies import build_plan, load_spec
-from topologies.spec import LimitsSpec
+from latentray.runtime.gateway.batching import Ticket
+from latentray.runtime.gateway.client import GatewayClient
+from latentray.runtime.gateway.errors import GatewayAuthError, GatewayBusy, GatewayRequestError, GatewayUnavailable
+from latentray.runtime.gateway.server import RECEIVE_SLACK_BYTES, GatewayServer
+from latentray.runtime.gateway.service import GatewayService
+from latentray.runtime.gateway.wire import method_path
+from latentray.topologies import build_plan, load_spec
+from latentray.topologies.spec import LimitsSpec
 
 from helpers import QUESTIONS, answers_in_one_process, one_actor
 
@@ -340,7 +340,7 @@ def _groups(batch_size: int, window_s: float, sizes: list) -> list:
     """The groups a Collector forms from tickets of these sizes, put at once, then closed."""
     import queue
 
-    from runtime.gateway.batching import Collector
+    from latentray.runtime.gateway.batching import Collector
 
     formed: queue.Queue = queue.Queue()
     collector = Collector(batch_size, window_s, lambda group: formed.put([len(t.valid) for t in group]))
@@ -365,12 +365,12 @@ def _cli(*args, ray_address: str | None = None):
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "LATENTRAY_GATEWAY_TOKEN")}
     if ray_address:
         env["RAY_ADDRESS"] = ray_address
-    return subprocess.Popen([sys.executable, "-m", "runtime.cli", *args], cwd=ROOT, env=env, text=True,
+    return subprocess.Popen([sys.executable, "-m", "latentray", *args], cwd=ROOT, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
 def test_ask_command_exit_codes(gateway, reference, monkeypatch, capsys):
-    from runtime.cli import main
+    from latentray.runtime.cli import main
 
     from conftest import free_port
 
@@ -423,7 +423,7 @@ def test_a_call_the_server_cancelled_as_it_stopped_is_unavailable():
     when it had just taken the call, CANCELLED: both mean no gateway serves it."""
     import grpc
 
-    from runtime.gateway.errors import GatewayUnavailable, from_rpc_error
+    from latentray.runtime.gateway.errors import GatewayUnavailable, from_rpc_error
 
     class Cancelled(grpc.RpcError):
         def code(self):

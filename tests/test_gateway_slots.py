@@ -9,11 +9,11 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 import pytest
 
-from runtime.gateway.batching import Ticket
-from runtime.gateway.client import GatewayClient
-from runtime.gateway.errors import GatewayError
-from runtime.gateway.server import GatewayServer
-from topologies.spec import LimitsSpec
+from latentray.runtime.gateway.batching import Ticket
+from latentray.runtime.gateway.client import GatewayClient
+from latentray.runtime.gateway.errors import GatewayError
+from latentray.runtime.gateway.server import GatewayServer
+from latentray.topologies.spec import LimitsSpec
 
 
 class _HeldService:
@@ -90,7 +90,7 @@ def test_a_call_past_the_run_timeout_fails_its_questions_with_the_reason(held):
 
 
 def test_a_client_that_goes_away_frees_its_slot(held):
-    from runtime.gateway.wire import SOLVE_STREAM, method_path, pack
+    from latentray.runtime.gateway.wire import SOLVE_STREAM, method_path, pack
 
     service, server = held(LimitsSpec(max_concurrent_requests=1))
     channel = grpc.insecure_channel(server.address)

@@ -5,9 +5,9 @@ seconds per agent at p50 and p95. `latentray grafana` writes it where Grafana re
 import json
 import re
 
-from runtime.cli import main
-from runtime.commands.grafana import DASHBOARD
-from runtime.engine.metrics import prometheus_names
+from latentray.runtime.cli import main
+from latentray.runtime.commands.grafana import DASHBOARD
+from latentray.runtime.engine.metrics import prometheus_names
 
 
 def dashboard() -> dict:

@@ -6,10 +6,10 @@ steps and decoding then write only their new slots."""
 import pytest
 import torch
 
-from channels.transports import get_transport
-from channels.validate import validate_message
+from latentray.channels.transports import get_transport
+from latentray.channels.validate import validate_message
 from helpers import QUESTIONS, make_agents
-from runtime.engine.copy_counter import MovedBytes, kv_bytes, memory_slots
+from latentray.runtime.engine.copy_counter import MovedBytes, kv_bytes, memory_slots
 
 @pytest.mark.parametrize("scope", ["all", "own"])
 def test_no_copy_on_send_one_build_on_receipt_none_after(scope):

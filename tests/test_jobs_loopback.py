@@ -91,7 +91,7 @@ class Head:
 
     def cli_many(self, calls, timeout=120) -> list:
         """Several `latentray` commands ((args, env or None) each) at once; their results in order."""
-        cmd = [sys.executable, "-m", "runtime.cli"]
+        cmd = [sys.executable, "-m", "latentray"]
         procs = [(args, subprocess.Popen([*cmd, *args], cwd=ROOT, env=env or self.env, text=True,
                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)) for args, env in calls]
         results = []

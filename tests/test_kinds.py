@@ -8,14 +8,14 @@ from types import MappingProxyType
 import pytest
 import torch
 
-from channels.compression import compress_message, decompress_message
-from channels.errors import CompressionError, MessageError, MessageTooLargeError, UnknownKindError
-from channels.kinds import (KINDS, MEMORY, SOFT_TOKENS, TEXT, MessageKind, find_kind, get_kind, kinds_with,
+from latentray.channels.compression import compress_message, decompress_message
+from latentray.channels.errors import CompressionError, MessageError, MessageTooLargeError, UnknownKindError
+from latentray.channels.kinds import (KINDS, MEMORY, SOFT_TOKENS, TEXT, MessageKind, find_kind, get_kind, kinds_with,
                             register_kind)
-from channels.message import LatentMessage, message_checksum
-from channels.transports import get_transport
-from channels.transports.object_store import INLINE_BYTES, ByteViewMessage, InlineMessage
-from channels.validate import validate_message
+from latentray.channels.message import LatentMessage, message_checksum
+from latentray.channels.transports import get_transport
+from latentray.channels.transports.object_store import INLINE_BYTES, ByteViewMessage, InlineMessage
+from latentray.channels.validate import validate_message
 
 
 class ScoresKind(MessageKind):
@@ -36,7 +36,7 @@ class ScoresKind(MessageKind):
 def toy_kinds_registered():
     """The toy kinds are registered only while each test here runs: one left registered
     would change the kind lists that other tests' messages name."""
-    from channels import kinds
+    from latentray.channels import kinds
 
     registry, instances = dict(kinds.REGISTRY), dict(kinds._INSTANCES)
     register_kind(ScoresKind)
@@ -182,7 +182,7 @@ def test_compressions_that_need_what_the_new_kind_lacks_refuse_it(name):
 
 
 def test_an_agent_refuses_a_kind_it_cannot_read():
-    from agents.inbox import merge_inbox
+    from latentray.agents.inbox import merge_inbox
 
     with pytest.raises(MessageError, match="an agent cannot read scores messages") as e:
         merge_inbox([scores()], receiver="judger")
@@ -191,7 +191,7 @@ def test_an_agent_refuses_a_kind_it_cannot_read():
 
 # ---- the send side ----------------------------------------------------------------------
 def test_send_gives_one_variant_per_compression_list_and_holds_the_limit():
-    from channels.send import edge_stats, send
+    from latentray.channels.send import edge_stats, send
 
     msg = scores(rows=4, dim=8)
     outputs, stats = send(msg, compressions=((), ("bf16",)), encodes=(), encoder_for=None, limit=None,
@@ -206,9 +206,9 @@ def test_send_gives_one_variant_per_compression_list_and_holds_the_limit():
 
 # ---- a spec names a registered kind ------------------------------------------------------
 def test_a_spec_names_a_registered_kind_an_agent_can_send():
-    from channels.kinds.embeds import EmbedsKind
-    from topologies.errors import SpecError
-    from topologies.loader import parse_spec
+    from latentray.channels.kinds.embeds import EmbedsKind
+    from latentray.topologies.errors import SpecError
+    from latentray.topologies.loader import parse_spec
 
     @register_kind
     class Gist(EmbedsKind):  # a soft-token kind of its own name: agents send it as they send embeds

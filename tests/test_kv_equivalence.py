@@ -47,9 +47,9 @@ def test_own_scope_message_holds_only_the_senders_slots():
 
 def test_bfloat16_chain_sends_bf16_kv_close_to_float32():
     """A bf16 model sends bf16 caches (half the bytes) and lands near the float32 result."""
-    from agents.agent import Agent
-    from agents.fingerprint import model_fingerprint
-    from agents.models import build_tiny
+    from latentray.agents.agent import Agent
+    from latentray.agents.fingerprint import model_fingerprint
+    from latentray.agents.models import build_tiny
 
     model32, _, agents32 = make_agents("qwen3-64", roles=("planner", "judger"), latent_steps=3)
     model16, tok = build_tiny("qwen3-64", dtype=torch.bfloat16)
@@ -64,8 +64,8 @@ def test_bfloat16_chain_sends_bf16_kv_close_to_float32():
 
 
 def smollm2_on_cuda(dtype: str):
-    from agents.errors import ModelRefError
-    from agents.models import ModelRef, load_model
+    from latentray.agents.errors import ModelRefError
+    from latentray.agents.models import ModelRef, load_model
 
     try:
         ModelRef.parse("builtin:smollm2-135m").check_available()
@@ -80,8 +80,8 @@ def test_smollm2_bf16_chain_on_cuda_matches_single_sequence():
     """SmolLM2-135M in bfloat16 on a GPU: a 4-agent KV chain (3 latent steps each, two rows
     of different lengths) against the same conversation in one bf16 pass. The two paths
     round differently, so the bound scales with how far that one pass lands from float32."""
-    from agents.agent import Agent, AgentConfig
-    from agents.fingerprint import model_fingerprint
+    from latentray.agents.agent import Agent, AgentConfig
+    from latentray.agents.fingerprint import model_fingerprint
 
     model16, tok = smollm2_on_cuda("bfloat16")
     model32, _ = smollm2_on_cuda("float32")

@@ -4,13 +4,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from agents.agent import Agent, AgentConfig
-from agents.fingerprint import model_fingerprint
-from agents.forward import next_positions
-from agents.inbox import Inbox, merge_inbox
-from agents.kv_join import join_kv, rope_inv_freq
-from agents.models import build_tiny
-from channels.errors import MessageError
+from latentray.agents.agent import Agent, AgentConfig
+from latentray.agents.fingerprint import model_fingerprint
+from latentray.agents.forward import next_positions
+from latentray.agents.inbox import Inbox, merge_inbox
+from latentray.agents.kv_join import join_kv, rope_inv_freq
+from latentray.agents.models import build_tiny
+from latentray.channels.errors import MessageError
 
 import helpers
 

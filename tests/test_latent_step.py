@@ -1,8 +1,8 @@
 """The LatentMAS latent step against its closed form, computed independently here."""
 import torch
 
-from agents.realign import Realigner
-from agents.models import build_tiny
+from latentray.agents.realign import Realigner
+from latentray.agents.models import build_tiny
 
 from helpers import make_agents, reference_ridge
 

@@ -1,4 +1,5 @@
-"""The dependency rules of the design, checked on the code itself:
+"""The dependency rules of the design, checked on the code itself (module names here leave
+out the `latentray.` every import carries):
 - the plain agent, and every module of agents/ and channels/ but the two that exist to
   talk to Ray (the actor wrapper, the rdt transport), import without Ray;
 - topologies/ imports nothing of ours but the message kinds' names and properties;
@@ -27,14 +28,18 @@ def _modules(package: str) -> list:
     return sorted(_module_name(p) for p in (ROOT / package).rglob("*.py"))
 
 
+def _ours(name: str) -> str:
+    return name.removeprefix("latentray.")
+
+
 def _modules_after_import(statement: str) -> set:
     code = f"import sys; {statement}; print(' '.join(sorted(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
-    return set(out.stdout.split())
+    return {_ours(m) for m in out.stdout.split()}
 
 
 def test_plain_agent_does_not_import_ray():
-    mods = _modules_after_import("import agents.agent, agents.models")
+    mods = _modules_after_import("import latentray.agents.agent, latentray.agents.models")
     assert "ray" not in mods
     assert not any(m.split(".")[0] == "runtime" for m in mods)
 
@@ -42,17 +47,17 @@ def test_plain_agent_does_not_import_ray():
 def test_agents_and_channels_import_without_ray():
     """Every module at once, in one process: any one of them pulling Ray in shows here."""
     mods = [m for p in ("agents", "channels") for m in _modules(p) if m not in RAY_MODULES]
-    loaded = _modules_after_import("; ".join(f"import {m}" for m in mods))
+    loaded = _modules_after_import("; ".join(f"import latentray.{m}" for m in mods))
     assert "ray" not in loaded, "a module of agents/ or channels/ imports Ray"
 
 
 def test_the_kinds_import_neither_torch_nor_ray():
-    mods = _modules_after_import("import channels.kinds")
+    mods = _modules_after_import("import latentray.channels.kinds")
     assert "torch" not in mods and "ray" not in mods
 
 
 def test_topologies_import_nothing_of_ours_but_the_message_kinds():
-    mods = _modules_after_import("import topologies, topologies.loader")
+    mods = _modules_after_import("import latentray.topologies, latentray.topologies.loader")
     ours = {m for m in mods if m.split(".")[0] in ("agents", "channels", "runtime")}
     assert all(m == "channels" or m.startswith("channels.kinds") or m == "channels.errors" for m in ours), ours
     assert "torch" not in mods and "ray" not in mods
@@ -65,9 +70,9 @@ def _imports(path: Path, module: str, modules) -> set:
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
-            found.update(a.name for a in node.names)
+            found.update(_ours(a.name) for a in node.names)
         elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
+            base = _ours(node.module or "")
             if node.level:
                 anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join(anchor + ([base] if base else []))
@@ -150,7 +155,7 @@ def test_driver_imports_ray_with_zero_copy_on():
     """Ray reads the flag once, at import: the runtime must set it before any module of
     ours imports ray (agents.actor does, through runtime.engine.run)."""
     code = ("import os; os.environ.pop('RAY_ENABLE_ZERO_COPY_TORCH_TENSORS', None); "
-            "import runtime.engine.run; from ray._private import ray_constants as c; "
+            "import latentray.runtime.engine.run; from ray._private import ray_constants as c; "
             "print(c.RAY_ENABLE_ZERO_COPY_TORCH_TENSORS)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "True"

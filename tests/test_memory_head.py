@@ -14,11 +14,11 @@ import pytest
 import torch
 from transformers import DynamicCache
 
-from agents.agent import Agent, AgentConfig
-from agents.fingerprint import model_fingerprint
-from agents.kv_cache import cache_layers
-from agents.models import build_tiny
-from topologies import build_plan, parse_spec
+from latentray.agents.agent import Agent, AgentConfig
+from latentray.agents.fingerprint import model_fingerprint
+from latentray.agents.kv_cache import cache_layers
+from latentray.agents.models import build_tiny
+from latentray.topologies import build_plan, parse_spec
 
 from helpers import QUESTIONS
 

@@ -8,13 +8,13 @@ import dataclasses
 import pytest
 import torch
 
-from agents.agent import Agent, AgentConfig
-from agents.fingerprint import model_fingerprint
-from agents.models import build_tiny
-from channels.compression import compress_message
-from channels.errors import FingerprintMismatchError, MessageError
-from channels.message import LatentMessage, MessageHeader
-from channels.validate import validate_message
+from latentray.agents.agent import Agent, AgentConfig
+from latentray.agents.fingerprint import model_fingerprint
+from latentray.agents.models import build_tiny
+from latentray.channels.compression import compress_message
+from latentray.channels.errors import FingerprintMismatchError, MessageError
+from latentray.channels.message import LatentMessage, MessageHeader
+from latentray.channels.validate import validate_message
 
 QUESTIONS = ["q1", "a longer second question"]
 

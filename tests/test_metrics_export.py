@@ -7,10 +7,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import METRICS_PORT
-from runtime.engine.run import run_spec
-from runtime.engine.metrics import LATENCY_BUCKETS, prometheus_names
-from topologies import build_plan
-from topologies.spec import GraphSpec
+from latentray.runtime.engine.run import run_spec
+from latentray.runtime.engine.metrics import LATENCY_BUCKETS, prometheus_names
+from latentray.topologies import build_plan
+from latentray.topologies.spec import GraphSpec
 
 pytestmark = pytest.mark.ray
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from agents.errors import ModelRefError
-from agents.models import ModelRef, load_model
-from agents.models import cache as model_cache
-from agents.models.builtin import BUILTINS
+from latentray.agents.errors import ModelRefError
+from latentray.agents.models import ModelRef, load_model
+from latentray.agents.models import cache as model_cache
+from latentray.agents.models.builtin import BUILTINS
 
 
 @pytest.fixture
@@ -120,7 +120,7 @@ def test_builtin_missing_package_names_the_install(monkeypatch):
 
 
 def test_gguf_missing_reader_package_names_the_install(monkeypatch, tmp_cache, tmp_path):
-    from agents.models.gguf import read_gguf
+    from latentray.agents.models.gguf import read_gguf
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "gguf" else real(name, *a))

@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from agents.errors import ModelRefError
-from agents.models import ModelRef, load_model
-from agents.models import PRESETS, build_tiny
+from latentray.agents.errors import ModelRefError
+from latentray.agents.models import ModelRef, load_model
+from latentray.agents.models import PRESETS, build_tiny
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))

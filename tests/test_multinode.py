@@ -111,7 +111,7 @@ def test_submit_runs_replicas_on_several_nodes_each_problem_once(cluster, tmp_pa
     spec, out = tmp_path / "spec.yaml", (tmp_path / "out").resolve()
     spec.write_text(REPLICATED)
     args = [a for q in QUESTIONS for a in ("-q", q)]
-    done = subprocess.run([sys.executable, "-m", "runtime.cli", "submit", str(spec), *args, "-o", str(out),
+    done = subprocess.run([sys.executable, "-m", "latentray", "submit", str(spec), *args, "-o", str(out),
                            "--quiet", "--name", "spread", "--wait", "--address", cluster.dashboard], env=cluster.env(), cwd=ROOT,
                           capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
@@ -130,7 +130,7 @@ def test_submit_runs_replicas_on_several_nodes_each_problem_once(cluster, tmp_pa
 
 
 def test_a_node_lost_mid_run_loses_no_problem(cluster, tmp_path):
-    from topologies import build_plan
+    from latentray.topologies import build_plan
 
     reference = load_spec_text(REPLICATED)
     answers, tokens = answers_in_one_process(reference, QUESTIONS)

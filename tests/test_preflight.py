@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from runtime.cli import main
-from runtime.engine.preflight import preflight, problems
-from topologies import build_plan, load_spec
-from topologies.errors import SpecError
+from latentray.runtime.cli import main
+from latentray.runtime.engine.preflight import preflight, problems
+from latentray.topologies import build_plan, load_spec
+from latentray.topologies.errors import SpecError
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,7 +1,7 @@
 """The driver's progress display: a bar on a terminal, sparse lines in a log, nothing when quiet."""
 import io
 
-from runtime.engine.progress import Progress
+from latentray.runtime.engine.progress import Progress
 
 
 class Terminal(io.StringIO):

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from agents.agent import Agent, AgentConfig
-from agents.fingerprint import model_fingerprint
-from agents.models import build_tiny
-from agents.prompt import PromptLayout
+from latentray.agents.agent import Agent, AgentConfig
+from latentray.agents.fingerprint import model_fingerprint
+from latentray.agents.models import build_tiny
+from latentray.agents.prompt import PromptLayout
 
 from helpers import conversation_pieces, run_chain
 
@@ -101,8 +101,8 @@ def test_chain_prompts_on_a_real_model_hold_one_header(smollm2):
 @pytest.mark.parametrize("kwargs", [{"enable_thinking": False}])
 def test_spec_options_reach_the_agents(kwargs, tmp_path):
     """system_prompt and chat_template_kwargs in the spec become the agents' layout."""
-    from runtime.engine.agent_configs import agent_configs_for
-    from topologies import load_spec
+    from latentray.runtime.engine.agent_configs import agent_configs_for
+    from latentray.topologies import load_spec
 
     spec_file = tmp_path / "s.yaml"
     spec_file.write_text(

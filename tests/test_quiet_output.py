@@ -12,8 +12,8 @@ import pytest
 import ray
 import yaml
 
-from runtime.cli import parser
-from runtime.engine import ray_setup
+from latentray.runtime.cli import parser
+from latentray.runtime.engine import ray_setup
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "topologies" / "examples" / "latent_chain.yaml"
@@ -45,7 +45,7 @@ def _tiny_example(tmp_path) -> Path:
 
 
 def test_main_job_prints_only_its_own_lines(tmp_path):
-    command = [SCRIPT] if SCRIPT else [sys.executable, "-m", "runtime.cli"]
+    command = [SCRIPT] if SCRIPT else [sys.executable, "-m", "latentray"]
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # its own local Ray, as the demo
     proc = subprocess.run([*command, "run", str(_tiny_example(tmp_path)), "--input", str(QUESTIONS),
                            "--output", str(tmp_path / "out"), "--restart"],
@@ -89,7 +89,7 @@ def test_gguf_conversion_draws_no_bar(capsys):
     line on the driver (agents/models/gguf.py silences it while a GGUF file is read)."""
     from transformers import modeling_gguf_pytorch_utils as gguf_utils
 
-    from agents.models.gguf import _no_conversion_bar
+    from latentray.agents.models.gguf import _no_conversion_bar
 
     bar = gguf_utils.tqdm
     with _no_conversion_bar():

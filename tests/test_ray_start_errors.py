@@ -12,10 +12,10 @@ import pytest
 import ray
 import yaml
 
-from runtime.cli import main
-from runtime.engine import ray_setup
-from runtime.engine.errors import RunError
-from topologies.spec import MIN_OBJECT_STORE_BYTES
+from latentray.runtime.cli import main
+from latentray.runtime.engine import ray_setup
+from latentray.runtime.engine.errors import RunError
+from latentray.topologies.spec import MIN_OBJECT_STORE_BYTES
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "topologies" / "examples" / "latent_chain.yaml"
 

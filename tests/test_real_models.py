@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from agents.agent import Agent, AgentConfig
-from agents.fingerprint import model_fingerprint
+from latentray.agents.agent import Agent, AgentConfig
+from latentray.agents.fingerprint import model_fingerprint
 
 from helpers import reference_chain_logits, reference_ridge, run_chain
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from runtime.engine.actors import actor_names, group_agents
-from runtime.engine.autoscale import share_replicas
-from runtime.engine.preflight import needed_resources, placement_problems
-from runtime.engine.replicas import NoReplicaLeft, Replica, ReplicaPool
-from runtime.engine.run_identity import spec_identity
-from topologies import build_plan
-from topologies.errors import SpecError
+from latentray.runtime.engine.actors import actor_names, group_agents
+from latentray.runtime.engine.autoscale import share_replicas
+from latentray.runtime.engine.preflight import needed_resources, placement_problems
+from latentray.runtime.engine.replicas import NoReplicaLeft, Replica, ReplicaPool
+from latentray.runtime.engine.run_identity import spec_identity
+from latentray.topologies import build_plan
+from latentray.topologies.errors import SpecError
 
 CHAIN = """\
 version: 1
@@ -28,7 +28,7 @@ def load_spec_text(text: str = CHAIN, **sections):
     """The spec of a YAML text, with top-level `sections` set or replaced."""
     import yaml
 
-    from topologies.loader import parse_spec
+    from latentray.topologies.loader import parse_spec
 
     return parse_spec({**yaml.safe_load(text), **sections})
 

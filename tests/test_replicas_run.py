@@ -7,10 +7,10 @@ from __future__ import annotations
 import pytest
 
 from helpers import answers_in_one_process
-from runtime.engine.run import run_spec
+from latentray.runtime.engine.run import run_spec
 from test_replicas import load_spec_text
-from topologies import build_plan
-from topologies.errors import SpecError
+from latentray.topologies import build_plan
+from latentray.topologies.errors import SpecError
 
 pytestmark = pytest.mark.ray
 
@@ -51,7 +51,7 @@ def test_replicas_share_the_units_and_answer_as_one_process(ray_session, referen
 
 
 def test_a_replica_dead_for_good_leaves_and_the_run_goes_on(ray_session, reference):
-    from runtime.engine import warm_actors
+    from latentray.runtime.engine import warm_actors
 
     warm_actors.clear()  # the replica to kill is found by the name this run gives it
     spec = load_spec_text(SPEC)
@@ -87,7 +87,7 @@ def test_auto_adds_replicas_to_the_slowest_agent_from_free_room(ray_session, ref
 
 
 def test_placement_that_can_never_be_held_is_refused_before_actors_start(ray_session, capsys):
-    from runtime.engine.preflight import check_fits
+    from latentray.runtime.engine.preflight import check_fits
 
     spec = load_spec_text(SPEC.replace("replicas: 2}", "replicas: 2, resources: {custom: {zone_a: 1}}}"))
     with pytest.raises(SpecError, match=r"agents.thinker.resources.custom.zone_a: unknown resource label 'zone_a'"):
@@ -105,8 +105,8 @@ def test_placement_that_can_never_be_held_is_refused_before_actors_start(ray_ses
 def test_a_replica_that_never_answers_leaves_after_the_restart_wait(ray_session, monkeypatch, capsys):
     """An actor Ray cannot place (as one pinned to a node that is gone) never answers its
     probe: after RESTART_WAIT_S it leaves the pool instead of holding the run forever."""
-    from runtime.engine import scheduler
-    from runtime.engine.replicas import Replica, ReplicaPool
+    from latentray.runtime.engine import scheduler
+    from latentray.runtime.engine.replicas import Replica, ReplicaPool
 
     @ray_session.remote(num_cpus=0, resources={"a_node_that_is_gone": 1})
     class Nowhere:

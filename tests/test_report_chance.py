@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from runtime.eval.problem import Problem
-from runtime.eval.runner import options
-from runtime.eval.stats import chance, format_table, method_figures
+from latentray.runtime.eval.problem import Problem
+from latentray.runtime.eval.runner import options
+from latentray.runtime.eval.stats import chance, format_table, method_figures
 
 
 def _row(method: str, correct: bool, n_options: int) -> dict:
@@ -40,7 +40,7 @@ def test_the_table_has_a_chance_column():
 
 def test_the_accuracy_plot_draws_the_chance_line(tmp_path):
     pytest.importorskip("matplotlib")
-    from runtime.eval.report import write_plots
+    from latentray.runtime.eval.report import write_plots
 
     rows = [_row("latent", c, 4) for c in (True, False, False, False)]
     with_line = method_figures(rows, {})

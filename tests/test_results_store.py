@@ -4,8 +4,8 @@ import json
 import pyarrow.dataset as ds
 import pytest
 
-from runtime.engine.results import ResumeError, RunOutput
-from topologies.spec import GraphSpec
+from latentray.runtime.engine.results import ResumeError, RunOutput
+from latentray.topologies.spec import GraphSpec
 
 SPEC = {"version": 1, "name": "store", "models": {"m": {"ref": "tiny:qwen3-64"}},
         "agents": {"a": {"model": "m", "role": "Plan {question}", "latent_steps": 2},

@@ -11,7 +11,7 @@ from pathlib import Path
 import pyarrow.dataset as ds
 import pytest
 
-from topologies import load_spec
+from latentray.topologies import load_spec
 
 from helpers import answers_in_one_process
 
@@ -35,7 +35,7 @@ def cli(address: str, *args, **kw):
     """`latentray ARGS` as a driver of its own, joined to the session's Ray at `address`:
     a driver killed there takes only its own actors with it."""
     env = {**os.environ, "RAY_ADDRESS": address}
-    return subprocess.Popen([sys.executable, "-m", "runtime.cli", *args], cwd=ROOT, env=env,
+    return subprocess.Popen([sys.executable, "-m", "latentray", *args], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from topologies import load_spec
-from topologies.spec import ModelSpec
+from latentray.topologies import load_spec
+from latentray.topologies.spec import ModelSpec
 
 pytestmark = pytest.mark.ray
 

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from runtime.engine.scheduler import run_plan
-from runtime.engine.steps import compile_steps
-from runtime.engine.vote import majority, vote_key
-from topologies import build_plan, load_spec
-from topologies.spec import LimitsSpec
+from latentray.runtime.engine.scheduler import run_plan
+from latentray.runtime.engine.steps import compile_steps
+from latentray.runtime.engine.vote import majority, vote_key
+from latentray.topologies import build_plan, load_spec
+from latentray.topologies.spec import LimitsSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -4,7 +4,7 @@ zeroing pads in place."""
 import pytest
 import torch
 
-from agents.slot_cache import SlotCache
+from latentray.agents.slot_cache import SlotCache
 
 LAYOUTS = ("heads", "slots")
 

@@ -17,9 +17,9 @@ from pathlib import Path
 import pyarrow.dataset as ds
 import pytest
 
-from agents.models import build_tiny
-from topologies import load_spec
-from topologies.spec import MIN_OBJECT_STORE_BYTES
+from latentray.agents.models import build_tiny
+from latentray.topologies import load_spec
+from latentray.topologies.spec import MIN_OBJECT_STORE_BYTES
 
 from helpers import answers_in_one_process
 
@@ -76,7 +76,7 @@ def test_small_store_spills_and_the_run_completes(tmp_path):
     least = least_message_bytes(good)
     # the planner's, critic's and refiner's messages cannot be in the store at once
     assert 3 * least > MIN_OBJECT_STORE_BYTES
-    proc = subprocess.run([sys.executable, "-m", "runtime.cli", "run", str(spec_path), "-i", str(tmp_path / "q.jsonl"),
+    proc = subprocess.run([sys.executable, "-m", "latentray", "run", str(spec_path), "-i", str(tmp_path / "q.jsonl"),
                            "-o", str(out), "--quiet"], capture_output=True, text=True, timeout=600,
                           cwd=Path(__file__).resolve().parents[1])
     assert proc.returncode == 1, proc.stderr[-2000:]  # some problems failed; the others were answered

@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from channels.aggregate import aggregate_messages, agreement_weights
-from channels.errors import MessageError
-from channels.message import LatentMessage
+from latentray.channels.aggregate import aggregate_messages, agreement_weights
+from latentray.channels.errors import MessageError
+from latentray.channels.message import LatentMessage
 
 
 def hidden(sender: str, x: torch.Tensor, mask=None, kind: str = "hidden") -> LatentMessage:

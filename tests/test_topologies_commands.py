@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime.cli import main
+from latentray.runtime.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "topologies" / "examples").glob("*.yaml"))
@@ -69,8 +69,8 @@ def test_graph_refuses_unknown_extension_and_bad_spec(tmp_path, capsys):
 def test_validate_says_whether_the_codecs_are_fitted(tmp_path, capsys):
     import yaml
 
-    from runtime.codecs.fit import fit_codecs
-    from topologies import build_plan, load_spec
+    from latentray.runtime.codecs.fit import fit_codecs
+    from latentray.topologies import build_plan, load_spec
 
     data = yaml.safe_load((ROOT / "topologies/examples/hub_mixed_tiny.yaml").read_text())
     data["channels"]["codecs"] = str(tmp_path / "parts")

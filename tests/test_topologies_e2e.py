@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from topologies import build_plan, load_spec
+from latentray.topologies import build_plan, load_spec
 
 from helpers import with_model_ref
 
@@ -33,9 +33,9 @@ def expected_deliveries(plan) -> Counter:
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
 def test_example_runs_and_routes_as_planned(ray_session, path, tmp_path):
-    from runtime.codecs.fit import fit_codecs
-    from runtime.engine.run import run_spec
-    from topologies.loader import with_codec_dir
+    from latentray.runtime.codecs.fit import fit_codecs
+    from latentray.runtime.engine.run import run_spec
+    from latentray.topologies.loader import with_codec_dir
 
     spec = with_codec_dir(small(load_spec(path)), Path("."), str(tmp_path / "codecs"))
     plan = build_plan(spec, str(path))

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel, ConfigDict
 
-from topologies import Edge, Plan, Step, build_plan, parse_spec
-from topologies.loader import load_plan
+from latentray.topologies import Edge, Plan, Step, build_plan, parse_spec
+from latentray.topologies.loader import load_plan
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "topologies" / "examples"
 

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from channels.errors import TransportError
-from channels.message import LatentMessage
-from channels.transports import get_transport, owned_copy
-from channels.transports.object_store import (INLINE_BYTES, ByteViewMessage, InlineMessage,
+from latentray.channels.errors import TransportError
+from latentray.channels.message import LatentMessage
+from latentray.channels.transports import get_transport, owned_copy
+from latentray.channels.transports.object_store import (INLINE_BYTES, ByteViewMessage, InlineMessage,
                                               ObjectStoreTransport)
 
 from helpers import settled_store_bytes, store_bytes_used
@@ -106,7 +106,7 @@ def test_unpack_rejects_garbage_with_typed_error():
 def test_slot_major_views_travel_as_they_lie(slots, zero_copy, monkeypatch):
     """A view that is dense in another dimension order is stored without a copy, its order
     recorded, and comes back in its own shape, bit-exact, with the header as sent."""
-    import channels.transports.object_store as store
+    import latentray.channels.transports.object_store as store
 
     monkeypatch.setattr(store, "ray_zero_copy_enabled", lambda: zero_copy)
     msg = kv_message(5, slots, slot_major=True)
@@ -155,7 +155,7 @@ def actors(ray_session):
             self.transport = get_transport("object_store")
 
         def zero_copy_flag(self):
-            from channels.transports.object_store import ray_zero_copy_enabled
+            from latentray.channels.transports.object_store import ray_zero_copy_enabled
             return ray_zero_copy_enabled()
 
         def produce(self, seed, slots=64, slot_major=False):

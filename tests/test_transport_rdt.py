@@ -6,11 +6,11 @@ import sys
 import pytest
 import torch
 
-from channels.errors import TransportError, TransportUnavailable
-from channels.message import LatentMessage
-from channels.transports import (RdtMethods, RdtTransport, create_group, destroy_group,
+from latentray.channels.errors import TransportError, TransportUnavailable
+from latentray.channels.message import LatentMessage
+from latentray.channels.transports import (RdtMethods, RdtTransport, create_group, destroy_group,
                                  get_transport, producer_method)
-from channels.transports.rdt import BACKENDS, backend_problem
+from latentray.channels.transports.rdt import BACKENDS, backend_problem
 
 
 def kv_message(seed: int, device: str = "cpu") -> LatentMessage:
@@ -138,9 +138,9 @@ def test_gpu_hand_off_is_bit_exact(remote_classes, backend):
 def test_pop_stats_raises_the_error_of_a_failed_step():
     """An rdt step's stats wait in the actor for pop_stats; a step that failed leaves its
     error there instead, and pop_stats raises it (then forgets it) rather than a KeyError."""
-    from agents.actor import AgentActor
-    from agents.errors import ProblemInputError
-    from agents.step_call import StepCall
+    from latentray.agents.actor import AgentActor
+    from latentray.agents.errors import ProblemInputError
+    from latentray.agents.step_call import StepCall
 
     actor = AgentActor.__new__(AgentActor)  # no model: only the stats bookkeeping runs
     actor._stats = {}
@@ -165,7 +165,7 @@ def rdt_chain(**limits):
     from pathlib import Path
 
     from helpers import in_two_actors, with_model_ref
-    from topologies import load_spec
+    from latentray.topologies import load_spec
 
     spec = with_model_ref(load_spec(Path(__file__).resolve().parents[1] / "topologies/examples/latent_chain.yaml"),
                           "tiny:qwen3-64")
@@ -181,8 +181,8 @@ def test_a_step_error_on_an_rdt_edge_reaches_the_driver_as_itself(ray_session):
     """A step that fails on an rdt edge keeps its stats slot for its error, so the driver's
     scheduler sees the ProblemInputError (not a KeyError for missing stats): the problem
     whose prompt is too long fails with that reason and its batch-mates are answered."""
-    from runtime.engine.run import run_spec
-    from topologies import build_plan
+    from latentray.runtime.engine.run import run_spec
+    from latentray.topologies import build_plan
 
     spec = rdt_chain(max_prompt_tokens=400)
     plan = build_plan(spec)

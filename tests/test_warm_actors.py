@@ -10,9 +10,9 @@ import time
 import pytest
 
 from helpers import answers_in_one_process, one_actor, with_model_ref
-from runtime.engine import warm_actors
-from runtime.engine.run import run_spec
-from topologies import build_plan, load_spec
+from latentray.runtime.engine import warm_actors
+from latentray.runtime.engine.run import run_spec
+from latentray.topologies import build_plan, load_spec
 
 pytestmark = pytest.mark.ray
 
@@ -142,8 +142,8 @@ def test_without_keep_warm_a_session_kills_its_actor(ray_session, fresh, monkeyp
 def test_reset_forgets_what_earlier_runs_left():
     """rdt stats nobody popped (a run that ended mid-step) must not answer the next run's
     pop_stats: batch numbers start at 0 again."""
-    from agents.actor import AgentActor
-    from runtime.engine.agent_configs import agent_configs_for
+    from latentray.agents.actor import AgentActor
+    from latentray.runtime.engine.agent_configs import agent_configs_for
 
     actor = AgentActor(dict(ref="tiny:qwen3-64"), agent_configs_for(["judger"], chain()))
     actor._stats[(0, "judger")] = {"stale": True}
@@ -154,7 +154,7 @@ def test_reset_forgets_what_earlier_runs_left():
 
 def test_a_model_file_rewritten_under_the_same_path_is_another_actor(tmp_path):
     """The warm key stamps the files a ref reads: a GGUF file, a local directory's files."""
-    from runtime.engine.actors import model_files_stamp
+    from latentray.runtime.engine.actors import model_files_stamp
 
     gguf = tmp_path / "m.gguf"
     gguf.write_bytes(b"GGUF" + bytes(8))

@@ -14,7 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from runtime.eval.jail_launcher import CLONE_NEWNS, MS_BIND, MS_PRIVATE, MS_REC, check_rc, libc, mount
+from latentray.runtime.eval.jail_launcher import CLONE_NEWNS, MS_BIND, MS_PRIVATE, MS_REC, check_rc, libc, mount
 
 NOBODY = 65534
 

@@ -20,7 +20,7 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict
 
-from channels.kinds import MEMORY, get_kind
+from latentray.channels.kinds import MEMORY, get_kind
 
 from .edges import make_edge
 from .plan import Plan, Step

@@ -1,7 +1,7 @@
 """Resolve the channel settings of one edge: spec defaults, then any per-edge override."""
 from __future__ import annotations
 
-from channels.kinds import get_kind
+from latentray.channels.kinds import get_kind
 
 from .plan import Edge
 from .spec import GraphSpec

@@ -27,7 +27,7 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from channels.kinds import TEXT, get_kind
+from latentray.channels.kinds import TEXT, get_kind
 
 from .edges import make_edge
 from .plan import Plan, Step

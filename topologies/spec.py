@@ -19,7 +19,7 @@ AGGREGATES = ("concat", "mean", "weighted")
 def _sendable_kind(name: str) -> str:
     """A message kind of the registry (channels/kinds/) that an agent can send: a kind
     registered with register_kind is named in a spec like the built-in ones."""
-    from channels.kinds import KINDS, find_kind
+    from latentray.channels.kinds import KINDS, find_kind
 
     kind = find_kind(name)
     sendable = [k for k in KINDS if find_kind(k).role is not None]

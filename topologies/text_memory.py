@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from channels.kinds import TEXT, get_kind
+from latentray.channels.kinds import TEXT, get_kind
 
 from .edges import make_edge
 from .spec import GraphSpec

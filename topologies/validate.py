@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from channels.kinds import get_kind, kinds_with
+from latentray.channels.kinds import get_kind, kinds_with
 
 from .errors import SpecError
 from .plan import Plan

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib
 
-from channels.errors import CodecError
+from latentray.channels.errors import CodecError
 
 from .base import Codec
 from .hub import Hub

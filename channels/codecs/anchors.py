@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from channels.errors import CodecError
+from latentray.channels.errors import CodecError
 
 SHIPPED = Path(__file__).with_name("anchors.txt")
 HOLD_OUT_EVERY = 5

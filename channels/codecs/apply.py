@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import torch
 
-from channels.errors import MessageError
-from channels.kinds import get_kind
-from channels.message import LatentMessage
+from latentray.channels.errors import MessageError
+from latentray.channels.kinds import get_kind
+from latentray.channels.message import LatentMessage
 
 from .base import Decoder, Encoder, raw_space
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from channels.errors import CodecError, CodecMismatchError
+from latentray.channels.errors import CodecError, CodecMismatchError
 
 FORMAT = "latentray-codec"
 VERSION = 1

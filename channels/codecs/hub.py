@@ -20,7 +20,7 @@ import hashlib
 
 import torch
 
-from channels.errors import CodecError
+from latentray.channels.errors import CodecError
 
 from .base import Decoder, Encoder, Linear, Part, Receiver, SharedSpaceCodec, common_keys, mean_cosine, \
     read_targets, ridge_fit

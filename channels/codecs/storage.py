@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from channels.errors import CodecError, CodecMismatchError
+from latentray.channels.errors import CodecError, CodecMismatchError
 
 from .base import FORMAT, VERSION, Part
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from channels.errors import CompressionError, MessageError
-from channels.message import LatentMessage
+from latentray.channels.errors import CompressionError, MessageError
+from latentray.channels.message import LatentMessage
 
 from .base import RECORD, Compression, record
 from .cast import Cast

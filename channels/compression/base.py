@@ -12,9 +12,9 @@ from abc import ABC, abstractmethod
 
 import torch
 
-from channels.errors import CompressionError, MessageError
-from channels.kinds import KINDS, MessageKind, find_kind
-from channels.message import LatentMessage
+from latentray.channels.errors import CompressionError, MessageError
+from latentray.channels.kinds import KINDS, MessageKind, find_kind
+from latentray.channels.message import LatentMessage
 
 RECORD = "compression"
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import torch
 
-from channels.errors import CompressionError
-from channels.message import LatentMessage
+from latentray.channels.errors import CompressionError
+from latentray.channels.message import LatentMessage
 
 from .base import Compression
 

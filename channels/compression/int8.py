@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import torch
 
-from channels.message import LatentMessage
+from latentray.channels.message import LatentMessage
 
-from channels.kinds import MessageKind
+from latentray.channels.kinds import MessageKind
 
 from .base import Compression
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import torch
 
-from channels.errors import CompressionError
-from channels.kinds import MessageKind, find_kind
-from channels.message import LatentMessage
+from latentray.channels.errors import CompressionError
+from latentray.channels.kinds import MessageKind, find_kind
+from latentray.channels.message import LatentMessage
 
 from .base import Compression
 

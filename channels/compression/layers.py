@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import torch
 
-from channels.errors import CompressionError, MessageError
-from channels.kinds import MessageKind
-from channels.message import LatentMessage
+from latentray.channels.errors import CompressionError, MessageError
+from latentray.channels.kinds import MessageKind
+from latentray.channels.message import LatentMessage
 
 from .base import Compression
 

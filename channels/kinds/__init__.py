@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from channels.errors import UnknownKindError
+from latentray.channels.errors import UnknownKindError
 
 from .base import MEMORY, SOFT_TOKENS, TEXT, Arrival, MessageKind, check_mask_rows
 from .embeds import EmbedsKind

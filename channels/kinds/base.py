@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Callable
 
-from channels.errors import MessageError
+from latentray.channels.errors import MessageError
 
 # How a receiving agent reads a kind (agents/inbox.py):
 MEMORY = "memory"  # a working-memory prefix (past keys and values)

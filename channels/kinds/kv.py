@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
-from channels.errors import FingerprintMismatchError
+from latentray.channels.errors import FingerprintMismatchError
 
 from .base import MEMORY, Arrival, MessageKind, check_mask_rows
 

@@ -14,7 +14,7 @@ size, one batch):
 """
 from __future__ import annotations
 
-from channels.errors import MessageError
+from latentray.channels.errors import MessageError
 
 from .base import SOFT_TOKENS, Arrival, MessageKind, check_mask_rows
 

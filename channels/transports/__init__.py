@@ -13,8 +13,8 @@ from ..errors import TransportError, TransportUnavailable
 from .base import Transport, owned_copy
 
 # key -> "module:Class", imported on first use
-TRANSPORTS = {"object_store": "channels.transports.object_store:ObjectStoreTransport",
-              "rdt": "channels.transports.rdt:RdtTransport"}
+TRANSPORTS = {"object_store": "latentray.channels.transports.object_store:ObjectStoreTransport",
+              "rdt": "latentray.channels.transports.rdt:RdtTransport"}
 DEFAULT_TRANSPORT = "object_store"
 _CLASSES: dict = {}  # name -> class, once imported
 

@@ -20,17 +20,17 @@ import time
 
 import torch
 
-from agents.anchor_states import token_spans
-from agents.models import load_model
-from channels.codecs import make_codec
-from channels.codecs.anchors import load_anchor_texts, split_anchors
-from channels.codecs.base import affine, to_norm
-from channels.codecs.storage import load_part, save_part
-from channels.errors import CodecError
+from latentray.agents.anchor_states import token_spans
+from latentray.agents.models import load_model
+from latentray.channels.codecs import make_codec
+from latentray.channels.codecs.anchors import load_anchor_texts, split_anchors
+from latentray.channels.codecs.base import affine, to_norm
+from latentray.channels.codecs.storage import load_part, save_part
+from latentray.channels.errors import CodecError
 
-from runtime.codecs.evaluate import _start_ids, prefix_of
-from runtime.codecs.fit import model_kwargs, progress_bar
-from runtime.codecs.plan import required_fits
+from latentray.runtime.codecs.evaluate import _start_ids, prefix_of
+from latentray.runtime.codecs.fit import model_kwargs, progress_bar
+from latentray.runtime.codecs.plan import required_fits
 
 LEARNING_RATE = 1e-4
 

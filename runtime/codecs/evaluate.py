@@ -18,19 +18,19 @@ from __future__ import annotations
 
 import torch
 
-from agents.anchor_states import token_spans, word_ends
-from agents.fingerprint import model_fingerprint
-from agents.forward import forward_slots, new_positions
-from agents.models import load_model
-from agents.realign import Realigner
-from agents.codec_bank import CodecBank
-from agents.step_call import CodecUse
-from channels.codecs import make_codec
-from channels.codecs.anchors import anchor_hash, load_anchor_texts, split_anchors
-from channels.codecs.base import common_keys, mean_cosine
+from latentray.agents.anchor_states import token_spans, word_ends
+from latentray.agents.fingerprint import model_fingerprint
+from latentray.agents.forward import forward_slots, new_positions
+from latentray.agents.models import load_model
+from latentray.agents.realign import Realigner
+from latentray.agents.codec_bank import CodecBank
+from latentray.agents.step_call import CodecUse
+from latentray.channels.codecs import make_codec
+from latentray.channels.codecs.anchors import anchor_hash, load_anchor_texts, split_anchors
+from latentray.channels.codecs.base import common_keys, mean_cosine
 
-from runtime.codecs.fit import model_kwargs, states_for
-from runtime.codecs.plan import codec_dir, required_fits
+from latentray.runtime.codecs.fit import model_kwargs, states_for
+from latentray.runtime.codecs.plan import codec_dir, required_fits
 
 
 def _halves(name: str, src: str, dst: str, directory: str, fps: dict) -> tuple:

@@ -11,15 +11,15 @@ from __future__ import annotations
 import sys
 import time
 
-from agents.anchor_states import anchor_states
-from agents.fingerprint import model_fingerprint
-from agents.models import load_model
-from channels.codecs import make_codec
-from channels.codecs.anchors import anchor_hash, load_anchor_texts, split_anchors
-from channels.codecs.storage import save_part
-from channels.errors import CodecError
+from latentray.agents.anchor_states import anchor_states
+from latentray.agents.fingerprint import model_fingerprint
+from latentray.agents.models import load_model
+from latentray.channels.codecs import make_codec
+from latentray.channels.codecs.anchors import anchor_hash, load_anchor_texts, split_anchors
+from latentray.channels.codecs.storage import save_part
+from latentray.channels.errors import CodecError
 
-from runtime.codecs.plan import required_fits
+from latentray.runtime.codecs.plan import required_fits
 
 
 def progress_bar(total: int, desc: str, quiet: bool):

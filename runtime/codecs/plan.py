@@ -12,11 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from agents.step_call import CodecUse
-from channels.codecs import make_codec, part_role
-from channels.codecs.storage import read_meta
-from channels.errors import CodecError
-from channels.kinds import SOFT_TOKENS, get_kind
+from latentray.agents.step_call import CodecUse
+from latentray.channels.codecs import make_codec, part_role
+from latentray.channels.codecs.storage import read_meta
+from latentray.channels.errors import CodecError
+from latentray.channels.kinds import SOFT_TOKENS, get_kind
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ def needed_parts(spec, plan) -> list:
 def read_parts(spec, plan) -> dict:
     """{part name: Part} of every part the plan needs, read here (on the driver), so actors
     on any node get them through the object store and never read a path of this machine."""
-    from channels.codecs.storage import load_part
+    from latentray.channels.codecs.storage import load_part
 
     directory = codec_dir(spec)
     return {name: load_part(directory, name) for name in needed_parts(spec, plan)} if directory else {}

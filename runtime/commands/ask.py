@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import sys
 
-from runtime.engine.errors import RunError
-from runtime.gateway.wire import DEFAULT_PORT
+from latentray.runtime.engine.errors import RunError
+from latentray.runtime.gateway.wire import DEFAULT_PORT
 
 
 def add_parser(sub) -> None:
@@ -35,8 +35,8 @@ def _print_reply(questions: list, reply: dict) -> None:
 
 
 def run(args) -> int:
-    from runtime.gateway.auth import load_token
-    from runtime.gateway.client import GatewayClient
+    from latentray.runtime.gateway.auth import load_token
+    from latentray.runtime.gateway.client import GatewayClient
 
     for n, q in enumerate(args.questions, 1):
         try:

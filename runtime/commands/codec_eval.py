@@ -5,7 +5,7 @@ import json
 import sys
 from pathlib import Path
 
-from runtime.commands.spec_options import codec_list, load_spec_and_plan
+from latentray.runtime.commands.spec_options import codec_list, load_spec_and_plan
 
 
 def add_parser(sub) -> None:
@@ -20,7 +20,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from runtime.codecs.evaluate import evaluate_codecs, format_rows
+    from latentray.runtime.codecs.evaluate import evaluate_codecs, format_rows
 
     spec, plan = load_spec_and_plan(args, method="latent")
     log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731

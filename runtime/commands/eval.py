@@ -5,13 +5,13 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from topologies.errors import SpecError
+from latentray.topologies.errors import SpecError
 
-from runtime.commands.spec_options import add_verbose
-from runtime.eval.datasets import load_problems, parse_field_mapping
-from runtime.eval.report import print_report
-from runtime.eval.results import write_method
-from runtime.eval.runner import METHODS, run_method, with_method
+from latentray.runtime.commands.spec_options import add_verbose
+from latentray.runtime.eval.datasets import load_problems, parse_field_mapping
+from latentray.runtime.eval.report import print_report
+from latentray.runtime.eval.results import write_method
+from latentray.runtime.eval.runner import METHODS, run_method, with_method
 
 
 def add_parser(sub) -> None:
@@ -45,8 +45,8 @@ def add_parser(sub) -> None:
 def check_code_sandbox(problems: list, unsafe_code: bool) -> None:
     """Code problems run model-written code: refuse, before any model runs, where no jail
     can be built, unless --unsafe-code says to run it under the weaker guards."""
-    from runtime.eval import sandbox
-    from runtime.eval.checkers import checker_for
+    from latentray.runtime.eval import sandbox
+    from latentray.runtime.eval.checkers import checker_for
 
     if not any(checker_for(p.task, p.meta.get("checker")).name == "code" for p in problems):
         return
@@ -68,9 +68,9 @@ def parse_methods(text: str) -> list:
 def prepare_methods(spec, methods: list, args) -> None:
     """Pre-flight every method before the first runs, and start a local Ray sized for the
     largest of them: one sized for the first method alone would refuse a later, larger one."""
-    from runtime.engine.preflight import needed_resources, preflight
-    from runtime.engine.ray_setup import ensure_ray
-    from topologies import build_plan
+    from latentray.runtime.engine.preflight import needed_resources, preflight
+    from latentray.runtime.engine.ray_setup import ensure_ray
+    from latentray.topologies import build_plan
 
     cpus = 0.0
     for method in methods:
@@ -83,7 +83,7 @@ def prepare_methods(spec, methods: list, args) -> None:
 
 
 def run(args) -> int:
-    from topologies import load_spec
+    from latentray.topologies import load_spec
 
     spec = load_spec(args.spec)
     for flag, value in (("--batch-size", args.batch_size), ("--max-new-tokens", args.max_new_tokens)):
@@ -94,8 +94,8 @@ def run(args) -> int:
     problems = load_problems(args.dataset, limit=args.limit, mapping=mapping, task=args.task, split=args.split)
     out = Path(args.output)
     print(f"[eval] {len(problems)} problems from {args.dataset}; methods {', '.join(methods)}", file=sys.stderr)
-    from runtime.engine.progress import Progress
-    from runtime.engine.warm_actors import keep_warm
+    from latentray.runtime.engine.progress import Progress
+    from latentray.runtime.engine.warm_actors import keep_warm
 
     check_code_sandbox(problems, args.unsafe_code)
     prepare_methods(spec, methods, args)

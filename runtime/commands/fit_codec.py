@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import sys
 
-from topologies.errors import SpecError
+from latentray.topologies.errors import SpecError
 
-from runtime.commands.spec_options import codec_list, load_spec_and_plan
+from latentray.runtime.commands.spec_options import codec_list, load_spec_and_plan
 
 
 def add_parser(sub) -> None:
@@ -25,8 +25,8 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from runtime.codecs.distill import distill_hub
-    from runtime.codecs.fit import fit_codecs
+    from latentray.runtime.codecs.distill import distill_hub
+    from latentray.runtime.codecs.fit import fit_codecs
 
     spec, plan = load_spec_and_plan(args, method="latent", codecs=args.out)
     out = spec.channels.codecs

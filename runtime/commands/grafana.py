@@ -22,8 +22,8 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from runtime.engine.errors import RunError
-    from runtime.engine.ray_setup import ray_grafana_dashboards_dir
+    from latentray.runtime.engine.errors import RunError
+    from latentray.runtime.engine.ray_setup import ray_grafana_dashboards_dir
 
     out = Path(args.out) if args.out else Path(ray_grafana_dashboards_dir())
     if not out.is_dir():

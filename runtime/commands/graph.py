@@ -9,8 +9,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from topologies.errors import SpecError
-from topologies.loader import load_plan
+from latentray.topologies.errors import SpecError
+from latentray.topologies.loader import load_plan
 
 FORMATS = (".png", ".svg")
 

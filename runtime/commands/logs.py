@@ -1,8 +1,8 @@
 """`latentray logs JOB [--follow]`: a Ray job's logs."""
 from __future__ import annotations
 
-from runtime.jobs import client as jobs
-from runtime.jobs.client import ADDRESS_HELP
+from latentray.runtime.jobs import client as jobs
+from latentray.runtime.jobs.client import ADDRESS_HELP
 
 
 def add_parser(sub) -> None:

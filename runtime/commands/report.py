@@ -11,7 +11,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from runtime.eval.report import print_report
+    from latentray.runtime.eval.report import print_report
 
     print_report(Path(args.dir), plots=not args.no_plots)
     return 0

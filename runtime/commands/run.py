@@ -9,10 +9,10 @@ import sys
 import uuid
 from pathlib import Path
 
-from topologies.errors import SpecError
+from latentray.topologies.errors import SpecError
 
-from runtime.commands.spec_options import add_verbose, in_flight, load_spec_and_plan, replica_count
-from runtime.engine.errors import RunError
+from latentray.runtime.commands.spec_options import add_verbose, in_flight, load_spec_and_plan, replica_count
+from latentray.runtime.engine.errors import RunError
 
 
 def add_parser(sub) -> None:
@@ -40,7 +40,7 @@ def add_parser(sub) -> None:
 def _questions(args, spec) -> tuple:
     """(questions, ids, rejected): the -q questions, then the --input file's (or run.inputs');
     rejected: {index: reason} of those that cannot be read (they fail, the others run)."""
-    from runtime.engine.questions import read_jsonl_questions, safe_text
+    from latentray.runtime.engine.questions import read_jsonl_questions, safe_text
 
     questions, ids, rejected = [], list(range(len(args.question))), {}
     for i, q in enumerate(args.question):
@@ -70,8 +70,8 @@ def _summary(result, spec, plan, questions: list, answers: dict, failed: dict, r
 def _execute(args, spec, plan, questions: list, output, rejected: dict) -> tuple:
     """Run the problems the output does not hold yet; (result or None, {index: (answer, tokens)},
     {index: reason} of the problems that failed, how many problems were finished before)."""
-    from runtime.engine.run import run_spec
-    from runtime.engine.progress import Progress
+    from latentray.runtime.engine.run import run_spec
+    from latentray.runtime.engine.progress import Progress
 
     todo = output.todo() if output else list(range(len(questions)))
     if output and output.done:
@@ -119,7 +119,7 @@ def _print_summary(summary: dict, out_dir) -> None:
 
 
 def run(args) -> int:
-    from runtime.engine.results import RunOutput
+    from latentray.runtime.engine.results import RunOutput
 
     spec, plan = load_spec_and_plan(args)
     questions, ids, rejected = _questions(args, spec)

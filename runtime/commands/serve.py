@@ -11,9 +11,9 @@ import signal
 import sys
 import threading
 
-from runtime.commands.spec_options import add_verbose, load_spec_and_plan
-from runtime.engine.errors import RunError
-from runtime.gateway.wire import DEFAULT_PORT
+from latentray.runtime.commands.spec_options import add_verbose, load_spec_and_plan
+from latentray.runtime.engine.errors import RunError
+from latentray.runtime.gateway.wire import DEFAULT_PORT
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -47,9 +47,9 @@ def _wait_for_signal() -> None:
 
 
 def run(args) -> int:
-    from runtime.gateway.auth import load_token
-    from runtime.gateway.server import GatewayServer
-    from runtime.gateway.service import GatewayService
+    from latentray.runtime.gateway.auth import load_token
+    from latentray.runtime.gateway.server import GatewayServer
+    from latentray.runtime.gateway.service import GatewayService
 
     if args.batch_window_ms < 0 or args.grace_s < 0:
         raise RunError("--batch-window-ms and --grace-s must be >= 0")

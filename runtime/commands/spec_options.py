@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from topologies.errors import SpecError
+from latentray.topologies.errors import SpecError
 
 
 def in_flight(text: str):
@@ -42,8 +42,8 @@ def with_overrides(spec, args, codecs: str | None = None):
     """The spec with what a command's options override (the options it has, of --method,
     --batch-size, --max-in-flight, --replicas and --codecs; `codecs` names the parts
     directory instead)."""
-    from topologies.loader import with_codec_dir
-    from topologies.validate import validate_spec
+    from latentray.topologies.loader import with_codec_dir
+    from latentray.topologies.validate import validate_spec
 
     batch_size = getattr(args, "batch_size", None)
     if batch_size is not None and batch_size < 1:
@@ -61,7 +61,7 @@ def with_overrides(spec, args, codecs: str | None = None):
 def load_spec_and_plan(args, method: str | None = None, codecs: str | None = None) -> tuple:
     """(spec, plan) of args.spec with the command's overrides (and `method` forced, and the
     codec parts directory `codecs`, if given)."""
-    from topologies import build_plan, load_spec
+    from latentray.topologies import build_plan, load_spec
 
     spec = with_overrides(load_spec(args.spec), args, codecs)
     if method is not None and spec.run.method != method:

@@ -1,8 +1,8 @@
 """`latentray status JOB`: a Ray job's status and entrypoint."""
 from __future__ import annotations
 
-from runtime.jobs import client as jobs
-from runtime.jobs.client import ADDRESS_HELP
+from latentray.runtime.jobs import client as jobs
+from latentray.runtime.jobs.client import ADDRESS_HELP
 
 
 def add_parser(sub) -> None:

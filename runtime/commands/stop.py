@@ -1,8 +1,8 @@
 """`latentray stop JOB`: stop a Ray job and wait for it to end."""
 from __future__ import annotations
 
-from runtime.jobs import client as jobs
-from runtime.jobs.client import ADDRESS_HELP
+from latentray.runtime.jobs import client as jobs
+from latentray.runtime.jobs.client import ADDRESS_HELP
 
 
 def add_parser(sub) -> None:

@@ -15,8 +15,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from runtime.jobs import client as jobs
-from runtime.jobs.client import ADDRESS_HELP
+from latentray.runtime.jobs import client as jobs
+from latentray.runtime.jobs.client import ADDRESS_HELP
 
 PATH_OPTIONS = ("-i", "--input", "--codecs", "-d", "--dataset")
 
@@ -95,10 +95,10 @@ def _output_note(parsed) -> list:
 
 
 def run(args) -> int:
-    from runtime.commands import eval as eval_command
-    from runtime.commands import run as run_command
-    from runtime.commands.spec_options import load_spec_and_plan
-    from runtime.engine.preflight import preflight
+    from latentray.runtime.commands import eval as eval_command
+    from latentray.runtime.commands import run as run_command
+    from latentray.runtime.commands.spec_options import load_spec_and_plan
+    from latentray.runtime.engine.preflight import preflight
 
     options, forward = split_submit_args(args)
     command = "eval" if options.eval else "run"

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import sys
 
-from channels.kinds import MEMORY, get_kind
-from topologies.errors import SpecError
-from topologies.loader import load_plan
+from latentray.channels.kinds import MEMORY, get_kind
+from latentray.topologies.errors import SpecError
+from latentray.topologies.loader import load_plan
 
 COLUMNS = ("step", "agent", "action", "round", "emits", "inputs (src:kind)")
 
@@ -46,8 +46,8 @@ def plan_summary(spec, plan) -> str:
 def codec_status(spec, plan) -> str | None:
     """One line on the fitted codecs the plan needs, when they are ready (None if it needs none
     or they are not: pre-flight reports that)."""
-    from channels.errors import CodecError
-    from runtime.codecs.plan import check_codec_parts, required_fits
+    from latentray.channels.errors import CodecError
+    from latentray.runtime.codecs.plan import check_codec_parts, required_fits
 
     fits = required_fits(spec, plan)
     if not fits:
@@ -66,7 +66,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from runtime.engine.preflight import problems
+    from latentray.runtime.engine.preflight import problems
 
     try:
         spec, plan = load_plan(args.spec)

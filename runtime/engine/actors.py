@@ -13,12 +13,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from agents.actor import RemoteAgentActor
+from latentray.agents.actor import RemoteAgentActor
 
-from runtime.engine import warm_actors
-from runtime.engine.agent_configs import spec_agent_configs
-from runtime.engine.errors import RunError
-from runtime.engine.replicas import Replica, ReplicaPool
+from latentray.runtime.engine import warm_actors
+from latentray.runtime.engine.agent_configs import spec_agent_configs
+from latentray.runtime.engine.errors import RunError
+from latentray.runtime.engine.replicas import Replica, ReplicaPool
 
 # Each restart reloads the model; an actor that keeps dying stays dead after this many, and
 # the batches it would run fail with the reason instead of restarting it forever.
@@ -48,7 +48,7 @@ class ActorGroup:
 
 
 def group_agents(spec, agent_ids) -> list:
-    from topologies.validate import replicas_of
+    from latentray.topologies.validate import replicas_of
 
     groups: dict = {}
     for agent_id in agent_ids:
@@ -89,7 +89,7 @@ def replica_call(spec, group: ActorGroup, index: int, placement, codec_parts=Non
 def model_files_stamp(ref: str) -> tuple | None:
     """(name, size, mtime) of each file a model ref reads from disk: a GGUF file, or a local
     directory's files; None for refs that name no local file (presets, built-ins, hub ids)."""
-    from agents.models.refs import ModelRef
+    from latentray.agents.models.refs import ModelRef
 
     parsed = ModelRef.parse(str(ref))
     if parsed.kind not in ("gguf", "local"):

@@ -1,8 +1,8 @@
 """Turn spec entries into the plain AgentConfig objects the actors build agents from."""
 from __future__ import annotations
 
-from agents.agent import AgentConfig
-from agents.decoding import SamplingConfig
+from latentray.agents.agent import AgentConfig
+from latentray.agents.decoding import SamplingConfig
 
 
 def agent_configs_for(names, spec, latent: bool = True) -> dict:

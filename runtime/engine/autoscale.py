@@ -32,7 +32,7 @@ class AutoReplicas:
     """The scheduler's `grow` hook for a session with auto agents."""
 
     def __init__(self, spec, plan, run_name: str, placement, codec_parts=None, codec_key: str = ""):
-        from runtime.engine.actors import group_agents
+        from latentray.runtime.engine.actors import group_agents
 
         self.spec, self.run_name, self.placement, self.codec_parts = spec, run_name, placement, codec_parts
         self.codec_key = codec_key
@@ -42,7 +42,7 @@ class AutoReplicas:
     def __call__(self, step_stats: list) -> list:
         import ray
 
-        from runtime.engine.actors import launch_replica
+        from latentray.runtime.engine.actors import launch_replica
 
         if self.done:
             return []

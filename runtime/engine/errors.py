@@ -1,7 +1,7 @@
 """Errors of the runtime layer that a user can cause or fix."""
-from agents.errors import LatentrayError
-from channels.errors import CodecError, MessageError
-from topologies.errors import SpecError
+from latentray.agents.errors import LatentrayError
+from latentray.channels.errors import CodecError, MessageError
+from latentray.topologies.errors import SpecError
 
 
 class RunError(LatentrayError):

@@ -3,16 +3,16 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
-from runtime.engine.steps import step_transport
+from latentray.runtime.engine.steps import step_transport
 
 
 @contextmanager
 def open_groups(spec, plan, handles):
     """Create the rdt collective group over every actor for the run (every replica), and
     destroy it after. handles: the ReplicaPool, or {agent id: handle}."""
-    from channels.transports import create_group, destroy_group
+    from latentray.channels.transports import create_group, destroy_group
 
-    from runtime.engine.replicas import ReplicaPool
+    from latentray.runtime.engine.replicas import ReplicaPool
 
     rdt = any(step_transport(plan, s) == "rdt" for s in plan.steps)
     group = None

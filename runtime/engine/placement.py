@@ -16,7 +16,7 @@ from __future__ import annotations
 
 class Placement:
     def __init__(self, spec, plan, run_name: str, strategy: str | None = None):
-        from runtime.engine.actors import group_agents
+        from latentray.runtime.engine.actors import group_agents
 
         self.strategy = strategy or spec.placement.strategy
         self.groups = group_agents(spec, plan.agents)

@@ -10,15 +10,15 @@ from __future__ import annotations
 import os
 import sys
 
-from topologies.errors import SpecError
+from latentray.topologies.errors import SpecError
 
-from runtime.engine.errors import RunError
+from latentray.runtime.engine.errors import RunError
 
 
 def check_model_refs(spec) -> None:
     """Resolve every model ref, and check that a built-in model's package is installed;
     raises ModelRefError naming the field and the install."""
-    from agents.models import ModelRef
+    from latentray.agents.models import ModelRef
 
     for model_id, m in spec.models.items():
         try:
@@ -29,8 +29,8 @@ def check_model_refs(spec) -> None:
 
 def check_transports(spec, plan) -> None:
     """One transport per producing step, one compression variant for rdt, backend usable."""
-    from channels.compression import check_compression_names
-    from topologies.validate import replicas_of
+    from latentray.channels.compression import check_compression_names
+    from latentray.topologies.validate import replicas_of
 
     uses_rdt = False
     for step in plan.steps:
@@ -69,7 +69,7 @@ def check_rdt_backend(spec, plan) -> None:
     (whether the GPU can run the backend is checked inside each actor, where it is)."""
     backend = spec.channels.rdt_backend
     if backend not in GPU_BACKENDS:
-        from channels.transports.rdt import require_backend
+        from latentray.channels.transports.rdt import require_backend
 
         require_backend(backend)
         return
@@ -85,20 +85,20 @@ def check_rdt_backend(spec, plan) -> None:
 def rejected_questions(spec, questions: list, known: dict | None = None) -> dict:
     """{index: reason} of the questions that cannot run: `known` ones (unreadable lines) and
     each one the question checks refuse (empty, binary, not Unicode, over the limit)."""
-    from runtime.engine.question_checks import rejected_questions as check
+    from latentray.runtime.engine.question_checks import rejected_questions as check
 
     return check(questions, spec.limits.max_question_chars, known)
 
 
 def check_codecs(spec, plan) -> None:
-    from runtime.codecs.plan import check_codec_parts
+    from latentray.runtime.codecs.plan import check_codec_parts
 
     check_codec_parts(spec, plan)
 
 
 def check_limits(spec, address: str | None) -> None:
     """Limits that only a Ray this run starts can honour."""
-    from runtime.engine.ray_setup import refuse_store_size_when_joining
+    from latentray.runtime.engine.ray_setup import refuse_store_size_when_joining
 
     refuse_store_size_when_joining(address, spec.limits.object_store_bytes)
 
@@ -106,7 +106,7 @@ def check_limits(spec, address: str | None) -> None:
 def needed_resources(spec, plan) -> dict:
     """Ray resources the run's actors ask for together, every replica counted (an `auto`
     agent as the one replica it starts with): CPU, GPU and each custom resource label."""
-    from runtime.engine.actors import group_agents
+    from latentray.runtime.engine.actors import group_agents
 
     total = {"CPU": 0.0, "GPU": 0.0}
     for g in group_agents(spec, plan.agents):
@@ -147,7 +147,7 @@ def preflight(spec, plan, address: str | None = None) -> None:
 
 def problems(spec, plan, address: str | None = None) -> list:
     """(check name, message) of every check that fails: what `run` would refuse."""
-    from runtime.engine.errors import USER_ERRORS
+    from latentray.runtime.engine.errors import USER_ERRORS
 
     found = []
     for name, check in CHECKS:
@@ -173,7 +173,7 @@ def check_fits(spec, plan, started_locally: bool) -> None:
 def placement_problems(spec, plan, have: dict, nodes: list) -> list:
     """(field, what is wrong, fix) for each way the run's actors can never be placed on a
     cluster with resources `have` in all and `nodes` (each node's resources)."""
-    from runtime.engine.actors import group_agents
+    from latentray.runtime.engine.actors import group_agents
 
     found = []
     groups = group_agents(spec, plan.agents)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from runtime.engine.errors import RunError
+from latentray.runtime.engine.errors import RunError
 
 # Bytes of a file's start searched for NUL: text never holds one, binary files nearly always do.
 _SNIFF_BYTES = 8192

@@ -18,10 +18,10 @@ import os
 import socket
 from pathlib import Path
 
-from agents.errors import first_line
-from channels.zero_copy_env import ZERO_COPY_ENV, quiet_zero_copy_warnings
+from latentray.agents.errors import first_line
+from latentray.channels.zero_copy_env import ZERO_COPY_ENV, quiet_zero_copy_warnings
 
-from runtime.engine.errors import RunError
+from latentray.runtime.engine.errors import RunError
 
 REPO_ROOT = str(Path(__file__).resolve().parents[2])
 

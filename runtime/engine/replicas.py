@@ -16,7 +16,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 
-from runtime.engine.errors import RunError
+from latentray.runtime.engine.errors import RunError
 
 
 class NoReplicaLeft(RunError):

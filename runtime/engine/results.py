@@ -24,8 +24,9 @@ import os
 import uuid
 from pathlib import Path
 
-from runtime.engine.errors import RunError
-from runtime.engine.run_identity import digest, question_changes, questions_identity, spec_changes, spec_identity
+from latentray.runtime.engine.errors import RunError
+from latentray.runtime.engine.run_identity import (digest, question_changes, questions_identity, spec_changes,
+                                                    spec_identity)
 
 MANIFEST = "run.json"
 TRACE_COLUMNS = ["run", "batch", "problems", "src", "dst", "round", "kind", "bytes", "latency_s", "src_node",

@@ -9,8 +9,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from runtime.engine.results import trace_rows
-from runtime.engine.session import RunSession
+from latentray.runtime.engine.results import trace_rows
+from latentray.runtime.engine.session import RunSession
 
 
 @dataclass
@@ -88,7 +88,7 @@ def run_spec(spec, plan, questions: list, run_name: str | None = None, progress=
     progress: a runtime.engine.progress.Progress (or anything with update(problems, tokens));
     on_batch(BatchDone): called as each unit finishes, failures too;
     rejected: {index: reason} of questions already known to be bad (they are not run)."""
-    from runtime.engine.store_usage import StorePeak
+    from latentray.runtime.engine.store_usage import StorePeak
 
     t0 = time.perf_counter()
     session = RunSession(spec, plan, run_name, address, verbose=verbose).check()

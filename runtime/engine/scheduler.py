@@ -29,10 +29,10 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from agents.errors import ProblemInputError, StepTimeoutError, first_line
-from runtime.engine.replicas import ReplicaPool
-from runtime.engine.steps import compile_steps, submit_unit
-from runtime.engine.vote import majority
+from latentray.agents.errors import ProblemInputError, StepTimeoutError, first_line
+from latentray.runtime.engine.replicas import ReplicaPool
+from latentray.runtime.engine.steps import compile_steps, submit_unit
+from latentray.runtime.engine.vote import majority
 
 
 @dataclass
@@ -306,7 +306,7 @@ def run_plan(plan, handles, questions: list, batch_size: int, backend="nccl",
     grow(step stats of a finished unit) -> new Replicas (launched, loading) to add."""
     import ray
 
-    from topologies.spec import LimitsSpec
+    from latentray.topologies.spec import LimitsSpec
 
     limits = limits or LimitsSpec()
     steps = steps if steps is not None else compile_steps(plan, backend, limits=limits)

@@ -21,13 +21,13 @@ import hashlib
 import pickle
 import uuid
 
-from runtime.engine import warm_actors
-from runtime.engine.actors import actor_names, group_agents, kill_actors, start_actors
-from runtime.engine.groups import open_groups
-from runtime.engine.metrics import RunMetrics
-from runtime.engine.preflight import check_fits, needed_resources, preflight, rejected_questions
-from runtime.engine.scheduler import BatchDone, run_plan
-from runtime.engine.steps import spec_steps
+from latentray.runtime.engine import warm_actors
+from latentray.runtime.engine.actors import actor_names, group_agents, kill_actors, start_actors
+from latentray.runtime.engine.groups import open_groups
+from latentray.runtime.engine.metrics import RunMetrics
+from latentray.runtime.engine.preflight import check_fits, needed_resources, preflight, rejected_questions
+from latentray.runtime.engine.scheduler import BatchDone, run_plan
+from latentray.runtime.engine.steps import spec_steps
 
 
 def in_flight_limit(spec, plan) -> int | None:
@@ -68,7 +68,7 @@ class RunSession:
 
     def check(self) -> "RunSession":
         """Pre-flight and Ray, nothing started: what a run would refuse is raised here."""
-        from runtime.engine import ray_setup
+        from latentray.runtime.engine import ray_setup
 
         if self._checked:
             return self
@@ -84,8 +84,8 @@ class RunSession:
         (once: a started session returns at once)."""
         import ray
 
-        from runtime.codecs.plan import read_parts
-        from runtime.engine.placement import Placement
+        from latentray.runtime.codecs.plan import read_parts
+        from latentray.runtime.engine.placement import Placement
 
         if self.pool is not None:
             return self
@@ -129,7 +129,7 @@ class RunSession:
         valid = [i for i in todo if i not in bad]
         if not valid:
             return
-        from runtime.engine.autoscale import AutoReplicas
+        from latentray.runtime.engine.autoscale import AutoReplicas
 
         self.start()
         if on_start:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from agents.step_call import InputEdge, StepCall
+from latentray.agents.step_call import InputEdge, StepCall
 
 
 @dataclass(frozen=True)
@@ -71,8 +71,8 @@ def compile_steps(plan, backend: str = "nccl", checksum: bool = False, codec_for
 def spec_steps(spec, plan) -> list:
     """compile_steps with what the spec says: its backend, codecs, hidden scope, limits and
     agents' configs."""
-    from runtime.codecs.plan import codec_dir, edge_codec
-    from runtime.engine.agent_configs import spec_agent_configs
+    from latentray.runtime.codecs.plan import codec_dir, edge_codec
+    from latentray.runtime.engine.agent_configs import spec_agent_configs
 
     return compile_steps(plan, spec.channels.rdt_backend, codec_for=lambda e: edge_codec(spec, plan, e),
                          hidden_scope=spec.channels.hidden_states, codec_dir=codec_dir(spec), limits=spec.limits,
@@ -85,9 +85,9 @@ def submit_unit(steps: list, handles, questions: list, unit: int, backend: str =
     {step id: [output refs..., stats ref]}. handles: a ReplicaPool, or {agent id: handle}.
     Each step goes to the replica the pool picks, near the replicas that ran its inputs;
     `placed`, if given, receives {step id: Replica}, each counted in that replica's load."""
-    from channels.transports import producer_method
+    from latentray.channels.transports import producer_method
 
-    from runtime.engine.replicas import ReplicaPool
+    from latentray.runtime.engine.replicas import ReplicaPool
 
     pool = ReplicaPool.of(handles)
     chosen = {} if placed is None else placed

@@ -58,7 +58,7 @@ def keep_warm():
 def enabled() -> bool:
     """Inside keep_warm, on a Ray this process started: on a cluster others join, a parked
     actor would hold room their actors wait for, and this driver cannot know it."""
-    from runtime.engine import ray_setup
+    from latentray.runtime.engine import ray_setup
 
     return _depth > 0 and ray_setup.STARTED_LOCALLY
 

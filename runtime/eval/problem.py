@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from agents.errors import LatentrayError
+from latentray.agents.errors import LatentrayError
 
 TASKS = ("math", "choice", "exact", "code")
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"

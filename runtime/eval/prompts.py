@@ -3,7 +3,7 @@ the role templates. Wordings live in one table and stay short: the smallest mode
 is a 135M-parameter chat model that follows one plain instruction at best."""
 from __future__ import annotations
 
-from runtime.eval.problem import Problem
+from latentray.runtime.eval.problem import Problem
 
 INSTRUCTIONS = {
     "choice": "Answer with the letter of the correct option.",

@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from agents.errors import LatentrayError
+from latentray.agents.errors import LatentrayError
 
-from runtime.eval.results import read_results
-from runtime.eval.stats import format_table, method_figures
+from latentray.runtime.eval.results import read_results
+from latentray.runtime.eval.stats import format_table, method_figures
 
 
 def print_report(out_dir: Path, plots: bool = True) -> list:

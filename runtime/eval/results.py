@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from runtime.engine.results import atomic_write
+from latentray.runtime.engine.results import atomic_write
 
-from runtime.eval.problem import DataError
+from latentray.runtime.eval.problem import DataError
 
 COLUMNS = ["dataset", "spec", "method", "id", "task", "question", "context", "gold", "answer", "extracted",
            "correct", "detail", "prompt_tokens", "decoded_tokens", "tokens_by_agent", "latent_steps", "seconds",

@@ -10,8 +10,8 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 
-from runtime.eval.checkers import checker_for
-from runtime.eval.prompts import format_question
+from latentray.runtime.eval.checkers import checker_for
+from latentray.runtime.eval.prompts import format_question
 
 METHODS = ("latent", "text", "single")
 
@@ -134,9 +134,9 @@ def run_method(spec, problems: list, method: str, *, dataset: str, batch_size: i
     """(rows, run summary) of one method over the problems. With output_dir, answers stream
     into output_dir (runtime/results.py) as batches finish, and a rerun resumes there
     (restart: discards what is there and runs every problem again)."""
-    from runtime.engine.run import run_spec
-    from runtime.engine.results import RunOutput
-    from topologies import build_plan
+    from latentray.runtime.engine.run import run_spec
+    from latentray.runtime.engine.results import RunOutput
+    from latentray.topologies import build_plan
 
     spec_m = with_method(spec, method, batch_size, max_new_tokens)
     plan = build_plan(spec_m)

@@ -38,8 +38,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from agents.errors import LatentrayError
-from runtime.eval import sandbox_guards as guards_
+from latentray.agents.errors import LatentrayError
+from latentray.runtime.eval import sandbox_guards as guards_
 
 OUTPUT_LIMIT = 64 * 1024  # bytes of stdout / stderr kept
 FSIZE_BYTES = 16 * 1024 * 1024

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import grpc
 
-from runtime.engine.errors import RunError
-from runtime.gateway.errors import RequestRejected
+from latentray.runtime.engine.errors import RunError
+from latentray.runtime.gateway.errors import RequestRejected
 
 TOKEN_ENV = "LATENTRAY_GATEWAY_TOKEN"
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import grpc
 
-from runtime.gateway.errors import from_rpc_error
-from runtime.gateway.wire import HEALTH, SOLVE, SOLVE_STREAM, method_path, pack, unpack_reply
+from latentray.runtime.gateway.errors import from_rpc_error
+from latentray.runtime.gateway.wire import HEALTH, SOLVE, SOLVE_STREAM, method_path, pack, unpack_reply
 
 MAX_REPLY_BYTES = 256 << 20  # answers are short; this only guards against a runaway reply
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import grpc
 
-from agents.errors import LatentrayError
+from latentray.agents.errors import LatentrayError
 
 
 class RequestRejected(Exception):

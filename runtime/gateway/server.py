@@ -22,11 +22,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 
-from runtime.engine.errors import RunError
-from runtime.gateway.auth import TokenCheck
-from runtime.gateway.batching import DONE
-from runtime.gateway.errors import RequestRejected
-from runtime.gateway.wire import HEALTH, SERVICE, SOLVE, SOLVE_STREAM, decode_request, pack
+from latentray.runtime.engine.errors import RunError
+from latentray.runtime.gateway.auth import TokenCheck
+from latentray.runtime.gateway.batching import DONE
+from latentray.runtime.gateway.errors import RequestRejected
+from latentray.runtime.gateway.wire import HEALTH, SERVICE, SOLVE, SOLVE_STREAM, decode_request, pack
 
 # Room above max_request_bytes for gRPC framing, so our own check answers first.
 RECEIVE_SLACK_BYTES = 64 << 10

@@ -13,12 +13,12 @@ import threading
 import time
 import uuid
 
-from agents.errors import first_line
+from latentray.agents.errors import first_line
 
-from runtime.engine.actors import actor_names
-from runtime.engine.preflight import rejected_questions
-from runtime.engine.session import RunSession
-from runtime.gateway.batching import Collector, Ticket
+from latentray.runtime.engine.actors import actor_names
+from latentray.runtime.engine.preflight import rejected_questions
+from latentray.runtime.engine.session import RunSession
+from latentray.runtime.gateway.batching import Collector, Ticket
 
 
 class GatewayService:

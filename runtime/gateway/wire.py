@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import grpc
 import msgpack
 
-from runtime.gateway.errors import RequestRejected
+from latentray.runtime.gateway.errors import RequestRejected
 
 DEFAULT_PORT = 50051  # latentray serve and ask, unless --port / --address say otherwise
 SERVICE = "latentray.Gateway"

@@ -1,6 +1,6 @@
 """Submit, watch and stop latentray runs on a Ray cluster through Ray's Job Submission SDK.
 
-A job's entrypoint is `python -m runtime.cli <run|eval> ...`, run in a copy of this
+A job's entrypoint is `python -m latentray <run|eval> ...`, run in a copy of this
 repository (the job's `working_dir`), so the four packages import on the cluster without
 an install. The SDK talks HTTP to the dashboard (default port 8265).
 
@@ -23,8 +23,8 @@ import sys
 import time
 from pathlib import Path
 
-from runtime.engine.errors import RunError
-from runtime.engine.ray_setup import REPO_ROOT, runtime_env
+from latentray.runtime.engine.errors import RunError
+from latentray.runtime.engine.ray_setup import REPO_ROOT, runtime_env
 
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 ADDRESS_HELP = (f"the cluster's dashboard, http://HOST:8265 (default: RAY_API_SERVER_ADDRESS, else RAY_ADDRESS "
@@ -83,7 +83,7 @@ def job_runtime_env(excludes=()) -> dict:
 def entrypoint(command: str, args) -> str:
     if command not in COMMANDS:
         raise RunError(f"cannot submit `{command}`: a job runs one of {', '.join(COMMANDS)}")
-    return shlex.join(["python", "-m", "runtime.cli", command, *map(str, args)])
+    return shlex.join(["python", "-m", "latentray", command, *map(str, args)])
 
 
 def repo_path(path: str, excludes=()) -> tuple:
@@ -206,7 +206,7 @@ def _without_env(*names):
 
 def submit(address: str | None, entrypoint_args, wait: bool = False, *, command: str = "run",
            excludes=(), metadata: dict | None = None, out=None, conn=None) -> str:
-    """Submit `python -m runtime.cli <command> <entrypoint_args...>` as a job; its id.
+    """Submit `python -m latentray <command> <entrypoint_args...>` as a job; its id.
 
     With `wait`, stream the job's logs to `out` (stdout) until it ends."""
     address = resolve_address(address)

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from runtime.eval.datasets import load_problems, parse_field_mapping  # noqa: E402
+from latentray.runtime.eval.datasets import load_problems, parse_field_mapping  # noqa: E402
 
 
 def main() -> None:

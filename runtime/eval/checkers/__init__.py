@@ -2,12 +2,12 @@
 checker; `latentray eval` may pick another by name."""
 from __future__ import annotations
 
-from runtime.eval.checkers.base import Checker, CheckerError, CheckResult
-from runtime.eval.checkers.choice import ChoiceChecker
-from runtime.eval.checkers.code import CodeChecker
-from runtime.eval.checkers.contains import ContainsChecker
-from runtime.eval.checkers.exact import ExactChecker
-from runtime.eval.checkers.numeric import NumericChecker
+from latentray.runtime.eval.checkers.base import Checker, CheckerError, CheckResult
+from latentray.runtime.eval.checkers.choice import ChoiceChecker
+from latentray.runtime.eval.checkers.code import CodeChecker
+from latentray.runtime.eval.checkers.contains import ContainsChecker
+from latentray.runtime.eval.checkers.exact import ExactChecker
+from latentray.runtime.eval.checkers.numeric import NumericChecker
 
 CHECKERS: dict = {
     "numeric": NumericChecker(),

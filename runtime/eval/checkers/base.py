@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agents.errors import LatentrayError
+from latentray.agents.errors import LatentrayError
 
-from runtime.eval.problem import Problem
+from latentray.runtime.eval.problem import Problem
 
 
 class CheckerError(LatentrayError, ValueError):

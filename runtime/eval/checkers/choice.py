@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import re
 
-from runtime.eval.problem import Problem
-from runtime.eval.checkers.base import Checker, CheckResult
+from latentray.runtime.eval.problem import Problem
+from latentray.runtime.eval.checkers.base import Checker, CheckResult
 
 _OPEN, _CLOSE = r"[\(\[\*]*", r"[\)\]\*]*"
 # one line only ([ \t], not \s): "the correct answer\nA. iron" is a heading over a list

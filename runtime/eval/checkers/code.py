@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import re
 
-from runtime.eval.problem import Problem
-from runtime.eval.sandbox import run_python
-from runtime.eval.checkers.base import Checker, CheckResult
+from latentray.runtime.eval.problem import Problem
+from latentray.runtime.eval.sandbox import run_python
+from latentray.runtime.eval.checkers.base import Checker, CheckResult
 
 _FENCE = re.compile(r"```[ \t]*(?:python3?|py)?[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL | re.IGNORECASE)
 

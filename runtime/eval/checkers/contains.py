@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import re
 
-from runtime.eval.problem import Problem
-from runtime.eval.checkers.base import Checker, CheckResult
-from runtime.eval.checkers.exact import normalise
+from latentray.runtime.eval.problem import Problem
+from latentray.runtime.eval.checkers.base import Checker, CheckResult
+from latentray.runtime.eval.checkers.exact import normalise
 
 
 def run_together(answer: str, gold: str) -> bool:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 import string
 
-from runtime.eval.problem import Problem
-from runtime.eval.checkers.base import Checker, CheckResult
+from latentray.runtime.eval.problem import Problem
+from latentray.runtime.eval.checkers.base import Checker, CheckResult
 
 _ARTICLES = re.compile(r"\b(?:a|an|the)\b")
 _PUNCTUATION = str.maketrans("", "", string.punctuation)

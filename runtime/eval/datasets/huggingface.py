@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import importlib.util
 
-from runtime.eval.problem import DataError
-from runtime.eval.datasets.local_file import rows_to_problems
+from latentray.runtime.eval.problem import DataError
+from latentray.runtime.eval.datasets.local_file import rows_to_problems
 
 PIP = "pip install datasets"
 DEFAULT_SPLIT = "test"

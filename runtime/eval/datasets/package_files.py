@@ -7,7 +7,7 @@ import importlib.util
 import json
 from pathlib import Path
 
-from runtime.eval.problem import DataError
+from latentray.runtime.eval.problem import DataError
 
 
 def package_dir(module: str, pip: str, dataset: str) -> Path:

@@ -7,7 +7,7 @@ import io
 import json
 from pathlib import Path
 
-from runtime.eval.problem import DataError
+from latentray.runtime.eval.problem import DataError
 
 FORMATS = (".jsonl", ".json", ".csv", ".parquet", ".arrow", ".feather")
 
@@ -94,7 +94,7 @@ def _columnar(path: Path, suffix: str) -> list:
             import pyarrow.feather as feather
             table = feather.read_table(path)
         else:
-            from runtime.eval.datasets.package_files import read_arrow_rows
+            from latentray.runtime.eval.datasets.package_files import read_arrow_rows
             return [(f"{path} row {n}", row) for n, row in enumerate(read_arrow_rows(path), 1)]
     except (pa.ArrowException, OSError) as exc:
         raise DataError(f"{path}: cannot read it as {suffix[1:]} ({exc}); check the file's type") from None

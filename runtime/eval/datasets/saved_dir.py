@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from runtime.eval.datasets.local_file import rows_to_problems
-from runtime.eval.datasets.package_files import read_arrow_rows
-from runtime.eval.problem import DataError
+from latentray.runtime.eval.datasets.local_file import rows_to_problems
+from latentray.runtime.eval.datasets.package_files import read_arrow_rows
+from latentray.runtime.eval.problem import DataError
 
 DEFAULT_SPLIT = "test"
 

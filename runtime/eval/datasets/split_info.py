@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import random
 
-from runtime.eval.problem import DataError, Problem
+from latentray.runtime.eval.problem import DataError, Problem
 
 SIZE = 200
 NAMES = ["Priya", "Tomas", "Ingrid", "Kwame", "Yuki", "Mateo", "Anika", "Dmitri", "Leila", "Oskar",
