@@ -36,8 +36,15 @@ def pip(*args, cwd=None):
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory):
-    out = tmp_path_factory.mktemp("wheel")
-    pip("wheel", "-w", str(out), str(ROOT))
+    """The wheel, built from a copy of the tracked files (a build writes into its source tree)."""
+    import shutil
+
+    out, source = tmp_path_factory.mktemp("wheel"), tmp_path_factory.mktemp("source") / "latentray"
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    for name in tracked:
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, source / name)
+    pip("wheel", "-w", str(out), str(source))
     (built,) = out.glob("latentray-*.whl")
     return built
 

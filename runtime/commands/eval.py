@@ -82,10 +82,13 @@ def prepare_methods(spec, methods: list, args) -> None:
                verbose=args.verbose)
 
 
-def run(args) -> int:
+def run(args, report: bool = True) -> int:
+    """args as add_parser's; args.spec may also be a loaded spec (the Python API's
+    latentray.evaluate). report: print the comparison table at the end."""
     from latentray.topologies import load_spec
+    from latentray.topologies.spec import GraphSpec
 
-    spec = load_spec(args.spec)
+    spec = args.spec if isinstance(args.spec, GraphSpec) else load_spec(args.spec)
     for flag, value in (("--batch-size", args.batch_size), ("--max-new-tokens", args.max_new_tokens)):
         if value is not None and value < 1:
             raise SpecError("must be >= 1", file=flag, fix="give a positive number")
@@ -111,7 +114,8 @@ def run(args) -> int:
                                            output_dir=out / "runs" / method, restart=args.restart)
             finally:
                 progress.close()
-            summary.update(dataset=args.dataset, spec=str(args.spec), limit=args.limit)
+            summary.update(dataset=args.dataset, spec=spec.name if args.spec is spec else str(args.spec),
+                           limit=args.limit)
             if not summary["problems_run"]:
                 print(f"[eval] {method}: all {len(problems)} problems were already finished in {out}", file=sys.stderr)
             elif summary["resumed_finished"]:
@@ -121,5 +125,6 @@ def run(args) -> int:
             right = sum(r["correct"] for r in rows)
             print(f"[eval] {method}: {right}/{len(rows)} correct, {summary['run_s']:.1f} s; wrote {path}",
                   file=sys.stderr)
-    print_report(out, plots=False)
+    if report:
+        print_report(out, plots=False)
     return 0

@@ -81,17 +81,20 @@ def replica_counts(pool) -> dict:
 
 def run_spec(spec, plan, questions: list, run_name: str | None = None, progress=None,
              on_batch=None, address: str | None = None, rejected: dict | None = None,
-             todo: list | None = None, verbose: bool = False) -> RunResult:
+             todo: list | None = None, verbose: bool = False, session: RunSession | None = None) -> RunResult:
     """Start actors, run the questions `todo` (default all) through the plan, stop the actors.
     Every problem is answered once or reported failed with its reason (result.failed); the
     run goes on. Indices everywhere (result, on_batch, rejected) are positions in `questions`.
     progress: a runtime.engine.progress.Progress (or anything with update(problems, tokens));
     on_batch(BatchDone): called as each unit finishes, failures too;
-    rejected: {index: reason} of questions already known to be bad (they are not run)."""
+    rejected: {index: reason} of questions already known to be bad (they are not run);
+    session: a RunSession of this spec to run on, left open (its actors stay for the next
+    call: the Python API's latentray.Session); by default one is started and closed here."""
     from latentray.runtime.engine.store_usage import StorePeak
 
     t0 = time.perf_counter()
-    session = RunSession(spec, plan, run_name, address, verbose=verbose).check()
+    own = session is None
+    session = RunSession(spec, plan, run_name, address, verbose=verbose).check() if own else session.check()
     todo = list(range(len(questions))) if todo is None else list(todo)
     result = RunResult(session.run_name, list(questions), [None] * len(questions), [0] * len(questions),
                        max_in_flight=session.max_in_flight)
@@ -121,6 +124,7 @@ def run_spec(spec, plan, questions: list, run_name: str | None = None, progress=
             result.replicas_lost = list(session.pool.removed)
             result.replicas = replica_counts(session.pool)
     finally:
-        session.close()
+        if own:
+            session.close()
     result.wall_s = time.perf_counter() - t0
     return result
