@@ -53,7 +53,8 @@ def test_the_wheel_holds_only_the_latentray_namespace(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     assert {n.split("/")[0] for n in names if ".dist-info/" not in n} == {"latentray"}
     for shipped in ("latentray/__main__.py", "latentray/agents/agent.py", "latentray/runtime/cli.py",
-                    "latentray/topologies/examples/latent_chain.yaml", "latentray/runtime/engine/grafana/latentray.json"):
+                    "latentray/topologies/examples/latent_chain.yaml",
+                    "latentray/runtime/engine/grafana/latentray.json"):
         assert shipped in names, shipped
 
 

@@ -1,4 +1,5 @@
-"""RunSession: everything between a plan and its answers, for `run`, `eval` and the gateway.
+"""RunSession: everything between a plan and its answers, for `run`, `eval`, the gateway and
+the Python API's latentray.Session.
 
     session = RunSession(spec, plan, run_name).start()   # pre-flight, Ray, replicas, groups, steps
     for done in session.run(questions, todo):             # the scheduler; metrics recorded
