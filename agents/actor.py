@@ -61,13 +61,16 @@ class AgentActor(RdtMethods):
         return self.ready()
 
     def _build(self, configs: dict) -> dict:
-        return {name: Agent(cfg, self.model, self.tokenizer, self.fingerprint) for name, cfg in configs.items()}
+        return {name: self._new_agent(cfg) for name, cfg in configs.items()}
+
+    def _new_agent(self, config) -> Agent:
+        return Agent(config, self.model, self.tokenizer, self.fingerprint)
 
     def _agent(self, call: StepCall) -> Agent:
         """The agent the call names, as the call configures it (see StepCall.config)."""
         agent = self.agents.get(call.agent)
         if call.config is not None and (agent is None or agent.config != call.config):
-            agent = self.agents[call.agent] = Agent(call.config, self.model, self.tokenizer, self.fingerprint)
+            agent = self.agents[call.agent] = self._new_agent(call.config)
         if agent is None:
             raise KeyError(f"this actor hosts no agent {call.agent!r} (it hosts {sorted(self.agents)})")
         return agent

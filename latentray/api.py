@@ -21,9 +21,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import SimpleNamespace
 
+from latentray.runtime.eval.runner import METHODS
+
 # the overrides of `latentray run` / `eval`, as keyword arguments
 OVERRIDES = ("method", "batch_size", "max_in_flight", "replicas", "codecs")
-METHODS = ("latent", "text", "single")
 
 
 def load_spec(source, **overrides):

@@ -140,20 +140,14 @@ def _pick(keys: list, names: tuple) -> list:
     only one whose name this session does not start takes a position, so no two live
     actors would share a name."""
     picked = [None] * len(keys)
-
-    def first(pred):
-        return next((r for r in _parked if pred(r)), None)
-
-    for i, k in enumerate(keys):
-        if k and i < len(names):
-            picked[i] = first(lambda r: r.key == k and r.name == names[i])
-            if picked[i] is not None:
-                _parked.remove(picked[i])
-    for i, k in enumerate(keys):
-        if k and picked[i] is None:
-            picked[i] = first(lambda r: r.key == k and r.name not in names)
-            if picked[i] is not None:
-                _parked.remove(picked[i])
+    passes = (lambda i, r: i < len(names) and r.name == names[i],  # its own place first
+              lambda i, r: r.name not in names)  # then any place, if its name is free
+    for fits in passes:
+        for i, k in enumerate(keys):
+            if k and picked[i] is None:
+                picked[i] = next((r for r in _parked if r.key == k and fits(i, r)), None)
+                if picked[i] is not None:
+                    _parked.remove(picked[i])
     return picked
 
 

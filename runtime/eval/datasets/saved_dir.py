@@ -9,11 +9,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from latentray.runtime.eval.datasets.huggingface import DEFAULT_SPLIT
 from latentray.runtime.eval.datasets.local_file import rows_to_problems
 from latentray.runtime.eval.datasets.package_files import read_arrow_rows
 from latentray.runtime.eval.problem import DataError
-
-DEFAULT_SPLIT = "test"
 
 
 def is_saved_dataset(path: Path) -> bool:
