@@ -3,6 +3,7 @@ process, streaming, health, concurrency, the token, the limits, malformed and fu
 payloads, and `latentray serve` + `latentray ask` end to end in a process of their own."""
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -388,29 +389,37 @@ def test_ask_command_exit_codes(gateway, reference, monkeypatch, capsys):
 
 def test_serve_and_ask_end_to_end(tmp_path, reference, ray_for_other_drivers):
     """`latentray serve` in a process of its own, joining the session's Ray (as a job's driver
-    joins a cluster), asked by `latentray ask`. Its agents share one actor (one process to
-    start; the same weights, so the same answers)."""
+    joins a cluster), asked by `latentray ask` over gRPC and by the openai client over its
+    OpenAI-compatible endpoint. Its agents share one actor (one process to start; the same
+    weights, so the same answers)."""
+    import openai
+
     spec_file = tmp_path / "shared.yaml"
     spec_file.write_text(SPEC_TEXT.replace("    model: base\n", "    model: base\n    actor: shared\n"))
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN + "\n")
-    serve = _cli("serve", str(spec_file), "--port", "0", "--token-file", str(token_file), "--name", "gw-e2e",
+    serve = _cli("serve", str(spec_file), "--port", "0", "--openai-port", "0", "--token-file", str(token_file),
+                 "--name", "gw-e2e",
                  ray_address=ray_for_other_drivers.get_runtime_context().gcs_address)
     try:
         line = serve.stdout.readline()  # printed once the actors are up
         assert line.startswith("serving latent_chain on 127.0.0.1:"), (line, serve.stderr.read() if not line else "")
         assert "(actors: 1; token: required)" in line
         address = line.split(" on ")[1].split()[0]
+        url = re.search(r" and (http://\S+/v1) \(OpenAI API\)", line).group(1)
         ask = _cli("ask", "--address", address, "--token-file", str(token_file), QUESTIONS[0], "bad\x01question")
         out, err = ask.communicate(timeout=120)
         assert ask.returncode == 1, err  # one question failed its checks
         answer, tokens = reference[QUESTIONS[0]]
         assert f"[0] Q: {QUESTIONS[0]}\n    A: {answer!r} ({tokens} tokens)" in out
         assert "[1] Q: bad\x01question\n    FAILED: the question holds binary content" in out
+        reply = openai.OpenAI(base_url=url, api_key=TOKEN, max_retries=0, timeout=120).chat.completions.create(
+            model="latent_chain", messages=[{"role": "user", "content": QUESTIONS[0]}])
+        assert (reply.choices[0].message.content, reply.usage.completion_tokens) == (answer, tokens)
         serve.send_signal(signal.SIGTERM)
         rest, serve_err = serve.communicate(timeout=120)
         assert serve.returncode == 0, serve_err
-        assert "stopped; requests served: 1" in serve_err
+        assert "stopped; requests served: 2" in serve_err
         assert TOKEN not in line + rest + serve_err and "Traceback" not in serve_err
     finally:
         if serve.poll() is None:

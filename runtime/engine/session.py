@@ -115,12 +115,13 @@ class RunSession:
         return rejected_questions(self.spec, questions, known)
 
     def run(self, questions: list, todo: list | None = None, rejected: dict | None = None, on_wait=None,
-            on_submit=None, on_start=None):
+            on_submit=None, on_start=None, steps: list | None = None):
         """Yield a BatchDone per unit as it finishes, numbered as `questions`: the problems
         `todo` (default all), less those known bad (`rejected`, {index: reason}) or that the
         question checks refuse: those are reported failed first, unrun. The actors start on
         the first call with something to run; on_start() is called once they are up, before
-        the first step is submitted. Metrics are recorded as units finish."""
+        the first step is submitted. Metrics are recorded as units finish. steps: compiled for
+        other agent configs (runtime/engine/steps.py spec_steps; default the spec's own)."""
         todo = list(range(len(questions))) if todo is None else list(todo)
         wanted = set(todo)
         bad = {i: why for i, why in self.rejected(questions, rejected).items() if i in wanted}
@@ -138,7 +139,7 @@ class RunSession:
         grow = AutoReplicas(self.spec, self.plan, self.run_name, self.placement, self.codec_parts,
                             self.codec_key)
         for done in run_plan(self.plan, self.pool, questions, self.spec.run.batch_size,
-                             self.spec.channels.rdt_backend, self.max_in_flight, self.steps, on_wait=on_wait,
+                             self.spec.channels.rdt_backend, self.max_in_flight, steps or self.steps, on_wait=on_wait,
                              metrics=self.metrics, limits=self.spec.limits, on_submit=on_submit, indices=valid,
                              grow=None if grow.done else grow,
                              in_flight_per_replica=self.spec.run.max_in_flight == "auto"):

@@ -68,15 +68,15 @@ def compile_steps(plan, backend: str = "nccl", checksum: bool = False, codec_for
     return out
 
 
-def spec_steps(spec, plan) -> list:
+def spec_steps(spec, plan, configs: dict | None = None) -> list:
     """compile_steps with what the spec says: its backend, codecs, hidden scope, limits and
-    agents' configs."""
+    agents' configs (or `configs`, {agent: AgentConfig}, where a caller changed them)."""
     from latentray.runtime.codecs.plan import codec_dir, edge_codec
     from latentray.runtime.engine.agent_configs import spec_agent_configs
 
     return compile_steps(plan, spec.channels.rdt_backend, codec_for=lambda e: edge_codec(spec, plan, e),
                          hidden_scope=spec.channels.hidden_states, codec_dir=codec_dir(spec), limits=spec.limits,
-                         configs=spec_agent_configs(plan.agents, spec))
+                         configs=configs if configs is not None else spec_agent_configs(plan.agents, spec))
 
 
 def submit_unit(steps: list, handles, questions: list, unit: int, backend: str = "nccl",

@@ -41,6 +41,11 @@ class TokenCheck:
     def required(self) -> bool:
         return self._expected is not None
 
+    def matches(self, authorization) -> bool:
+        """Whether an `authorization` value (str or bytes) is 'Bearer <the token>'."""
+        value = authorization.encode("utf-8", "replace") if isinstance(authorization, str) else bytes(authorization)
+        return hmac.compare_digest(value, self._expected)
+
     def check(self, metadata) -> None:
         """Raise RequestRejected(UNAUTHENTICATED) unless the call's metadata holds the token."""
         if self._expected is None:
@@ -49,6 +54,5 @@ class TokenCheck:
         if not given:
             raise RequestRejected(grpc.StatusCode.UNAUTHENTICATED,
                                   "this gateway needs a token: send 'authorization: Bearer <token>' metadata")
-        value = given[0].encode("utf-8", "replace") if isinstance(given[0], str) else bytes(given[0])
-        if not hmac.compare_digest(value, self._expected):
+        if not self.matches(given[0]):
             raise RequestRejected(grpc.StatusCode.UNAUTHENTICATED, "the token does not match the gateway's")

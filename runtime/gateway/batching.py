@@ -6,23 +6,40 @@ questions, waiting at most `window_s` after a group's first ticket for more, and
 each group to run_group on a thread of its own. Concurrent single questions thus share a
 batch (one forward pass per step for all of them) instead of queueing one by one; a batch
 gives each problem the same answer as running it alone, so grouping is invisible but for time.
+Only tickets with equal Overrides share a group: a batch runs one configuration of each agent.
 """
 from __future__ import annotations
 
 import queue
 import threading
 import time
+from dataclasses import dataclass
 
 
 DONE = {"event": "done"}  # the last event of every ticket: all its questions are accounted for
 
 
+@dataclass(frozen=True)
+class Overrides:
+    """What one request changes in the spec's agents for its own questions (None: the spec's):
+    the answering agents' max_new_tokens, temperature and top_p, and every agent's sampling seed."""
+    max_new_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    seed: int | None = None
+
+
+NO_OVERRIDES = Overrides()
+
+
 class Ticket:
-    def __init__(self, questions: list, bad: dict, on_event=None):
+    def __init__(self, questions: list, bad: dict, on_event=None, overrides: Overrides = NO_OVERRIDES):
         self.questions = list(questions)
+        self.overrides = overrides
         self.failed = dict(bad)  # index -> reason
         self.valid = [i for i in range(len(questions)) if i not in bad]  # indices that run
         self.answers: dict = {}  # index -> (answer, tokens)
+        self.details: dict = {}  # index -> what else its unit reported of it (GatewayService._detail)
         self.on_event = on_event
         self.admitted = time.monotonic()
         self.started = self.finished = None
@@ -40,13 +57,14 @@ class Ticket:
         if self.on_event is not None:
             self.on_event(event)
 
-    def record(self, answers: dict, failed: dict) -> None:
-        """answers: {index: (answer, tokens)}; failed: {index: reason}; finishes the ticket
-        once every question is accounted for (later records are ignored)."""
+    def record(self, answers: dict, failed: dict, details: dict | None = None) -> None:
+        """answers: {index: (answer, tokens)}; failed: {index: reason}; details: {index: dict};
+        finishes the ticket once every question is accounted for (later records are ignored)."""
         with self._lock:
             if self._complete:
                 return
             self.answers.update(answers)
+            self.details.update(details or {})
             self.failed.update({i: why for i, why in failed.items() if i not in self.answers})
             self._complete = complete = len(self.answers) + len(self.failed) == len(self.questions)
         if complete:
@@ -109,8 +127,8 @@ class Collector:
                 if ticket is None:
                     closing = True
                     break
-                if size + len(ticket.valid) > self.batch_size:
-                    self._carry = ticket  # whole requests only: it starts the next group
+                if size + len(ticket.valid) > self.batch_size or ticket.overrides != first.overrides:
+                    self._carry = ticket  # whole requests of one configuration only: it starts the next group
                     break
                 group.append(ticket)
                 size += len(ticket.valid)

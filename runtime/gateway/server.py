@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 
 from latentray.runtime.engine.errors import RunError
+from latentray.runtime.gateway.admission import Admission, Busy
 from latentray.runtime.gateway.auth import TokenCheck
 from latentray.runtime.gateway.batching import DONE
 from latentray.runtime.gateway.errors import RequestRejected
@@ -41,13 +42,15 @@ def host_port(host: str, port: int) -> str:
 
 
 class GatewayServer:
-    def __init__(self, service, host: str = "127.0.0.1", port: int = 50051, token: str | None = None):
+    def __init__(self, service, host: str = "127.0.0.1", port: int = 50051, token: str | None = None,
+                 admission: Admission | None = None):
+        """admission: the slots this server shares with the service's other front ends
+        (default: its own, limits.max_concurrent_requests of them)."""
         self.service, self.host = service, host
         self.auth = TokenCheck(token)
         limits = service.spec.limits
-        self.max_concurrent = limits.max_concurrent_requests
-        self.in_flight = 0
-        self._lock = threading.Lock()
+        self.admission = admission or Admission(limits.max_concurrent_requests)
+        self.max_concurrent = self.admission.limit
         workers = self.max_concurrent + SPARE_THREADS
         self._server = grpc.server(
             ThreadPoolExecutor(max_workers=workers, thread_name_prefix="latentray-gateway"),
@@ -71,6 +74,10 @@ class GatewayServer:
     def address(self) -> str:
         return host_port(self.host, self.port)
 
+    @property
+    def in_flight(self) -> int:
+        return self.admission.in_flight
+
     def start(self) -> "GatewayServer":
         self._server.start()
         return self
@@ -83,25 +90,13 @@ class GatewayServer:
             stopped.wait()
         return stopped
 
-    def _admit(self) -> None:
-        with self._lock:
-            if self.in_flight >= self.max_concurrent:
-                raise RequestRejected(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                      f"{self.in_flight} requests are in flight, limits.max_concurrent_requests = "
-                                      f"{self.max_concurrent}; retry when one has finished")
-            self.in_flight += 1
-
     def _hold_slot(self, context):
-        """Release the call's admission slot once: when the call ends, or as soon as grpc
-        sees its client go away (cancelled, disconnected, past its deadline)."""
-        held = [True]
-
-        def release() -> None:
-            with self._lock:
-                if held[0]:
-                    held[0] = False
-                    self.in_flight -= 1
-
+        """Take an admission slot, released when the call ends or as soon as grpc sees its
+        client go away (cancelled, disconnected, past its deadline)."""
+        try:
+            release = self.admission.enter()
+        except Busy as exc:
+            raise RequestRejected(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)) from None
         context.add_callback(release)
         return release
 
@@ -109,7 +104,6 @@ class GatewayServer:
         """(the checked request, its slot's release), or RequestRejected."""
         self.auth.check(context.invocation_metadata())
         request = decode_request(data, self.service.spec.limits)
-        self._admit()
         return request, self._hold_slot(context)
 
     def _deadline(self, context) -> tuple:

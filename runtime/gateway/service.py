@@ -5,6 +5,9 @@ that session on those same actors.
 Concurrent requests are batched by the Collector (batching.py); several groups run at once
 on the same actor handles (Ray queues their calls on each actor). Each question is checked
 by the pre-flight's question checks first: a bad one fails alone, with its reason, unrun.
+
+A request may carry Overrides (batching.py): its groups then run steps compiled with the
+answering agents configured as it asks, on the same actors (each call carries its config).
 """
 from __future__ import annotations
 
@@ -12,13 +15,14 @@ import sys
 import threading
 import time
 import uuid
+from dataclasses import replace
 
 from latentray.agents.errors import first_line
 
 from latentray.runtime.engine.actors import actor_names
 from latentray.runtime.engine.preflight import rejected_questions
 from latentray.runtime.engine.session import RunSession
-from latentray.runtime.gateway.batching import Collector, Ticket
+from latentray.runtime.gateway.batching import NO_OVERRIDES, Collector, Overrides, Ticket
 
 
 class GatewayService:
@@ -35,6 +39,7 @@ class GatewayService:
         self._collector = None
         self._open: set = set()  # tickets queued or running: close() fails what they still hold
         self._followers: dict = {}  # (group, unit's indices) -> the thread sending its step events
+        self._steps: dict = {}  # Overrides -> steps compiled with them (the session's own for none)
 
     def start(self) -> "GatewayService":
         """Pre-flight, start the actors (models loaded) and compile the steps."""
@@ -54,13 +59,58 @@ class GatewayService:
     def actor_names(self) -> list:
         return actor_names(self.spec, self.plan, self.run_name)
 
-    def submit(self, questions: list, on_event=None) -> Ticket:
+    @property
+    def answer_agents(self) -> list:
+        """The agents whose text is the answer (the ones Overrides' limits and sampling apply to)."""
+        by_id = {s.id: s.agent for s in self.plan.steps}
+        return sorted({by_id[step] for step in self.plan.answer_steps})
+
+    def max_new_tokens(self, overrides: Overrides = NO_OVERRIDES) -> int:
+        """The fewest tokens an answering agent may decode, as the spec or the overrides set it."""
+        if overrides.max_new_tokens is not None:
+            return overrides.max_new_tokens
+        return min(self.spec.agents[a].max_new_tokens for a in self.answer_agents)
+
+    def configs(self, overrides: Overrides) -> dict:
+        """{agent: AgentConfig} of the spec with `overrides` applied."""
+        from latentray.runtime.engine.agent_configs import spec_agent_configs
+
+        configs = spec_agent_configs(self.plan.agents, self.spec)
+        for name, config in configs.items():
+            sampling = config.sampling
+            if overrides.seed is not None:
+                sampling = replace(sampling, seed=overrides.seed)
+            changes = {}
+            if name in self.answer_agents:
+                sampling = replace(sampling, **{k: v for k, v in (("temperature", overrides.temperature),
+                                                                  ("top_p", overrides.top_p)) if v is not None})
+                if overrides.max_new_tokens is not None:
+                    changes["max_new_tokens"] = overrides.max_new_tokens
+            configs[name] = replace(config, sampling=sampling, **changes)
+        return configs
+
+    def _steps_for(self, overrides: Overrides):
+        """The compiled steps a group of these overrides runs (None: the session's own)."""
+        if overrides == NO_OVERRIDES:
+            return None
+        from latentray.runtime.engine.steps import spec_steps
+
+        with self._lock:
+            steps = self._steps.get(overrides)
+        if steps is None:
+            steps = spec_steps(self.spec, self.plan, configs=self.configs(overrides))
+            with self._lock:
+                self._steps[overrides] = steps
+        return steps
+
+    def submit(self, questions: list, on_event=None, overrides: Overrides = NO_OVERRIDES) -> Ticket:
         """Queue a request's questions (strings or {"question", "context"} maps); returns its
-        Ticket, done once each question is answered or failed. on_event(dict): progress."""
+        Ticket, done once each question is answered or failed. on_event(dict): progress.
+        overrides: how this request's answering agents decode (the spec's by default)."""
         bad = rejected_questions(self.spec, questions)
         if bad:
             self.metrics.problems_failed(len(bad))
-        ticket = Ticket(questions, bad, on_event)
+        ticket = Ticket(questions, bad, on_event, overrides)
         if ticket.valid:
             with self._lock:
                 if self._collector is None:
@@ -98,7 +148,8 @@ class GatewayService:
             t.start(now)
         try:
             follow = lambda indices, refs: self._follow_steps(indices, refs, owners)  # noqa: E731
-            for done in self.session.run([t.questions[i] for t, i in owners], on_submit=follow):
+            steps = self._steps_for(tickets[0].overrides)  # a group shares its overrides (the Collector's rule)
+            for done in self.session.run([t.questions[i] for t, i in owners], on_submit=follow, steps=steps):
                 self._route(done, owners)
         except Exception as exc:  # noqa: BLE001 - the engine broke: fail what is left, keep serving
             reason = f"the engine stopped: {type(exc).__name__}: {first_line(exc)}"
@@ -143,18 +194,34 @@ class GatewayService:
         if thread is not None:
             thread.join(timeout=5.0)  # its steps are done: it only has events left to send
 
+    @staticmethod
+    def _detail(stats: list, row: int) -> dict:
+        """What a unit's step stats tell of its problem in `row`: each step's tokens (decoded,
+        and read as prompt), and the unit's messages (their bytes are the whole unit's)."""
+        def at(values, default=0):
+            return values[row] if values and row < len(values) else default
+
+        return {"steps": [{"step": s["step"], "agent": s["agent"], "tokens": at(s.get("tokens")),
+                           "prompt_tokens": at(s.get("prompt_tokens")), "compute_s": s.get("compute_s")}
+                          for s in stats],
+                "messages": [{"src": e["src"], "dst": s["step"], "kind": e["kind"], "bytes": e["bytes"],
+                              "latency_s": e["latency_s"]} for s in stats for e in s.get("inbox", ())],
+                "unit_problems": max((s.get("rows", 0) for s in stats), default=0)}
+
     def _route(self, done, owners: list) -> None:
         answers: dict = {}
         failed: dict = {}
-        for g, answer, tokens in zip(done.indices, done.answers, done.tokens):
+        details: dict = {}
+        for row, (g, answer, tokens) in enumerate(zip(done.indices, done.answers, done.tokens)):
             ticket, i = owners[g]
             answers.setdefault(ticket, {})[i] = (answer, tokens)
+            details.setdefault(ticket, {})[i] = self._detail(done.step_stats, row)
         for g, why in done.failed.items():
             ticket, i = owners[g]
             failed.setdefault(ticket, {})[i] = why
         self._steps_followed(owners, [*done.indices, *done.failed])
         for ticket in set(answers) | set(failed):
-            ticket.record(answers.get(ticket, {}), failed.get(ticket, {}))
+            ticket.record(answers.get(ticket, {}), failed.get(ticket, {}), details.get(ticket))
 
     def close(self) -> None:
         """Stop batching, fail the questions still open (their callers get a reply) and
