@@ -1,5 +1,6 @@
 """The example chain through real Ray actors: names, answers, batch equivalence, no mutation
-(on a tiny model), and the example as shipped, on its real model."""
+(on a tiny model). The example as shipped, on its real model, answers in
+tests/test_documented_examples.py."""
 import pytest
 import torch
 
@@ -224,27 +225,6 @@ def test_run_survives_an_actor_dying(ray_session, example, example_run):
     # one judger step per batch: nothing lost, nothing counted twice
     batches = len(questions) // spec.run.batch_size
     assert sorted(s["batch"] for s in crashed.steps if s["agent"] == "judger") == list(range(batches))
-
-
-def test_example_as_shipped_answers_with_its_real_model(ray_session):
-    """The main job's spec, unmodified: SmolLM2-135M in four actors, real answers."""
-    from pathlib import Path
-
-    from latentray.agents.errors import ModelRefError
-    from latentray.agents.models import ModelRef
-
-    spec = load_spec(Path(__file__).resolve().parents[1] / EXAMPLE)
-    try:
-        ModelRef.parse(spec.models["base"].ref).check_available()
-    except ModelRefError as exc:
-        pytest.skip(str(exc))
-    result = run_spec(spec, build_plan(spec), ["What is the capital of France?"], run_name="shipped")
-    print(result.answers)
-    assert "Paris" in result.answers[0]
-    assert all(0 < t < spec.agents["judger"].max_new_tokens for t in result.tokens)  # stopped at EOS
-    assert [r["kind"] for r in result.trace] == ["kv"] * 6  # three parts, read by every later agent
-    loads = [s["load"] for s in result.actor_info]
-    assert {x["how"] for x in loads} <= {"cache", "converted"} and len(loads) == 4
 
 
 def test_delta_memory_writes_each_part_once_and_answers_like_full_resend(example_run, full_run):
