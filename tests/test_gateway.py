@@ -337,16 +337,17 @@ def test_stop_finishes_calls_in_flight_and_refuses_new_ones():
         assert stopped.wait(60)
 
 
-def _groups(batch_size: int, window_s: float, sizes: list) -> list:
-    """The groups a Collector forms from tickets of these sizes, put at once, then closed."""
+def _groups(batch_size: int, window_s: float, sizes: list, overrides: list | None = None) -> list:
+    """The groups a Collector forms from tickets of these sizes (and overrides), put at once,
+    then closed."""
     import queue
 
-    from latentray.runtime.gateway.batching import Collector
+    from latentray.runtime.gateway.batching import NO_OVERRIDES, Collector
 
     formed: queue.Queue = queue.Queue()
     collector = Collector(batch_size, window_s, lambda group: formed.put([len(t.valid) for t in group]))
-    for n in sizes:
-        collector.put(Ticket([f"q{i}" for i in range(n)], {}))
+    for n, o in zip(sizes, overrides or [NO_OVERRIDES] * len(sizes)):
+        collector.put(Ticket([f"q{i}" for i in range(n)], {}, overrides=o))
     collector.close()
     groups = []
     while sum(map(len, groups)) < len(sizes):
@@ -360,6 +361,14 @@ def test_collector_batches_whole_requests_up_to_batch_size():
     assert _groups(4, 600.0, [3, 2]) == [[3], [2]]
     assert _groups(4, 600.0, [1, 6, 1]) == [[1], [6], [1]]
     assert _groups(4, 0.0, [1, 1]) == [[1], [1]]  # no window: nothing waits for company
+
+
+def test_only_requests_with_equal_overrides_share_a_batch():
+    from latentray.runtime.gateway.batching import NO_OVERRIDES, Overrides
+
+    short, hot = Overrides(max_new_tokens=3), Overrides(temperature=0.7, seed=1)
+    asked = [NO_OVERRIDES, NO_OVERRIDES, short, Overrides(max_new_tokens=3), hot, NO_OVERRIDES]
+    assert _groups(8, 600.0, [1, 2, 1, 1, 1, 1], asked) == [[1, 2], [1, 1], [1], [1]]
 
 
 def _cli(*args, ray_address: str | None = None):
