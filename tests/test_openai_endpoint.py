@@ -209,6 +209,7 @@ MALFORMED = [
     ({"messages": [{"role": "user", "content": "x"}]}, 400, "model must be a string"),
     ({"model": MODEL, "messages": [{"role": "user", "content": "x"}], "n": 2}, 400, "n = 2 is not supported"),
     ({"model": MODEL, "messages": [{"role": "user", "content": "x"}], "stop": ["\n"]}, 400, "stop"),
+    ({"model": MODEL, "messages": [{"role": "user", "content": "x"}], "store": True}, 400, "store = true"),
     ({"model": MODEL, "messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]}, 400,
      "tools"),
     ({"model": MODEL, "messages": [{"role": "user", "content": "x"}], "max_tokens": 13}, 400,
@@ -309,14 +310,16 @@ def test_stop_lets_requests_in_flight_finish_and_refuses_new_ones():
     service = _HeldService(LimitsSpec())
     server = OpenAIServer(service, "127.0.0.1", 0).start()
     body = {"model": "held", "messages": [{"role": "user", "content": "held"}]}
+    detail = {"steps": [], "messages": [], "unit_problems": 1}
     with ThreadPoolExecutor(1) as pool:
         first = pool.submit(_post, server.url, body)
-        assert service.submitted.wait(60)
-        stopped = server.stop(600, wait=False)
-        with pytest.raises(urllib.error.URLError):  # no new connection is taken
-            urllib.request.urlopen(f"{server.url}/models", timeout=30)
-        detail = {"steps": [], "messages": [], "unit_problems": 1}
-        service.tickets[0].record({0: ("finished", 0)}, {}, {0: detail})
+        try:
+            assert service.submitted.wait(60)
+            stopped = server.stop(600, wait=False)  # returns once the port takes no connection
+            with pytest.raises(urllib.error.URLError, match="refused"):
+                urllib.request.urlopen(f"{server.url}/models", timeout=30)
+        finally:
+            service.tickets[0].record({0: ("finished", 0)}, {}, {0: detail})
         status, reply = first.result(60)
         assert status == 200 and reply["choices"][0]["message"]["content"] == "finished"
         assert stopped.wait(60)

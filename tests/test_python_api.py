@@ -83,3 +83,20 @@ def test_bad_input_is_a_typed_error_naming_the_field(tmp_path):
     with pytest.raises(latentray.RunError, match="question 1 is a int"):
         latentray.run(SPEC, ["fine", 3])
     assert issubclass(latentray.DataError, latentray.LatentrayError)
+
+
+def test_a_session_the_local_ray_cannot_hold_beside_another_is_refused(ray_session, monkeypatch):
+    """Nothing adds room to a Ray this process started: actors that its free room cannot hold
+    would wait forever, so the second session is refused, naming the fix."""
+    from latentray.runtime.engine import actors
+
+    monkeypatch.setattr(actors, "ROOM_WAIT_S", 0.5)
+    total = ray_session.cluster_resources()["CPU"]
+    big = {**SPEC, "agents": {name: {**agent, "resources": {"num_cpus": total // 2 + 1}}
+                              for name, agent in SPEC["agents"].items()}}
+    with latentray.Session(big) as first:
+        first.start()
+        with pytest.raises(latentray.RunError, match=r"need \d+ CPU \(free: \d+\).*close them first"):
+            latentray.Session(big).start()
+        assert first.run(QUESTIONS[:1]).answers  # the first one still serves
+

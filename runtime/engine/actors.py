@@ -10,6 +10,7 @@ of its inputs, so a retry cannot count a problem twice.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,9 @@ from latentray.runtime.engine.replicas import Replica, ReplicaPool
 # the batches it would run fail with the reason instead of restarting it forever.
 MAX_RESTARTS = 16
 MAX_TASK_RETRIES = 0
+# On a Ray this process started, how long new actors wait for room that other actors are
+# still giving back (a killed actor frees its CPUs a moment after ray.kill returns).
+ROOM_WAIT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -145,6 +149,7 @@ def start_actors(spec, plan, run_name: str, ready: list | None = None, placement
         keys = [_warm_key(*call, codec_key) for call in calls]
         names = tuple(replica_name(run_name, g, k) for g, k in wanted)
         taken = warm_actors.take(keys, names, [g.resources() for g, _ in wanted], [args[1] for _, args in calls])
+    check_room([replica_call(spec, g, k, placement)[0] for (g, k), warm in zip(wanted, taken) if warm is None])
     launched = [None if warm else launch_replica(spec, g, run_name, k, placement, codec_parts, codec_key)
                 for (g, k), warm in zip(wanted, taken)]
     up = []  # (replica, ready report) in plan order
@@ -166,6 +171,38 @@ def start_actors(spec, plan, run_name: str, ready: list | None = None, placement
         if ready is not None:
             ready.append({"actor": replica.name, **report})
     return pool
+
+
+def check_room(options: list) -> None:
+    """Refuse actors that the free room of a Ray this process started cannot hold: nothing
+    can add resources to it, so they would wait forever (another run or Session of this
+    process holds the rest). Actors in a placement group are left out: their room is
+    reserved already. Room still being given back is waited for, up to ROOM_WAIT_S."""
+    import ray
+
+    from latentray.runtime.engine import ray_setup
+
+    if not ray_setup.STARTED_LOCALLY:
+        return  # on a cluster an autoscaler may add nodes, and other drivers' actors may end
+    need: dict = {}
+    for o in options:
+        if not isinstance(o.get("scheduling_strategy", "DEFAULT"), str):
+            continue
+        for resource, amount in (("CPU", o.get("num_cpus") or 0), ("GPU", o.get("num_gpus") or 0),
+                                 *(o.get("resources") or {}).items()):
+            need[resource] = need.get(resource, 0.0) + amount
+    deadline = time.monotonic() + ROOM_WAIT_S
+    while True:
+        free = ray.available_resources()
+        short = {k: v for k, v in need.items() if v > free.get(k, 0.0) + 1e-9}
+        if not short:
+            return
+        if time.monotonic() >= deadline:
+            wants = ", ".join(f"{v:g} {k} (free: {free.get(k, 0.0):g})" for k, v in short.items())
+            raise RunError(f"this run's actors need {wants} on the Ray this process started, and other runs or "
+                           "Sessions of this process hold the rest; close them first, or start Ray with more "
+                           "resources (ray.init(num_cpus=N) before latentray) or join a cluster (--address)")
+        time.sleep(0.2)
 
 
 def kill_actors(actors) -> None:

@@ -134,8 +134,9 @@ class OpenAIServer:
         return self
 
     def stop(self, grace_s: float, wait: bool = True) -> threading.Event:
-        """Refuse new requests at once (503, and no new connections); let those in flight
-        finish for up to grace_s seconds, then cancel them. Returns the event set once stopped."""
+        """Refuse new requests at once: when this returns, no new connection is taken (and a
+        request on an open one gets 503). Those in flight finish for up to grace_s seconds,
+        then are cancelled. Returns the event set once stopped (already set if `wait`)."""
         if self._stopped is not None:
             if wait:
                 self._stopped.wait()
@@ -145,11 +146,15 @@ class OpenAIServer:
             self._sock.close()
             stopped.set()
             return stopped
+        refusing = threading.Event()
 
         async def shut() -> None:
-            self._stopping = True
-            for site in list(self._runner.sites):
-                await site.stop()
+            try:
+                self._stopping = True
+                for site in list(self._runner.sites):
+                    await site.stop()  # closes the listening socket
+            finally:
+                refusing.set()
             deadline = self._loop.time() + grace_s
             while self.active and self._loop.time() < deadline:
                 await asyncio.sleep(0.05)
@@ -168,6 +173,7 @@ class OpenAIServer:
             stopped.set()
 
         self._loop.call_soon_threadsafe(begin)
+        refusing.wait(30)
         if wait:
             closed()
         else:

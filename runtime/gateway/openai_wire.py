@@ -20,13 +20,12 @@ TEXT = "invalid_request_error"
 MAX_SEED = 2 ** 63 - 1
 ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 # Fields that change nothing here whatever their value (who asked, what to store, tags).
-HARMLESS = ("user", "metadata", "store", "service_tier", "parallel_tool_calls", "prompt_cache_key",
-            "safety_identifier")
+HARMLESS = ("user", "metadata", "service_tier", "parallel_tool_calls", "prompt_cache_key", "safety_identifier")
 # Fields accepted only at the value that asks for nothing latentray lacks: {field: (allowed values...)}.
 NEUTRAL = {"n": (1,), "stop": ([],), "logprobs": (False,), "top_logprobs": (0,), "presence_penalty": (0,),
            "frequency_penalty": (0,), "logit_bias": ({},), "tools": ([],), "functions": ([],),
            "tool_choice": ("none", "auto"), "function_call": ("none", "auto"),
-           "response_format": ({"type": "text"},)}
+           "response_format": ({"type": "text"},), "store": (False,)}
 USED = ("model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "seed", "stream",
         "stream_options", "x_latentray")
 X_FIELDS = ("context", "events")
