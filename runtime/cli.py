@@ -14,8 +14,8 @@ from latentray.runtime.engine.errors import USER_ERRORS
 # command name -> module under runtime/commands/, in the order `latentray --help` lists them
 COMMANDS = {
     "run": "run", "validate": "validate", "graph": "graph", "eval": "eval", "report": "report",
-    "fit-codec": "fit_codec", "codec-eval": "codec_eval", "submit": "submit", "status": "status",
-    "logs": "logs", "stop": "stop", "serve": "serve", "ask": "ask", "grafana": "grafana",
+    "fit-codec": "fit_codec", "train-codec": "train_codec", "codec-eval": "codec_eval", "submit": "submit",
+    "status": "status", "logs": "logs", "stop": "stop", "serve": "serve", "ask": "ask", "grafana": "grafana",
 }
 
 

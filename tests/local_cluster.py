@@ -83,9 +83,17 @@ class Node:
     log: Path
     id: str = ""  # Ray node id, once it has joined
     lost: bool = False  # killed on purpose (kill): not expected back
+    start: tuple = ()  # (args, num_cpus, env) it was started with, to start it again
+    attempts: int = 1
 
     def alive(self) -> bool:
         return self.proc.poll() is None
+
+
+# What `ray start` prints when its raylet did not register with the GCS within Ray's fixed
+# 30 s: on a loaded two-core machine (a suite beside it) that can happen; a second start works.
+STARTUP_TIMEOUT = "timed out during startup"
+START_ATTEMPTS = 3
 
 
 @dataclass
@@ -114,7 +122,8 @@ class LocalCluster:
         env.update(extra)
         return env
 
-    def _start(self, name: str, args: list, resources: dict, num_cpus: float, env: dict) -> Node:
+    def _launch(self, name: str, args: list, resources: dict, num_cpus: float, env: dict) -> tuple:
+        """(process, temp dir, log) of one `ray start` of a node, on fresh ports."""
         temp_dir = tempfile.mkdtemp(prefix=f"lr{name[:3]}", dir="/tmp")  # short: socket paths have a limit
         agent_http, agent_grpc, metrics, runtime_env = free_ports(4)
         cmd = [str(VENV_BIN / "ray"), "start", "--block", "--temp-dir", temp_dir, "--node-ip-address", "127.0.0.1",
@@ -128,9 +137,24 @@ class LocalCluster:
         with open(log, "w") as out:
             proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
                                     start_new_session=True)
-        node = Node(name, proc, temp_dir, resources, log)
+        return proc, temp_dir, log
+
+    def _start(self, name: str, args: list, resources: dict, num_cpus: float, env: dict) -> Node:
+        proc, temp_dir, log = self._launch(name, args, resources, num_cpus, env)
+        node = Node(name, proc, temp_dir, resources, log, start=(args, num_cpus, env))
         self.nodes.append(node)
         return node
+
+    def _start_again(self, node: Node) -> bool:
+        """Start a node whose `ray start` gave up waiting for its raylet to register, once
+        what that start left is gone; False if it failed otherwise or too often."""
+        if node.attempts >= START_ATTEMPTS or STARTUP_TIMEOUT not in node.log.read_text():
+            return False
+        end_session(node.proc)
+        shutil.rmtree(node.temp_dir, ignore_errors=True)
+        node.proc, node.temp_dir, node.log = self._launch(node.name, node.start[0], node.resources, *node.start[1:])
+        node.attempts += 1
+        return True
 
     def start_head(self, resources: dict | None = None, num_cpus: float = 1, **env) -> Node:
         self.gcs_port, self.dashboard_port = free_ports(2)
@@ -149,7 +173,7 @@ class LocalCluster:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             for node in self.nodes:
-                if not node.alive() and not node.lost:
+                if not node.alive() and not node.lost and not self._start_again(node):
                     raise RuntimeError(f"ray start of {node.name} exited:\n{node.log.read_text()[-3000:]}")
             found = self.node_ids()
             live = [n for n in self.nodes if not n.lost]

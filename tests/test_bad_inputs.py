@@ -244,7 +244,8 @@ def test_codec_part_fitted_for_other_models(codec_parts, codec, side, preset, se
     with pytest.raises(CodecMismatchError) as err:
         getattr(bank, f"{side}r")(CodecUse(codec, name), str(codec_parts["dir"]))
     text = str(err.value)
-    assert f"codec part {name!r} was fitted for {role} model" in text and "refit with latentray fit-codec" in text
+    who = "" if role == "model" else f"{role} "
+    assert f"codec part {name!r} was fitted for {who}model" in text and "refit it with latentray fit-codec" in text
     assert all(f"{f}: fitted {fitted[f]!r}, here {here[f]!r}" in text for f in differ)
     assert not any(f"{f}: fitted" in text for f in FINGERPRINT_FIELDS if f not in differ)
 

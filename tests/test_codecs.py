@@ -199,7 +199,7 @@ def test_realign_refuses_states_of_other_weights():
 
 
 def test_codecs_by_key_or_module_class():
-    assert set(REGISTRY) == {"identity", "realign", "ridge", "relative", "hub"}
+    assert set(REGISTRY) == {"identity", "realign", "ridge", "relative", "hub", "resampler"}
     assert codec_class("latentray.channels.codecs.ridge:Ridge") is REGISTRY["ridge"]
     with pytest.raises(CodecError, match="not a subclass"):
         codec_class("latentray.channels.codecs.base:Part")

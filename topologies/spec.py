@@ -12,7 +12,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInf
 
 TRANSPORTS = ("object_store", "rdt")
 COMPRESSIONS = ("bf16", "fp16", "latent_only", "int8")  # plus "layers:<i,j,...>"
-CODECS = ("auto", "identity", "realign", "ridge", "relative", "hub")  # plus a user's "module:Class"
+CODECS = ("auto", "identity", "realign", "ridge", "relative", "hub", "resampler")  # plus a user's "module:Class"
 AGGREGATES = ("concat", "mean", "weighted")
 
 
@@ -146,8 +146,10 @@ class ChannelSpec(Strict):
     rdt_backend: Literal["nccl", "gloo", "cuda_ipc", "nixl"] = "nccl"
     compression: tuple[str, ...] = ()
     codec: str = Field("auto", description="auto: realign within one model, hub between different models; "
-                                            "or identity, realign, ridge, relative, hub, module:Class")
-    codecs: Optional[str] = Field(None, description="directory of fitted codec parts (latentray fit-codec --out)")
+                                            "or identity, realign, ridge, relative, hub, resampler (trained: "
+                                            "latentray train-codec), module:Class")
+    codecs: Optional[str] = Field(None, description="directory of codec parts (latentray fit-codec or train-codec "
+                                                    "--out)")
     latent_decode: Literal["read", "think"] = Field(
         "read", description="how a fitted codec (ridge, relative, hub) decodes latent-step states: read = as the "
                             "receiver's token embeddings, like prompt states; think = into the receiver's last-layer "

@@ -19,6 +19,7 @@ from .spec import AGGREGATES, CODECS, GraphSpec
 _TINY = re.compile(r"^tiny:([a-z0-9]+)-(\d+)(-[a-z0-9-]+)?$")
 SAME_SPACE_CODECS = ("identity", "realign")  # map nothing between models
 PAIRWISE_CODECS = ("ridge",)  # need the receiver's model to decode: no shared space to aggregate in
+WHOLE_MESSAGE_CODECS = {"resampler"}  # decode a message as a whole: latent_decode does not apply
 
 
 def has_no_rope(ref: str) -> bool:
@@ -53,6 +54,11 @@ def validate_spec(spec: GraphSpec, file: str) -> None:
         pairs.add((edge.src, edge.dst))
         if edge.codec is not None:
             check_codec(edge.codec, file, f"channels.edges.{i}.codec")
+    uses = {spec.channels.codec, *(e.codec for e in spec.channels.edges)}
+    if spec.channels.latent_decode == "think" and WHOLE_MESSAGE_CODECS & uses:
+        raise SpecError("latent_decode: think maps latent-step states one by one, but the resampler codec reads a "
+                        "whole message at once into its soft tokens", file=file, field="channels.latent_decode",
+                        fix="leave latent_decode at read, or use a fitted codec (ridge, relative, hub)")
     groups: dict = {}
     for name, agent in spec.agents.items():
         if agent.actor is not None:

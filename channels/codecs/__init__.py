@@ -5,6 +5,7 @@
   ridge     a fitted affine map per (sender, receiver) pair
   relative  cosines to shared anchor points, zero-shot, one part per model
   hub       a universal space, one encoder and one decoder per model
+  resampler a trained soft-token adapter in a hub space: K learned queries per receiver
 A spec names a codec by key or as module:Class (a subclass of channels.codecs.base.Codec).
 """
 from __future__ import annotations
@@ -18,9 +19,10 @@ from .hub import Hub
 from .identity import Identity
 from .realign import Realign
 from .relative import Relative
+from .resampler import Resampler
 from .ridge import Ridge
 
-REGISTRY = {c.key: c for c in (Identity, Realign, Ridge, Relative, Hub)}
+REGISTRY = {c.key: c for c in (Identity, Realign, Ridge, Relative, Hub, Resampler)}
 
 
 def codec_class(name: str) -> type:

@@ -3,7 +3,9 @@
 An encoded message stays kind `hidden`; its vectors change size and its header notes
 the codec and the wire space (extra["codec"], extra["space"]). A raw hidden message's
 space is its sender's weights. Decoding checks the space, maps the vectors, optionally
-realigns them into the receiver's input space, and returns kind `embeds`.
+realigns them into the receiver's input space, and returns kind `embeds`. A decoder that
+reads a whole message at once (`decode_set`: a trained resampler) may return another
+number of vectors than arrived, with their own mask.
 """
 from __future__ import annotations
 
@@ -50,16 +52,24 @@ def decode_message(msg: LatentMessage, decoder: Decoder, realign, *, receiver: s
     except ValueError as exc:
         raise MessageError(str(exc), sender=msg.sender, receiver=receiver, field="extra.space") from None
     wire = msg.tensors["hidden"].float()
+    if decoder.decode_set is not None:  # reads the whole message at once (a trained resampler)
+        vecs, mask = decoder.decode_set(wire, msg.tensors["mask"])
+        return _decoded(msg, vecs, mask, receiver, out_dtype, latent_slots=0,
+                        seq_lens=tuple(int(n) for n in mask.sum(-1)))
     read_upto = 0 if decoder.read is None else (wire.shape[1] if latent_decode == "read"
                                                 else wire.shape[1] - msg.header.latent_slots)
     parts = [_map_rows(wire[:, :read_upto], decoder.read)] if read_upto else []
     if read_upto < wire.shape[1]:
         thought = _map_rows(wire[:, read_upto:], decoder)
         parts.append(_map_rows(thought, realign) if decoder.realign_after else thought)
-    vecs = torch.cat(parts, dim=1)
+    return _decoded(msg, torch.cat(parts, dim=1), msg.tensors["mask"], receiver, out_dtype)
+
+
+def _decoded(msg: LatentMessage, vecs: torch.Tensor, mask: torch.Tensor, receiver: str, out_dtype,
+             **fields) -> LatentMessage:
     if not bool(torch.isfinite(vecs).all()):
         raise MessageError("decoding produced NaN/Inf; the codec part is damaged or does not fit these models",
                            sender=msg.sender, receiver=receiver, field="hidden")
-    tensors = {"embeds": vecs.to(out_dtype), "mask": msg.tensors["mask"]}
+    tensors = {"embeds": vecs.to(out_dtype), "mask": mask}
     header = {k: v for k, v in msg.header.extra.items() if k != "space"}
-    return LatentMessage(msg.header, {}).replace(tensors=tensors, kind="embeds", extra=header)
+    return LatentMessage(msg.header, {}).replace(tensors=tensors, kind="embeds", extra=header, **fields)

@@ -99,6 +99,7 @@ class Decoder(ABC):
     in_dim: int | None = None  # wire vector size it reads (None: any)
     realign_after = True  # the receiving agent realigns the `__call__` output into its input space
     read = None
+    decode_set = None  # (wire [B, S, d], mask [B, S]) -> (vectors [B, K, D_r], mask [B, K]): the whole message
 
     def check_space(self, space: str, sender: str = "?") -> None:
         if self.space and space != self.space:

@@ -54,7 +54,7 @@ def read_meta(directory, name: str) -> dict:
         raise CodecError(f"{path} is not a latentray codec part; refit it with latentray fit-codec")
     if meta.get("version") != VERSION:
         raise CodecError(f"{path} has codec format version {meta.get('version')}, this latentray reads "
-                         f"{VERSION}; refit it with latentray fit-codec")
+                         f"{VERSION}; {redo(meta)}")
     return meta
 
 
@@ -78,8 +78,14 @@ def check_fingerprint(meta: dict, role: str, fingerprint: dict, part: str = "?")
     if differ:
         ref = (meta.get("models") or {}).get(role, {}).get("ref", "?")
         detail = "; ".join(f"{f}: fitted {fitted.get(f)!r}, here {fingerprint.get(f)!r}" for f in differ)
-        raise CodecMismatchError(f"codec part {part!r} was fitted for {role} model {ref!r}, not this one "
-                                 f"({detail}); refit with latentray fit-codec")
+        who = "" if role == "model" else f"{role} "
+        raise CodecMismatchError(f"codec part {part!r} was fitted for {who}model {ref!r}, not this one "
+                                 f"({detail}); {redo(meta)}")
+
+
+def redo(meta: dict) -> str:
+    """How to make a part again: trained parts come from train-codec, the others from fit-codec."""
+    return "retrain it with latentray train-codec" if meta.get("trained") else "refit it with latentray fit-codec"
 
 
 def model_entry(ref: str, fingerprint: dict) -> dict:

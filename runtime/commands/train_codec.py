@@ -1,0 +1,45 @@
+"""`latentray train-codec SPEC --out DIR`: train the resampler codec for a spec's hidden edges."""
+from __future__ import annotations
+
+import sys
+
+from latentray.topologies.errors import SpecError
+
+from latentray.runtime.commands.spec_options import load_spec_and_plan
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("train-codec", help="train the resampler codec for a spec's hidden edges (models frozen)")
+    p.add_argument("spec")
+    p.add_argument("--out", help="directory for the parts (default: the spec's channels.codecs)")
+    p.add_argument("--steps", type=int, default=2000, help="optimizer steps (default 2000)")
+    p.add_argument("--data", action="append",
+                   help="training examples: coqa, drop, boolq (the default: all three) or a .jsonl/.json file "
+                        "with fields context, question, answer; repeat to combine")
+    p.add_argument("--seed", type=int, default=0, help="the parts' initial values and the example order (0)")
+    p.add_argument("--batch", type=int, default=4, help="examples per step (default 4)")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam's learning rate (default 1e-3)")
+    p.add_argument("--tokens", type=int, help="soft tokens each receiver reads (default 8)")
+    p.add_argument("--dim", type=int, help="hub space dimension (default 256)")
+    p.add_argument("--heads", type=int, help="cross-attention heads (default 4)")
+    p.add_argument("--checkpoint-every", type=int, default=25, help="steps between checkpoints (default 25)")
+    p.add_argument("--restart", action="store_true", help="discard a checkpoint of an earlier training in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run(args) -> int:
+    from latentray.runtime.codecs.train import train_codec
+
+    spec, plan = load_spec_and_plan(args, method="latent", codecs=args.out)
+    out = spec.channels.codecs
+    if not out:
+        raise SpecError("no directory to write to", file=args.spec, field="channels.codecs",
+                        fix="pass --out DIR or set channels.codecs in the spec")
+    options = {k: v for k, v in {"tokens": args.tokens, "dim": args.dim, "heads": args.heads}.items() if v is not None}
+    log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
+    figures = train_codec(spec, plan, out, steps=args.steps, data=args.data, seed=args.seed, batch=args.batch,
+                          lr=args.lr, options=options, checkpoint_every=args.checkpoint_every, restart=args.restart,
+                          quiet=args.quiet, log=log)
+    print(f"trained {len(figures['parts'])} codec part(s) in {out} ({figures['size_mb']:.2f} MB); held-out loss "
+          f"{figures['held_out_before']:.3f} -> {figures['held_out_after']:.3f}")
+    return 0
