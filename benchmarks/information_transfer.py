@@ -13,6 +13,9 @@ problems, models and seeds:
                   across two different models (--reader-model / --answerer-model): the
                   same prompt states, carried by that codec (fit it first with
                   `latentray fit-codec SPEC --codec ridge,relative,hub --out DIR`)
+  trained         the same prompt states and latent thoughts through the trained
+                  resampler codec, across models or within one (train it first with
+                  `latentray train-codec SPEC --out DIR` on a spec of these models)
 
   python benchmarks/information_transfer.py [--limit 100] [--output DIR] [--json PATH]
   python benchmarks/information_transfer.py --reader-model builtin:gemma3-270m \
@@ -50,6 +53,7 @@ CHANNELS = {
     "ridge": ("latent", {"kind": "hidden", "hidden_states": "prompt", "codec": "ridge"}),
     "relative": ("latent", {"kind": "hidden", "hidden_states": "prompt", "codec": "relative"}),
     "hub": ("latent", {"kind": "hidden", "hidden_states": "prompt", "codec": "hub"}),
+    "trained": ("latent", {"kind": "hidden", "hidden_states": "prompt", "codec": "resampler"}),
 }
 
 

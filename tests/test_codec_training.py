@@ -135,7 +135,12 @@ def test_the_shipped_training_sources_read_as_passage_question_answer():
         examples = load_examples([source])
         assert len(examples) == size
         assert all(x.context and x.question and x.answer for x in examples)
-    first = load_examples(["boolq"])[0]
+    from latentray.runtime.codecs.train_data import focus
+
+    story = "Ann woke. The sky was grey. Bob had 7 cats. He fed them. They slept. Night came."
+    assert focus(story, "7", 3) == "The sky was grey. Bob had 7 cats. He fed them."
+    assert focus(story, "dogs", 2) == "Ann woke. The sky was grey." and focus(story, "7", 0) == story
+    first = load_examples(["boolq"], sentences=0)[0]
     assert first.context.startswith("Ethanol fuel") and first.answer == "no" and first.question.endswith("?")
 
 

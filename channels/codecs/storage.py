@@ -45,7 +45,7 @@ def read_meta(directory, name: str) -> dict:
         found = (f" (found {', '.join(pickles)}: pickle files are never loaded, they can run code; "
                  "codec parts are safetensors + JSON)") if pickles else ""
         raise CodecError(f"codec part {name!r} is not in {directory}{found}; fit it with `latentray fit-codec SPEC "
-                         f"--out {directory}`")
+                         f"--out {directory}` (a trained codec's: `latentray train-codec SPEC --out {directory}`)")
     try:
         meta = json.loads(path.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:

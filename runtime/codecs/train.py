@@ -42,7 +42,7 @@ from latentray.channels.errors import CodecError
 from latentray.channels.kinds import get_kind
 
 from latentray.runtime.codecs.fit import model_kwargs, progress_bar
-from latentray.runtime.codecs.train_data import load_examples
+from latentray.runtime.codecs.train_data import DEFAULT_SENTENCES, load_examples
 from latentray.runtime.engine.agent_configs import agent_configs_for
 
 CODEC = "resampler"
@@ -132,22 +132,30 @@ def _answer_ids(m: _Model, answer: str) -> list:
     return m.tokenizer(answer, add_special_tokens=False)["input_ids"] + [eot]
 
 
-def example_loss(parts: _Parts, models: dict, edge: Edge, example, hidden_scope: str, names: tuple) -> torch.Tensor:
-    """The receiver's mean cross-entropy on the answer (and its end of turn) given the
-    soft tokens the codec makes of the sender's message for this example."""
-    enc_name, dec_name = names
-    snd, rcv = models[edge.src], models[edge.dst]
-    problem = {"question": example.question, "context": example.context}
+def sender_messages(models: dict, edge: Edge, examples: list, hidden_scope: str) -> list:
+    """[(states [1, S, D], mask [1, S])] of the sender's hidden message for each example,
+    computed in one batch (left-padded: a row computes what it computes alone), no gradients."""
+    problems = [{"question": x.question, "context": x.context} for x in examples]
     with torch.no_grad():
-        msg = snd.agents[edge.sender].step([problem], action="latent", emit="hidden", scope=hidden_scope)
-        wire_in, mask = msg.tensors["hidden"].float().clone(), msg.tensors["mask"].clone()
-        before, after = rcv.agents[edge.receiver].render(problem, soft_slot=True)
+        msg = models[edge.src].agents[edge.sender].step(problems, action="latent", emit="hidden", scope=hidden_scope)
+        states, mask = msg.tensors["hidden"].float(), msg.tensors["mask"]
+        return [(states[b:b + 1].clone(), mask[b:b + 1].clone()) for b in range(len(examples))]
+
+
+def example_loss(parts: _Parts, models: dict, edge: Edge, example, sent: tuple, names: tuple) -> torch.Tensor:
+    """The receiver's mean cross-entropy on the answer (and its end of turn) given the
+    soft tokens the codec makes of the sender's message `sent` for this example."""
+    enc_name, dec_name = names
+    rcv = models[edge.dst]
+    with torch.no_grad():
+        before, after = rcv.agents[edge.receiver].render({"question": example.question}, soft_slot=True)
         answer = _answer_ids(rcv, example.answer)
         embed = rcv.model.get_input_embeddings()
         device = rcv.model.device
         e_before = embed(torch.tensor([before], device=device))
         e_after = embed(torch.tensor([after + answer], device=device))
-    soft = resample(encode_rows(wire_in, parts.tensors(enc_name)), mask, parts.tensors(dec_name),
+    states, mask = sent
+    soft = resample(encode_rows(states, parts.tensors(enc_name)), mask, parts.tensors(dec_name),
                     int(parts.meta[dec_name]["options"]["heads"]))
     inputs = torch.cat([e_before, soft.to(device, e_before.dtype), e_after], dim=1)
     n = len(answer)
@@ -212,13 +220,13 @@ def _mean(xs) -> float:
 
 
 def train_codec(spec, plan, out_dir: str, *, steps: int = 2000, data: list | None = None, seed: int = 0,
-                batch: int = 4, lr: float = 1e-3, options: dict | None = None, checkpoint_every: int = 25,
+                sentences: int = DEFAULT_SENTENCES, batch: int = 4, lr: float = 1e-3, options: dict | None = None, checkpoint_every: int = 25,
                 restart: bool = False, quiet: bool = False, log=print) -> dict:
     """Train the resampler parts the spec's hidden edges need; returns the figures."""
     if steps < 1 or batch < 1 or checkpoint_every < 1 or not lr > 0:
         raise CodecError("train-codec: --steps, --batch and --checkpoint-every must be positive, --lr above 0")
     edges = training_edges(spec, plan)
-    examples = load_examples(data)
+    examples = load_examples(data, sentences)
     if len(examples) <= HELD_OUT:
         raise CodecError(f"train-codec: {len(examples)} examples; it needs more than {HELD_OUT} "
                          f"({HELD_OUT} are held out to measure the loss)")
@@ -239,13 +247,20 @@ def train_codec(spec, plan, out_dir: str, *, steps: int = 2000, data: list | Non
     opt = torch.optim.Adam(parts.parameters(), lr=lr)
     directory = Path(out_dir)
     key = _options_key(edges, parts.meta[next(iter(parts.meta))]["options"], seed, data, batch, lr, steps)
+    key["sentences"] = sentences
     if restart and (directory / CHECKPOINT).exists():
         shutil.rmtree(directory / CHECKPOINT)
     scope = spec.channels.hidden_states
 
     def held_loss() -> float:
+        losses = []
         with torch.no_grad():
-            return _mean([float(example_loss(parts, models, e, x, scope, names[e])) for e in edges for x in held])
+            for e in edges:
+                for i in range(0, len(held), 8):
+                    chunk = held[i:i + 8]
+                    sent = sender_messages(models, e, chunk, scope)
+                    losses += [float(example_loss(parts, models, e, x, m, names[e])) for x, m in zip(chunk, sent)]
+        return _mean(losses)
 
     start, losses, before = _read_checkpoint(directory, parts, opt, key, log)
     if before is None:
@@ -259,9 +274,9 @@ def train_codec(spec, plan, out_dir: str, *, steps: int = 2000, data: list | Non
             edge = edges[step % len(edges)]
             opt.zero_grad()
             total = 0.0
-            for j in range(batch):
-                x = train[(step * batch + j) % len(train)]
-                loss = example_loss(parts, models, edge, x, scope, names[edge]) / batch
+            chunk = [train[(step * batch + j) % len(train)] for j in range(batch)]
+            for x, sent in zip(chunk, sender_messages(models, edge, chunk, scope)):
+                loss = example_loss(parts, models, edge, x, sent, names[edge]) / batch
                 loss.backward()
                 total += float(loss.detach())
             finite = math.isfinite(total) and all(bool(torch.isfinite(p.grad).all())
@@ -281,6 +296,7 @@ def train_codec(spec, plan, out_dir: str, *, steps: int = 2000, data: list | Non
     seconds = time.perf_counter() - t0
     tenth = max(1, len(losses) // 10)
     figures = {"steps": steps, "seed": seed, "batch": batch, "lr": lr, "data": list(data or []) or "default",
+               "context_sentences": sentences,
                "loss_first": _mean(losses[:tenth]), "loss_last": _mean(losses[-tenth:]), "held_out_before": before,
                "held_out_after": after, "train_s": seconds}
     out = _save(codec, parts, directory, figures)

