@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import sys
 
-from latentray.topologies.errors import SpecError
-
-from latentray.runtime.commands.spec_options import codec_list, load_spec_and_plan
+from latentray.runtime.commands.spec_options import codec_list, load_for_parts
 
 
 def add_parser(sub) -> None:
@@ -28,11 +26,7 @@ def run(args) -> int:
     from latentray.runtime.codecs.distill import distill_hub
     from latentray.runtime.codecs.fit import fit_codecs
 
-    spec, plan = load_spec_and_plan(args, method="latent", codecs=args.out)
-    out = spec.channels.codecs
-    if not out:
-        raise SpecError("no directory to write to", file=args.spec, field="channels.codecs",
-                        fix="pass --out DIR or set channels.codecs in the spec")
+    spec, plan, out = load_for_parts(args)
     options = {k: v for k, v in {"hub_dim": args.hub_dim, "reference": args.reference,
                                  "ridge_lambda": args.ridge_lambda, "relative_k": args.relative_k}.items()
                if v is not None}

@@ -72,3 +72,13 @@ def load_spec_and_plan(args, method: str | None = None, codecs: str | None = Non
 def codec_list(text: str | None):
     """--codec a,b,c as a list (None when not given)."""
     return [c.strip() for c in text.split(",") if c.strip()] if text else None
+
+
+def load_for_parts(args) -> tuple:
+    """(spec, plan, directory) for a command that writes codec parts: --out, or the spec's
+    channels.codecs; SpecError naming both when neither is given."""
+    spec, plan = load_spec_and_plan(args, method="latent", codecs=args.out)
+    if not spec.channels.codecs:
+        raise SpecError("no directory to write to", file=args.spec, field="channels.codecs",
+                        fix="pass --out DIR or set channels.codecs in the spec")
+    return spec, plan, spec.channels.codecs

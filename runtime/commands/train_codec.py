@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import sys
 
-from latentray.topologies.errors import SpecError
-
-from latentray.runtime.commands.spec_options import load_spec_and_plan
+from latentray.runtime.commands.spec_options import load_for_parts
 
 
 def add_parser(sub) -> None:
@@ -32,11 +30,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from latentray.runtime.codecs.train import train_codec
 
-    spec, plan = load_spec_and_plan(args, method="latent", codecs=args.out)
-    out = spec.channels.codecs
-    if not out:
-        raise SpecError("no directory to write to", file=args.spec, field="channels.codecs",
-                        fix="pass --out DIR or set channels.codecs in the spec")
+    spec, plan, out = load_for_parts(args)
     options = {k: v for k, v in {"tokens": args.tokens, "dim": args.dim, "heads": args.heads}.items() if v is not None}
     log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
     figures = train_codec(spec, plan, out, steps=args.steps, data=args.data, seed=args.seed,
