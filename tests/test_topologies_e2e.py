@@ -3,6 +3,7 @@ message trace shows exactly the routing the plan promises (who received what, in
 round, how many messages per round)."""
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -31,15 +32,32 @@ def expected_deliveries(plan) -> Counter:
     return Counter((plan.step(e.src).agent, s.id, e.kind, s.round) for s in plan.steps for e in s.inputs)
 
 
+def prepare_codecs(spec, plan, tmp_path):
+    """Fit the codecs the spec names, or train a trained one for a few steps on small facts (the routing,
+    not the codec's quality, is under test here)."""
+    from latentray.channels.codecs import REGISTRY
+    from latentray.runtime.codecs.fit import fit_codecs
+    from latentray.runtime.codecs.train import train_codec
+
+    quiet = dict(quiet=True, log=lambda _: None)
+    if getattr(REGISTRY.get(spec.channels.codec), "trained", False):
+        rows = [{"context": f"The box holds {10 + i} pens.", "question": "How many pens?", "answer": str(10 + i)}
+                for i in range(40)]
+        (tmp_path / "facts.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+        train_codec(spec, plan, spec.channels.codecs, steps=2, data=[str(tmp_path / "facts.jsonl")], batch=2,
+                    options={"dim": 32, "tokens": 4, "heads": 2}, **quiet)
+    else:
+        fit_codecs(spec, plan, spec.channels.codecs, **quiet)  # the codecs it names, if any
+
+
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
 def test_example_runs_and_routes_as_planned(ray_session, path, tmp_path):
-    from latentray.runtime.codecs.fit import fit_codecs
     from latentray.runtime.engine.run import run_spec
     from latentray.topologies.loader import with_codec_dir
 
     spec = with_codec_dir(small(load_spec(path)), Path("."), str(tmp_path / "codecs"))
     plan = build_plan(spec, str(path))
-    fit_codecs(spec, plan, spec.channels.codecs, quiet=True, log=lambda _: None)  # the codecs it names, if any
+    prepare_codecs(spec, plan, tmp_path)
     result = run_spec(spec, plan, QUESTIONS, run_name=f"topo-{path.stem}")
     assert len(result.answers) == len(QUESTIONS) and all(isinstance(a, str) for a in result.answers)
     got = Counter((r["src"], r["dst"], r["kind"], r["round"]) for r in result.trace)
