@@ -152,6 +152,22 @@ def test_split_info_problems_hide_the_fact_from_the_question():
     assert "{context}" in spec_roles["reader"].role and "{context}" not in spec_roles["answerer"].role
 
 
+def test_squad_keeps_the_passage_private_and_accepts_any_crowd_answer():
+    from latentray.runtime.eval.checkers import checker_for
+
+    problems = load_problems("squad")
+    assert len(problems) == 1000 and len({p.id for p in problems}) == 1000
+    for p in problems:  # extractive: every accepted answer is a span of the passage the receiver never sees
+        assert p.gold in p.context and all(a in p.context for a in p.meta["alternatives"])
+        assert "Background:" not in p.context and "Question:" not in p.question
+    regatta = next(p for p in problems if p.gold == "23 years")
+    check = checker_for(regatta.task, regatta.meta["checker"])
+    assert regatta.meta["alternatives"] == ("23",)
+    assert check.check("It is older by 23.", regatta).correct  # an alternative answer
+    assert not check.check("It is older by 123 years.", regatta).correct
+    assert load_problems("squad", limit=200) == problems[:200]
+
+
 @pytest.mark.ray
 def test_eval_streams_each_method_and_a_rerun_resumes_it(evaluated, tiny_spec, qa_file, tmp_path, capsys):
     """A method cut short keeps its finished problems in runs/<method>/; the rerun runs

@@ -18,7 +18,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser("eval", help="score a spec as latent / text / single on a data set")
     p.add_argument("spec", help="YAML graph spec")
     p.add_argument("--dataset", "-d", required=True,
-                   help="built-in set (gsm8k, arc-easy, arc-challenge, basic-arithmetic, humaneval, split-info; "
+                   help="built-in set (gsm8k, arc-easy, arc-challenge, basic-arithmetic, humaneval, split-info, squad; "
                         "lm-eval-harness names such as arc_easy work too), "
                         "a .jsonl/.csv/.parquet/.arrow file, a folder saved with Hugging Face save_to_disk, "
                         "or hf:<id>[:config]")

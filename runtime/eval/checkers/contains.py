@@ -40,10 +40,12 @@ class ContainsChecker(Checker):
     name = "contains"
 
     def check(self, answer: str, problem: Problem, cut_off: bool = False) -> CheckResult:
-        gold = normalise(problem.gold)
         text = normalise(answer)
-        if gold and re.search(rf"(?<!\w){re.escape(gold)}(?!\w)", text):
-            return CheckResult(gold, True, "found")
-        if gold and run_together(answer or "", problem.gold):
-            return CheckResult(gold, True, "found, words run together")
+        # Sets with several accepted answers (SQuAD's crowd answers) list the others in meta.
+        for given in (problem.gold, *problem.meta.get("alternatives", ())):
+            gold = normalise(given)
+            if gold and re.search(rf"(?<!\w){re.escape(gold)}(?!\w)", text):
+                return CheckResult(gold, True, "found")
+            if gold and run_together(answer or "", given):
+                return CheckResult(gold, True, "found, words run together")
         return CheckResult(None, False, "not found")

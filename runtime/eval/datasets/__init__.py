@@ -16,6 +16,7 @@ from latentray.runtime.eval.datasets.local_file import FIELDS, load_local_file, 
 from latentray.runtime.eval.datasets.readers import FORMATS
 from latentray.runtime.eval.datasets.saved_dir import is_saved_dataset, load_saved_dataset
 from latentray.runtime.eval.datasets.split_info import load_split_info
+from latentray.runtime.eval.datasets.squad import load_squad
 
 # name -> loader(split=None) -> list[Problem]
 DATASETS = {
@@ -26,6 +27,7 @@ DATASETS = {
     "basic-arithmetic-numeric": load_basic_arithmetic_numeric,
     "humaneval": load_humaneval,
     "split-info": load_split_info,
+    "squad": load_squad,
 }
 
 # the names lm-evaluation-harness gives the same sets
