@@ -66,6 +66,9 @@ def trained(tmp_path_factory):
 def test_training_lowers_the_held_out_loss_and_writes_an_encoder_and_a_decoder(trained):
     out, figures = trained
     assert figures["held_out_after"] < figures["held_out_before"]
+    # The two ends it is measured between: the question alone, and the passage read as text.
+    alone, reading = figures["held_out_no_message"], figures["held_out_reading_text"]
+    assert math.isfinite(alone) and math.isfinite(reading) and alone > 0 and reading > 0 and alone != reading
     names = sorted(p.stem for p in out.glob("*.json"))
     assert [n.split("--")[0] for n in names] == ["resampler-dec", "resampler-enc"]
     parts = [load_part(out, n) for n in names]

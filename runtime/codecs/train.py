@@ -163,6 +163,18 @@ def example_loss(parts: _Parts, models: dict, edge: Edge, example, sent: tuple, 
     return torch.nn.functional.cross_entropy(logits, torch.tensor(answer, device=logits.device))
 
 
+def reference_loss(models: dict, edge: Edge, example, team_text: str | None) -> float:
+    """The receiver's loss on the answer with no message (team_text None) or reading
+    `team_text` as a text message: the two ends a trained message is measured between."""
+    rcv = models[edge.dst]
+    before, after = rcv.agents[edge.receiver].render({"question": example.question}, team_text)
+    answer = _answer_ids(rcv, example.answer)
+    ids = torch.tensor([before + after + answer], device=rcv.model.device)
+    with torch.no_grad():
+        logits = rcv.model(input_ids=ids, use_cache=False, logits_to_keep=len(answer) + 1).logits[0, :-1].float()
+    return float(torch.nn.functional.cross_entropy(logits, ids[0, -len(answer):].to(logits.device)))
+
+
 def _options_key(edges, options, seed, data, batch, lr, steps) -> dict:
     return {"edges": [e.__dict__ for e in edges], "options": options, "seed": seed, "data": data, "batch": batch,
             "lr": lr, "steps": steps}
@@ -294,15 +306,19 @@ def train_codec(spec, plan, out_dir: str, *, steps: int = 2000, data: list | Non
                 good = step + 1
     after = held_loss()
     seconds = time.perf_counter() - t0
+    alone = _mean([reference_loss(models, e, x, None) for e in edges for x in held])
+    reading = _mean([reference_loss(models, e, x, x.context) for e in edges for x in held])
     tenth = max(1, len(losses) // 10)
     figures = {"steps": steps, "seed": seed, "batch": batch, "lr": lr, "data": list(data or []) or "default",
                "context_sentences": sentences,
                "loss_first": _mean(losses[:tenth]), "loss_last": _mean(losses[-tenth:]), "held_out_before": before,
-               "held_out_after": after, "train_s": seconds}
+               "held_out_after": after, "held_out_no_message": alone, "held_out_reading_text": reading,
+               "train_s": seconds}
     out = _save(codec, parts, directory, figures)
     shutil.rmtree(directory / CHECKPOINT, ignore_errors=True)
     log(f"  {steps} steps in {seconds:.1f} s; loss {figures['loss_first']:.3f} (first tenth) -> "
-        f"{figures['loss_last']:.3f} (last tenth); held-out loss {before:.3f} untrained -> {after:.3f}; "
+        f"{figures['loss_last']:.3f} (last tenth); held-out loss {before:.3f} untrained -> {after:.3f} "
+        f"(no message {alone:.3f}, the passage as text {reading:.3f}); "
         f"{out['size_mb']:.2f} MB of parts")
     return {**figures, **out}
 
