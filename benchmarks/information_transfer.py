@@ -18,6 +18,7 @@ problems, models and seeds:
                   `latentray train-codec SPEC --out DIR` on a spec of these models)
 
   python benchmarks/information_transfer.py [--limit 100] [--output DIR] [--json PATH]
+  python benchmarks/information_transfer.py --dataset squad --limit 200   # SQuAD passages, same roles
   python benchmarks/information_transfer.py --reader-model builtin:gemma3-270m \
       --answerer-model builtin:smollm2-135m --codecs out/codecs/smollm2_gemma3 \
       --channels none,text,ridge,relative,hub
@@ -104,13 +105,13 @@ def main(argv=None) -> None:
         print(f"[bench] {name}: {sum(x['correct'] for x in r)}/{len(r)} correct", file=sys.stderr, flush=True)
     figures = method_figures(rows, summaries)
     refs = [spec.models[spec.agents[a].model].ref for a in ("reader", "answerer")]
-    print(f"split information, {len(problems)} problems, reader {refs[0]}, answerer {refs[1]}")
+    print(f"{args.dataset}, {len(problems)} problems, reader {refs[0]}, answerer {refs[1]}")
     print(f"{'channel':<15} {'accuracy (95% CI)':>22} {'message bytes':>14} {'tokens':>7} {'s/problem':>10}")
     for f in figures:
         acc = f"{f['accuracy']:6.1%} ({f['ci_low']:.1%}-{f['ci_high']:.1%})"
         print(f"{f['method']:<15} {acc:>22} {f['message_bytes_per_problem']:>14,.0f} "
               f"{f['tokens_per_problem']:>7.1f} {f['seconds_per_problem']:>10.2f}")
-    kind_of = {p.id: p.meta["kind"] for p in problems}
+    kind_of = {p.id: p.meta.get("kind", args.dataset) for p in problems}  # split-info's fact kinds; one for others
     print("correct per fact kind:")
     for name in summaries:
         mine = [r for r in rows if r["method"] == name]
