@@ -3,7 +3,6 @@ message trace shows exactly the routing the plan promises (who received what, in
 round, how many messages per round)."""
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import pytest
 from latentray.topologies import build_plan, load_spec
 
 from helpers import with_model_ref
+from test_codec_training import OPTIONS, facts
 
 pytestmark = pytest.mark.ray
 EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "topologies" / "examples").glob("*.yaml"))
@@ -41,11 +41,8 @@ def prepare_codecs(spec, plan, tmp_path):
 
     quiet = dict(quiet=True, log=lambda _: None)
     if getattr(REGISTRY.get(spec.channels.codec), "trained", False):
-        rows = [{"context": f"The box holds {10 + i} pens.", "question": "How many pens?", "answer": str(10 + i)}
-                for i in range(40)]
-        (tmp_path / "facts.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
-        train_codec(spec, plan, spec.channels.codecs, steps=2, data=[str(tmp_path / "facts.jsonl")], batch=2,
-                    options={"dim": 32, "tokens": 4, "heads": 2}, **quiet)
+        train_codec(spec, plan, spec.channels.codecs, steps=2, data=[str(facts(tmp_path / "facts.jsonl"))], batch=2,
+                    options=OPTIONS, **quiet)
     else:
         fit_codecs(spec, plan, spec.channels.codecs, **quiet)  # the codecs it names, if any
 

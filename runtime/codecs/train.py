@@ -158,8 +158,12 @@ def example_loss(parts: _Parts, models: dict, edge: Edge, example, sent: tuple, 
     soft = resample(encode_rows(states, parts.tensors(enc_name)), mask, parts.tensors(dec_name),
                     int(parts.meta[dec_name]["options"]["heads"]))
     inputs = torch.cat([e_before, soft.to(device, e_before.dtype), e_after], dim=1)
-    n = len(answer)
-    logits = rcv.model(inputs_embeds=inputs, use_cache=False, logits_to_keep=n + 1).logits[0, :-1].float()
+    return _answer_loss(rcv, answer, inputs_embeds=inputs)
+
+
+def _answer_loss(rcv: _Model, answer: list, **inputs) -> torch.Tensor:
+    """The receiver's mean cross-entropy on `answer`, the last tokens of `inputs` (ids or embeddings)."""
+    logits = rcv.model(**inputs, use_cache=False, logits_to_keep=len(answer) + 1).logits[0, :-1].float()
     return torch.nn.functional.cross_entropy(logits, torch.tensor(answer, device=logits.device))
 
 
@@ -171,8 +175,7 @@ def reference_loss(models: dict, edge: Edge, example, team_text: str | None) -> 
     answer = _answer_ids(rcv, example.answer)
     ids = torch.tensor([before + after + answer], device=rcv.model.device)
     with torch.no_grad():
-        logits = rcv.model(input_ids=ids, use_cache=False, logits_to_keep=len(answer) + 1).logits[0, :-1].float()
-    return float(torch.nn.functional.cross_entropy(logits, ids[0, -len(answer):].to(logits.device)))
+        return float(_answer_loss(rcv, answer, input_ids=ids))
 
 
 def _options_key(edges, options, seed, data, batch, lr, steps) -> dict:

