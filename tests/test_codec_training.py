@@ -109,6 +109,25 @@ def test_parts_round_trip_bit_for_bit_and_are_refused_where_they_do_not_belong(t
         make_codec("resampler").fit({}, [])
 
 
+def test_soft_tokens_for_a_gemma_receiver_have_the_norm_of_its_scaled_embeddings(tmp_path):
+    """Gemma multiplies its embeddings by sqrt(d) inside the embedding module: soft tokens
+    placed among its embedded prompt must have that norm, not its raw weight's."""
+    from latentray.agents.models import load_model
+    from latentray.runtime.codecs.train import train_codec
+
+    spec = load_spec_text(CHAIN.replace("tiny:llama-128", "tiny:gemma3-64"))
+    train_codec(spec, build_plan(spec), str(tmp_path / "parts"), steps=1, data=[str(facts(tmp_path / "f.jsonl"))],
+                batch=2, options=OPTIONS, quiet=True, log=lambda _text: None)
+    dec = load_part(tmp_path / "parts", next(p.stem for p in (tmp_path / "parts").glob("resampler-dec*.json")))
+    model, _, _ = load_model("tiny:gemma3-64")
+    embed = model.get_input_embeddings()
+    with torch.no_grad():
+        outputs = embed(torch.arange(embed.weight.shape[0])).float().norm(dim=-1).mean()
+        raw = embed.weight.float().norm(dim=-1).mean()
+    assert float(outputs / raw) == pytest.approx(8.0, rel=1e-3)  # sqrt(64)
+    assert float(dec.tensors["read_norm"][0]) == pytest.approx(float(outputs), rel=1e-5)
+
+
 def test_bad_training_input_is_refused_naming_the_fix(tmp_path):
     from latentray.runtime.codecs.train import train_codec, training_edges
     from latentray.runtime.codecs.train_data import load_examples

@@ -35,6 +35,7 @@ from safetensors.torch import load_file, save_file
 from latentray.agents.agent import Agent
 from latentray.agents.fingerprint import model_fingerprint
 from latentray.agents.models import load_model
+from latentray.agents.realign import embedding_statistics
 from latentray.channels.codecs import make_codec
 from latentray.channels.codecs.resampler import FROZEN, encode_rows, resample
 from latentray.channels.codecs.storage import save_part
@@ -122,8 +123,8 @@ class _Model:
         self.fingerprint = model_fingerprint(self.model, self.tokenizer)
         configs = agent_configs_for(agents, spec)
         self.agents = {a: Agent(configs[a], self.model, self.tokenizer, self.fingerprint) for a in agents}
-        emb = self.model.get_input_embeddings().weight.detach()
-        self.embed_norm = float(emb.float().norm(dim=-1).mean())
+        # What the embedding module outputs, not its weight: Gemma scales by sqrt(d) inside it.
+        self.embed_norm = float(embedding_statistics(self.model)[0])
         self.stop = next(iter(self.agents.values())).stop_ids
 
 
