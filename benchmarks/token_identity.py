@@ -24,6 +24,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from latentray.agents.models import load_model  # noqa: E402
+from latentray.channels.codecs.resampler import rms_rows  # noqa: E402
 from latentray.runtime.codecs.train_data import load_examples  # noqa: E402
 
 TOKENS_PER_PASSAGE = 128
@@ -43,14 +44,15 @@ def layer_states(model, tokenizer, passages: list) -> tuple:
     return {k: torch.cat(v) for k, v in per_layer.items()}, torch.cat(ids_all)
 
 
-def recovery(states: torch.Tensor, ids: torch.Tensor, table: torch.Tensor, split: int) -> torch.Tensor:
-    """[held-out] booleans: is the ridge-mapped state nearest to its own token's embedding."""
-    x = states * torch.rsqrt(states.pow(2).mean(-1, keepdim=True) + 1e-6)
-    x = torch.cat([x, torch.ones(len(x), 1)], 1)
+def recovery(states: torch.Tensor, ids: torch.Tensor, table: torch.Tensor, unit_table: torch.Tensor,
+             split: int) -> torch.Tensor:
+    """[held-out] booleans: is the ridge-mapped state nearest (by cosine: `unit_table` is
+    `table` with unit rows) to its own token's embedding."""
+    x = torch.cat([rms_rows(states), torch.ones(len(states), 1)], 1)
     a = x[:split]
     w = torch.linalg.solve(a.T @ a + RIDGE * torch.eye(a.shape[1]), a.T @ table[ids[:split]])
     mapped = torch.nn.functional.normalize(x[split:] @ w, dim=-1)
-    return (mapped @ torch.nn.functional.normalize(table, dim=-1).T).argmax(-1) == ids[split:]
+    return (mapped @ unit_table.T).argmax(-1) == ids[split:]
 
 
 def main() -> None:
@@ -62,14 +64,16 @@ def main() -> None:
     passages = [e.context for e in load_examples(None, 3)[:args.passages]]
     states, ids = layer_states(model, tokenizer, passages)
     with torch.no_grad():
-        table = model.get_input_embeddings()(torch.arange(model.get_input_embeddings().weight.shape[0])).float()
+        embed = model.get_input_embeddings()
+        table = embed(torch.arange(embed.weight.shape[0], device=embed.weight.device)).float().cpu()
+    unit_table = torch.nn.functional.normalize(table, dim=-1)  # once, not per layer
     split = int(len(ids) * 0.8)
     digits = torch.tensor([tokenizer.decode([int(i)]).strip().isdigit() for i in ids[split:]])
     print(f"{args.model}: {len(ids)} tokens of {len(passages)} passages; {len(ids) - split} held out "
           f"({int(digits.sum())} digits)")
     print(f"{'layer':>5}  {'tokens':>7}  {'digits':>7}")
     for layer, h in sorted(states.items()):
-        hit = recovery(h, ids, table, split)
+        hit = recovery(h, ids, table, unit_table, split)
         print(f"{layer:>5}  {float(hit.float().mean()):>7.1%}  {float(hit[digits].float().mean()):>7.1%}")
 
 
