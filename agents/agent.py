@@ -8,7 +8,9 @@ Steps, LatentMAS style:
                              step (scope "prompt": before them, the prompt's states at its
                              content tokens, special tokens left out), which
                              the receiver's codec maps into its input space; embeds the
-                             latent vectors themselves, already in this model's input space
+                             latent vectors themselves, already in this model's input space.
+                             A step given a `layer` sends that decoder layer's states in a
+                             hidden message instead of the last layer's (the same slots).
   decode(state, ...)         text, greedy or sampled, stopping at EOS per row
 A batch is left padded with real masks and positions, so it computes what each
 problem computes alone. A question is a string, or a mapping {"question": ..., "context": ...}
@@ -29,7 +31,7 @@ from latentray.channels.message import LatentMessage
 
 from .errors import ProblemInputError, StepTimeoutError
 from .decoding import DecodeResult, SamplingConfig, pick_tokens, row_generators, stop_ids
-from .forward import empty_cache, forward_slots, new_positions, next_positions
+from .forward import check_tap, empty_cache, forward_slots, new_positions, next_positions
 from .inbox import Inbox, merge_inbox
 from .kv_join import join_kv
 from .prompt import PromptLayout
@@ -48,8 +50,9 @@ def _select_rows(state: "WorkingState", rows: list) -> "WorkingState":
     """The working state of a subset of its rows (the cache keeps only those rows)."""
     idx = torch.tensor(rows, dtype=torch.long, device=state.mask.device)
     state.cache.batch_select_indices(idx)
+    tapped = None if state.last_tapped is None else state.last_tapped[idx]
     return replace(state, mask=state.mask[idx], positions=state.positions[idx], last_hidden=state.last_hidden[idx],
-                   logits=state.logits[idx], questions=[state.questions[r] for r in rows])
+                   logits=state.logits[idx], questions=[state.questions[r] for r in rows], last_tapped=tapped)
 
 
 @dataclass(frozen=True)
@@ -88,9 +91,11 @@ class WorkingState:
     logits: torch.Tensor  # [B, V]
     latents: list  # [B, D] per latent step, the embeddings fed back
     prompt_tokens: list = None  # per row, the prompt tokens this agent added (soft tokens not counted)
-    thoughts: list = None  # [B, D] per latent step, the last-layer state that step realigned
-    prompt_hidden: torch.Tensor = None  # [B, S, D] last-layer states of this agent's new prompt slots
+    thoughts: list = None  # [B, D] per latent step, the state a hidden message carries for it
+    prompt_hidden: torch.Tensor = None  # [B, S, D] states of this agent's new prompt slots (as thoughts)
     prompt_mask: torch.Tensor = None  # [B, S] 1 at content slots (not pads, not special tokens)
+    tap: int | None = None  # the decoder layer whose states thoughts and prompt_hidden hold (None: last, normed)
+    last_tapped: torch.Tensor = None  # [B, D] layer `tap`'s state at the last slot
 
 
 class Agent:
@@ -174,11 +179,13 @@ class Agent:
                 if c else m for m, c in zip(messages, coded)]
 
     def prefill(self, questions: list, inbox=(), reserve: int = 0, kv_merge: str = "join",
-                layout: str = "heads") -> WorkingState:
+                layout: str = "heads", tap: int | None = None) -> WorkingState:
         """reserve: slots to keep room for after the prompt (latent steps, decoded tokens),
         so the working memory grows in place; layout: "slots" for a memory that will be sent
         on (a message is then a view of it), "heads" for one that decodes (slot_cache.py);
-        kv_merge: how several kv messages combine (inbox.py)."""
+        kv_merge: how several kv messages combine (inbox.py); tap: the decoder layer whose
+        states a hidden message will carry (None: the last layer's, after its final norm)."""
+        check_tap(self.model, tap)
         name = self.config.name
         box = inbox if isinstance(inbox, Inbox) else merge_inbox(
             self._as_received(list(inbox)), receiver=name, rope_join=self._join, kv_merge=kv_merge)
@@ -189,11 +196,13 @@ class Agent:
         cache, past_mask, past_pos = self._memory(box, len(questions), embeds.shape[1] + reserve, layout)
         positions = new_positions(next_positions(past_mask, past_pos), new_mask)
         out = forward_slots(self.model, cache=cache, past_mask=past_mask, past_positions=past_pos,
-                            inputs_embeds=embeds, new_mask=new_mask, positions=positions)
+                            inputs_embeds=embeds, new_mask=new_mask, positions=positions, tap=tap)
+        sent = out.hidden if tap is None else out.tapped
         return WorkingState(list(questions), out.cache, torch.cat([past_mask, new_mask], 1),
                             torch.cat([past_pos, positions], 1), past_mask.shape[1],
                             out.last_hidden, out.logits, [], [len(a) + len(b) for a, b in rows],
-                            [], out.hidden, self._content_mask(rows, box.embeds_mask, new_mask.shape[1]))
+                            [], sent, self._content_mask(rows, box.embeds_mask, new_mask.shape[1]),
+                            tap, sent[:, -1])
 
     def _join(self, messages: list) -> LatentMessage:
         """Several senders' kv side by side, with one conversation head between them."""
@@ -238,9 +247,10 @@ class Agent:
             self._check_time()
             thought = state.last_hidden
             latent = self.realigner(thought)  # [B, D]
+            sent = thought if state.tap is None else state.last_tapped  # the same slot's state at layer `tap`
             state = self._append_slot(state, latent)
+            state.thoughts = (state.thoughts or []) + [sent]
             state.latents = state.latents + [latent]
-            state.thoughts = (state.thoughts or []) + [thought]
         return state
 
     def _append_slot(self, state: WorkingState, embeds: torch.Tensor) -> WorkingState:
@@ -248,10 +258,10 @@ class Agent:
         one = torch.ones((embeds.shape[0], 1), dtype=torch.long, device=embeds.device)
         pos = next_positions(state.mask, state.positions)[:, None]
         out = forward_slots(self.model, cache=state.cache, past_mask=state.mask, past_positions=state.positions,
-                            inputs_embeds=embeds[:, None, :], new_mask=one, positions=pos)
+                            inputs_embeds=embeds[:, None, :], new_mask=one, positions=pos, tap=state.tap)
         return replace(state, cache=out.cache, mask=torch.cat([state.mask, one], 1),
                        positions=torch.cat([state.positions, pos], 1), last_hidden=out.last_hidden,
-                       logits=out.logits)
+                       logits=out.logits, last_tapped=None if out.tapped is None else out.tapped[:, -1])
 
     def emit(self, state: WorkingState, kind: str = "kv", scope: str = "all") -> LatentMessage:
         """A message of `kind` from the working state; what it holds follows the kind's role:
@@ -273,6 +283,8 @@ class Agent:
             return LatentMessage.build(kind, tensors=tensors, layers=tuple(range(keys.shape[0])), **common)
         if spec.role == SOFT_TOKENS:
             vecs, mask = self._soft_vectors(state, spec, scope)
+            if spec.takes_codec and state.tap is not None:
+                common["extra"]["hidden_layer"] = state.tap  # what the encoding codec part must have been trained on
             return LatentMessage.build(kind, tensors={spec.vectors: vecs, "mask": mask},
                                        **{**common, "seq_lens": tuple(int(n) for n in mask.sum(-1))})
         if spec.role == TEXT:
@@ -330,14 +342,19 @@ class Agent:
         return DecodeResult(texts, generated, first_logits, prompt_tokens)
 
     def step(self, questions: list, inbox=(), *, action: str = "latent", emit: str = "kv",
-             scope: str = "all", kv_merge: str = "join", limits: StepLimits | None = None):
+             scope: str = "all", kv_merge: str = "join", limits: StepLimits | None = None,
+             layer: int | None = None):
         """prefill + think, then emit a message (action "latent") or decode (action "text"),
-        within `limits` (none by default)."""
+        within `limits` (none by default); a hidden message carries decoder layer `layer`'s
+        states (None: the last layer's)."""
         self.limits = limits or StepLimits()
-        role = get_kind(emit).role
+        kind = get_kind(emit)
+        role = kind.role
         reserve = self.config.latent_steps + (self.config.max_new_tokens if action == "text" or role == TEXT else 0)
         layout = "slots" if action == "latent" and role == MEMORY else "heads"  # a sent memory is a view
-        state = self.think(self.prefill(questions, inbox, reserve=reserve, kv_merge=kv_merge, layout=layout))
+        tap = layer if action == "latent" and kind.takes_codec else None
+        state = self.think(self.prefill(questions, inbox, reserve=reserve, kv_merge=kv_merge, layout=layout,
+                                        tap=tap))
         if action == "text":
             return self.decode(state)
         return self.emit(state, emit, scope)

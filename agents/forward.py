@@ -11,7 +11,8 @@ windows included. The cache keeps every slot of every layer (no sliding-window c
 that drops old slots): the mask, not the cache, applies the window.
 
 Logits come from the model's own forward (its head, logit scaling, soft-capping); the
-final-norm hidden state that feeds the head is read with a hook on the decoder.
+final-norm hidden state that feeds the head is read with a hook on the decoder, and, when
+asked (`tap`), the residual stream after one decoder layer with a hook on that layer.
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ class ForwardOut:
     last_hidden: torch.Tensor  # [B, D] final-norm hidden state at the last slot
     logits: torch.Tensor  # [B, V] next-token logits at the last slot (float32)
     hidden: torch.Tensor = None  # [B, S, D] final-norm hidden state at every new slot
+    tapped: torch.Tensor = None  # [B, S, D] the residual stream after decoder layer `tap` (None: no tap)
 
 
 def new_positions(next_pos: torch.Tensor, new_mask: torch.Tensor) -> torch.Tensor:
@@ -97,6 +99,26 @@ def empty_cache(model, capacity: int = 0, layout: str = "heads") -> SlotCache:
     return SlotCache(int(text_config(model).num_hidden_layers), capacity, layout)
 
 
+def decoder_layers(model) -> torch.nn.ModuleList:
+    """The model's stack of decoder layers (`layers` in most families, `h` in GPT-2)."""
+    base = model.base_model
+    for name in ("layers", "h"):
+        stack = getattr(base, name, None)
+        if isinstance(stack, torch.nn.ModuleList):
+            return stack
+    raise ModelRefError(f"{type(base).__name__} has no list of decoder layers (layers or h) to read a layer's "
+                        "states from; leave channels.hidden_layer at last")
+
+
+def check_tap(model, tap) -> None:
+    """ValueError naming channels.hidden_layer unless `tap` (None: the last layer's final-norm
+    states) is a decoder layer of this model, counted from 1."""
+    depth = int(text_config(model).num_hidden_layers)
+    if tap is not None and not (isinstance(tap, int) and 1 <= tap <= depth):
+        raise ValueError(f"channels.hidden_layer: {tap!r} is not a layer of this model; use 1 to {depth} "
+                         "(or last)")
+
+
 def _takes_logits_to_keep(model) -> bool:
     flag = getattr(model, "_latentray_ltk", None)
     if flag is None:
@@ -116,14 +138,19 @@ def cache_argument(model) -> str:
 
 
 @torch.inference_mode()
-def forward_slots(model, *, cache, past_mask, past_positions, inputs_embeds, new_mask, positions) -> ForwardOut:
-    """Run the model over new slots. past_mask/past_positions [B, T0]; inputs_embeds [B, S, D]."""
+def forward_slots(model, *, cache, past_mask, past_positions, inputs_embeds, new_mask, positions,
+                  tap: int | None = None) -> ForwardOut:
+    """Run the model over new slots. past_mask/past_positions [B, T0]; inputs_embeds [B, S, D];
+    tap: also return the states after this decoder layer (1 = the first)."""
     full_mask = torch.cat([past_mask, new_mask], dim=1).long()
     full_pos = torch.cat([past_positions, positions], dim=1).long()
     masks = attention_masks(model, full_mask, full_pos, inputs_embeds.shape[1], inputs_embeds.dtype)
     captured = {}
-    hook = model.base_model.register_forward_hook(
-        lambda _m, _a, out: captured.__setitem__("h", out.last_hidden_state))
+    hooks = [model.base_model.register_forward_hook(
+        lambda _m, _a, out: captured.__setitem__("h", out.last_hidden_state))]
+    if tap is not None:  # a decoder layer returns its states, or a tuple that starts with them
+        hooks.append(decoder_layers(model)[tap - 1].register_forward_hook(
+            lambda _m, _a, out: captured.__setitem__("tap", out[0] if isinstance(out, tuple) else out)))
     memory = cache if cache is not None else empty_cache(model)
     kwargs = {"logits_to_keep": 1} if _takes_logits_to_keep(model) else {}
     kwargs[cache_argument(model)] = memory
@@ -131,8 +158,9 @@ def forward_slots(model, *, cache, past_mask, past_positions, inputs_embeds, new
         out = model(inputs_embeds=inputs_embeds, attention_mask=masks, position_ids=positions, use_cache=True,
                     **kwargs)
     finally:
-        hook.remove()
+        for h in hooks:
+            h.remove()
     hidden = captured["h"]
     # the model appends the new slots to the cache it was given, in place, so that object is the
     # cache after the call (reading it back from the output would need the version's name again)
-    return ForwardOut(memory, hidden[:, -1], out.logits[:, -1].float(), hidden)
+    return ForwardOut(memory, hidden[:, -1], out.logits[:, -1].float(), hidden, captured.get("tap"))

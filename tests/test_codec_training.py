@@ -213,7 +213,9 @@ def test_a_killed_training_resumes_from_its_checkpoint_to_the_uninterrupted_resu
 
 
 def hand_resample(z: torch.Tensor, mask: torch.Tensor, t: dict, heads: int) -> torch.Tensor:
-    """The decoder written out one problem, head and query at a time, from the part's tensors."""
+    """The decoder written out one problem, head and query at a time, from the part's tensors;
+    without queries (tokens: rows) each real row is its own query, one soft token per real row
+    (a list of [rows, D] per problem)."""
     def rms(v):
         return v / torch.sqrt((v * v).mean() + 1e-6)
 
@@ -221,7 +223,7 @@ def hand_resample(z: torch.Tensor, mask: torch.Tensor, t: dict, heads: int) -> t
     for b in range(z.shape[0]):
         real = [z[b, s] for s in range(z.shape[1]) if mask[b, s]]
         tokens = []
-        for k, query in enumerate(t["queries"]):
+        for k, query in enumerate(t["queries"] if "queries" in t else real):
             d = query.shape[0]
             hd = d // heads
             read = []
@@ -236,9 +238,10 @@ def hand_resample(z: torch.Tensor, mask: torch.Tensor, t: dict, heads: int) -> t
             inner = rms(h1) @ t["mlp_in"] + t["mlp_in_bias"]
             h2 = h1 + (0.5 * inner * (1 + torch.erf(inner / math.sqrt(2)))) @ t["mlp_out"] + t["mlp_out_bias"]
             y = rms(h2) @ t["out_weight"] + t["out_bias"]
-            tokens.append(math.tanh(float(t["gate"][k])) * y * (t["read_norm"][0] / y.norm()))
+            gate = t["gate"][k if "queries" in t else 0]
+            tokens.append(math.tanh(float(gate)) * y * (t["read_norm"][0] / y.norm()))
         out.append(torch.stack(tokens))
-    return torch.stack(out)
+    return torch.stack(out) if "queries" in t else out
 
 
 def hand_encode(x: torch.Tensor, t: dict) -> torch.Tensor:
@@ -323,3 +326,62 @@ def test_a_hub_run_through_the_resampler_equals_the_hand_computation(ray_session
                                      latent_steps=2, latent_slots=0, seq_lens=(4,))
         answers += agents["center"].step([q], [embeds], action="text").texts
     assert result.answers == answers
+
+
+def test_row_soft_tokens_from_a_layers_states_train_and_decode_as_by_hand(tmp_path):
+    """tokens: rows with hidden_layer 1: the token loss (across two models, so through the
+    character alignment) and the answer loss train; a padded message decodes to one soft
+    token per real row, equal to the hand computation; the parts record their layer."""
+    from latentray.channels.codecs.apply import decode_message, encode_message
+    from latentray.runtime.codecs.train import train_codec
+
+    spec = load_spec_text(CHAIN, channels={"kind": "hidden", "hidden_states": "prompt", "codec": "resampler",
+                                           "hidden_layer": 1})
+    out = tmp_path / "parts"
+    figures = train_codec(spec, build_plan(spec), str(out), steps=12, data=[str(facts(tmp_path / "f.jsonl"))],
+                          seed=3, batch=2, lr=3e-3, options={**OPTIONS, "tokens": "rows"}, quiet=True,
+                          log=lambda _text: None)
+    assert figures["held_out_after"] < figures["held_out_before"]
+    assert figures["token_loss"] == 1.0 and figures["hidden_layer"] == 1
+    enc = load_part(out, next(p.stem for p in out.glob("resampler-enc*.json")))
+    dec = load_part(out, next(p.stem for p in out.glob("resampler-dec*.json")))
+    assert enc.meta["layers"] == dec.meta["layers"] == 1 and "queries" not in dec.tensors
+    assert dec.tensors["gate"].shape == (1,)
+
+    from latentray.channels.message import LatentMessage
+    codec = make_codec("resampler")
+    x = torch.randn(2, 5, 64, generator=torch.Generator().manual_seed(0)) * 3
+    mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
+    msg = LatentMessage.build("hidden", sender="reader", fingerprint=enc.meta["models"]["model"]["fingerprint"],
+                              tensors={"hidden": x, "mask": mask}, latent_steps=2, latent_slots=2, seq_lens=(3, 5),
+                              extra={"hidden_layer": 1})
+    wire = encode_message(msg, codec.encoder(enc, {}), "resampler")
+    got = decode_message(wire, codec.decoder(dec, None), None, receiver="answerer", out_dtype=torch.float32)
+    want = hand_resample(hand_encode(x, enc.tensors), mask, dec.tensors, heads=2)
+    assert torch.equal(got.tensors["mask"], mask) and got.header.seq_lens == (3, 5)
+    for b in range(2):
+        torch.testing.assert_close(got.tensors["embeds"][b][mask[b].bool()], want[b], rtol=1e-4, atol=1e-5)
+
+
+def test_row_targets_align_the_senders_tokens_with_the_receivers_by_characters():
+    """Across two models the target of a prompt row is the receiver's token at the sender
+    token's first character: with two byte-level tokenizers that is the sender's own byte;
+    latent-step rows have none; within one model the sender's ids are taken as they are."""
+    from latentray.runtime.codecs.train import Edge, _Model, row_targets
+    from latentray.runtime.codecs.train_data import Example
+
+    spec = load_spec_text(CHAIN)
+    models = {"tiny:qwen3-64": _Model(spec, "tiny:qwen3-64", ["reader"]),
+              "tiny:llama-128": _Model(spec, "tiny:llama-128", ["answerer"])}
+    example = Example(context="The box holds 17 pens.", question="How many pens?", answer="17", source="test")
+    reader = models["tiny:qwen3-64"].agents["reader"]
+    before, after = reader.render({"question": example.question, "context": example.context})
+    special = set(reader.tokenizer.all_special_ids)
+    content = [t for t in before + after if t not in special]
+    across = row_targets(models, Edge("reader", "answerer", "tiny:qwen3-64", "tiny:llama-128"), example, "prompt")
+    assert across == content + [None, None]  # latent_steps: 2
+    assert "\nNote: The box holds 17 pens.\n" in reader.tokenizer.decode(content)
+    within = row_targets(models, Edge("reader", "reader", "tiny:qwen3-64", "tiny:qwen3-64"), example, "prompt")
+    assert within == across
+    assert row_targets(models, Edge("reader", "answerer", "tiny:qwen3-64", "tiny:llama-128"), example,
+                       "latent") == [None, None]

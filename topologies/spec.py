@@ -157,6 +157,10 @@ class ChannelSpec(Strict):
     hidden_states: Literal["latent", "prompt"] = Field(
         "latent", description="what a hidden message carries: the latent steps' states, or the prompt's states "
                               "followed by them")
+    hidden_layer: Union[Literal["last"], Annotated[int, Field(ge=1)]] = Field(
+        "last", description="whose states a hidden message carries: last = the last layer's (after the final norm), "
+                            "or the residual stream after decoder layer N (1 = the first); only the trained "
+                            "resampler codec reads another layer's states, trained on the same layer")
     edges: tuple[EdgeChannel, ...] = ()
 
     @field_validator("compression")

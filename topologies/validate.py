@@ -89,6 +89,7 @@ def validate_plan(spec: GraphSpec, plan: Plan, file: str) -> None:
     _check_emits(spec, plan, file)
     _check_outputs(spec, plan, file)
     _check_overrides_used(spec, plan, file)
+    _check_hidden_layer(spec, plan, file)
 
 
 def _check_order(spec: GraphSpec, plan: Plan, file: str) -> None:
@@ -209,6 +210,25 @@ def _check_outputs(spec: GraphSpec, plan: Plan, file: str) -> None:
             raise SpecError(f"agent {name!r} has output text but never answers in the {plan.topology} topology",
                             file=file, field=f"agents.{name}.output",
                             fix=f"set output: latent, or make {name} the answering agent")
+
+
+def _check_hidden_layer(spec: GraphSpec, plan: Plan, file: str) -> None:
+    """Another layer than the last goes only where a codec trained on it reads it."""
+    layer = spec.channels.hidden_layer
+    if layer == "last":
+        return
+    coded = [e for e in plan.edges if get_kind(e.kind).takes_codec]
+    if not coded:
+        raise SpecError(f"hidden_layer: {layer} sets the layer of hidden messages, but no edge carries one",
+                        file=file, field="channels.hidden_layer",
+                        fix="remove hidden_layer, or set channels.kind: hidden with codec: resampler")
+    for e in coded:
+        if e.codec not in WHOLE_MESSAGE_CODECS:
+            where = f"{plan.step(e.src).agent} -> {plan.step(e.dst).agent}"
+            raise SpecError(f"hidden_layer: {layer}: edge {where} has codec {e.codec}, which maps last-layer "
+                            "states only", file=file, field="channels.hidden_layer",
+                            fix="set codec: resampler (trained on that layer with latentray train-codec), "
+                                "or remove hidden_layer")
 
 
 def _check_overrides_used(spec: GraphSpec, plan: Plan, file: str) -> None:

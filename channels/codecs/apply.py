@@ -22,6 +22,11 @@ def message_space(msg: LatentMessage) -> str:
     return msg.header.extra.get("space") or raw_space(msg.header.fingerprint)
 
 
+def sent_layer(msg: LatentMessage):
+    """Whose states a hidden message holds: "last" or the decoder layer it was sent from."""
+    return msg.header.extra.get("hidden_layer", "last")
+
+
 def _map_rows(vecs: torch.Tensor, fn) -> torch.Tensor:
     b, s, d = vecs.shape
     return fn(vecs.reshape(b * s, d)).reshape(b, s, -1)
@@ -31,6 +36,11 @@ def encode_message(msg: LatentMessage, encoder: Encoder, codec: str) -> LatentMe
     """A message of a kind codecs map (hidden), in the encoder's wire space; any other as is."""
     if not get_kind(msg.kind).takes_codec:
         return msg
+    sent = sent_layer(msg)
+    if sent != encoder.layer:
+        raise MessageError(f"the message carries layer {sent} states, but codec {codec}'s encoder part was trained on "
+                           f"layer {encoder.layer} states; set channels.hidden_layer: {encoder.layer}, or train the "
+                           "codec on this layer", sender=msg.sender, field="extra.hidden_layer")
     vecs = msg.tensors["hidden"]
     out = _map_rows(vecs, encoder).to(vecs.dtype if vecs.is_floating_point() else torch.float32)
     return msg.replace(tensors={**msg.tensors, "hidden": out},
@@ -47,6 +57,10 @@ def decode_message(msg: LatentMessage, decoder: Decoder, realign, *, receiver: s
     A message of a kind codecs do not map is returned as is."""
     if not get_kind(msg.kind).takes_codec:
         return msg
+    if "space" not in msg.header.extra and sent_layer(msg) != "last":
+        raise MessageError(f"a raw hidden message of layer {sent_layer(msg)} states: only an encoder part trained on "
+                           "that layer (codec resampler) reads them", sender=msg.sender, receiver=receiver,
+                           field="extra.hidden_layer")
     try:
         decoder.check_space(message_space(msg), msg.sender)
     except ValueError as exc:

@@ -83,8 +83,10 @@ class Receiver:
 
 
 class Encoder(ABC):
-    """Sender side: [N, D_s] float32 -> [N, d]. `space` names what the output lives in."""
+    """Sender side: [N, D_s] float32 -> [N, d]. `space` names what the output lives in;
+    `layer` the sender states it reads: "last" (after the final norm) or a decoder layer."""
     space = ""
+    layer = "last"
 
     @abstractmethod
     def __call__(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,12 +1,19 @@
 """resampler: a trained soft-token adapter in a hub space (2N parts for N models).
 
-Sender side (one encoder part per model): every last-layer state is RMS-normalised and
-mapped into a hub space of size d (row by row, so what travels is [S, d] per problem).
-Receiver side (one decoder part per model): K learned queries read the whole message by
-multi-head cross-attention (pads masked out), a small MLP refines them, and each becomes
-one soft token in the receiver's input space: projected to D, rescaled to the receiver's
-mean embedding norm and multiplied by its own tanh gate. The receiver reads K soft tokens
-whatever the message's length.
+Sender side (one encoder part per model): every state of the message (the last layer's,
+or a decoder layer's: channels.hidden_layer, recorded in the parts as `layers`) is
+RMS-normalised and mapped into a hub space of size d (row by row, so what travels is
+[S, d] per problem).
+Receiver side (one decoder part per model), in one of two shapes (option `tokens`):
+- K (a number): K learned queries read the whole message by multi-head cross-attention
+  (pads masked out), a small MLP refines them, and each becomes one soft token. The
+  receiver reads K soft tokens whatever the message's length.
+- rows: every row of the message becomes one soft token: it reads the whole message by
+  the same attention (its own row as the query: self-attention over the message), then
+  the MLP. The receiver reads as many soft tokens as the message has real rows, so a
+  passage's tokens can each arrive as one.
+Each soft token is projected to D, rescaled to the receiver's mean embedding norm and
+multiplied by a tanh gate (one per query; one for all rows).
 
 The design follows the resamplers of vision-language models and Vision Wormhole's hub
 codec (learned queries that cross-attend to the sender's states, N encoders and N decoders
@@ -16,9 +23,10 @@ few MB. The models stay frozen; only these parts train, with the receiver's own 
 model loss on the answer (runtime/codecs/train.py, `latentray train-codec`).
 
 Encoder part `resampler-enc--<model>`: encoder_weight [D, d], encoder_bias [d].
-Decoder part `resampler-dec--<model>`: queries [K, d]; attn_q/attn_k/attn_v/attn_o [d, d];
-mlp_in [d, 2d], mlp_in_bias [2d], mlp_out [2d, d], mlp_out_bias [d]; out_weight [d, D],
-out_bias [D]; gate [K]; read_norm [1] (fixed: the receiver's mean embedding norm).
+Decoder part `resampler-dec--<model>`: queries [K, d] (not in rows); attn_q/attn_k/attn_v/
+attn_o [d, d]; mlp_in [d, 2d], mlp_in_bias [2d], mlp_out [2d, d], mlp_out_bias [d];
+out_weight [d, D], out_bias [D]; gate [K] ([1] in rows); read_norm [1] (fixed: the
+receiver's mean embedding norm).
 """
 from __future__ import annotations
 
@@ -37,8 +45,9 @@ DEFAULT_TOKENS = 8
 DEFAULT_HEADS = 4
 INIT_GATE = 1.0
 ENCODER_KEYS = ("encoder_weight", "encoder_bias")
-DECODER_KEYS = ("queries", "attn_q", "attn_k", "attn_v", "attn_o", "mlp_in", "mlp_in_bias", "mlp_out", "mlp_out_bias",
-                "out_weight", "out_bias", "gate", "read_norm")
+ROWS = "rows"  # option tokens: one soft token per message row
+DECODER_KEYS = ("attn_q", "attn_k", "attn_v", "attn_o", "mlp_in", "mlp_in_bias", "mlp_out", "mlp_out_bias",
+                "out_weight", "out_bias", "gate", "read_norm")  # and queries, unless rows
 FROZEN = ("read_norm",)  # not trained: a property of the receiver
 
 
@@ -51,23 +60,27 @@ def encode_rows(x: torch.Tensor, t: dict) -> torch.Tensor:
     return rms_rows(x.float()) @ t["encoder_weight"] + t["encoder_bias"]
 
 
-def resample(z: torch.Tensor, mask: torch.Tensor, t: dict, heads: int) -> torch.Tensor:
-    """z [B, S, d] hub vectors with mask [B, S] (1 = real) -> [B, K, D] soft tokens."""
+def resample(z: torch.Tensor, mask: torch.Tensor, t: dict, heads: int) -> tuple:
+    """z [B, S, d] hub vectors with mask [B, S] (1 = real) -> ([B, N, D] soft tokens, [B, N]
+    their mask): N = K learned queries (all real), or in rows (no queries) one per row of z."""
     b, s, d = z.shape
-    k = t["queries"].shape[0]
+    rows = "queries" not in t
+    base = z if rows else t["queries"][None].expand(b, -1, -1)  # [B, N, d]
+    n = base.shape[1]
     hd = d // heads
-    q = (t["queries"] @ t["attn_q"]).reshape(k, heads, hd).transpose(0, 1)  # [H, K, hd]
+    q = (base @ t["attn_q"]).reshape(b, n, heads, hd).transpose(1, 2)  # [B, H, N, hd]
     keys = (z @ t["attn_k"]).reshape(b, s, heads, hd).transpose(1, 2)  # [B, H, S, hd]
     values = (z @ t["attn_v"]).reshape(b, s, heads, hd).transpose(1, 2)
-    scores = (q[None] @ keys.transpose(-1, -2)) / math.sqrt(hd)  # [B, H, K, S]
+    scores = (q @ keys.transpose(-1, -2)) / math.sqrt(hd)  # [B, H, N, S]
     scores = scores.masked_fill(~mask.bool()[:, None, None, :], float("-inf"))
     weights = torch.softmax(scores, -1).nan_to_num(0.0)  # a message with no real slot reads nothing
-    read = (weights @ values).transpose(1, 2).reshape(b, k, d) @ t["attn_o"]
-    h = t["queries"][None] + read
+    read = (weights @ values).transpose(1, 2).reshape(b, n, d) @ t["attn_o"]
+    h = base + read
     h = h + torch.nn.functional.gelu(rms_rows(h) @ t["mlp_in"] + t["mlp_in_bias"]) @ t["mlp_out"] + t["mlp_out_bias"]
     y = rms_rows(h) @ t["out_weight"] + t["out_bias"]
     y = y * (t["read_norm"] / y.norm(dim=-1, keepdim=True).clamp_min(1e-6))
-    return torch.tanh(t["gate"])[None, :, None] * y
+    out_mask = mask.long() if rows else torch.ones((b, n), dtype=torch.long, device=z.device)
+    return torch.tanh(t["gate"])[None, :, None] * y, out_mask
 
 
 def init_encoder(hidden: int, dim: int, generator: torch.Generator) -> dict:
@@ -75,20 +88,22 @@ def init_encoder(hidden: int, dim: int, generator: torch.Generator) -> dict:
             "encoder_bias": torch.zeros(dim)}
 
 
-def init_decoder(hidden: int, dim: int, tokens: int, read_norm: float, generator: torch.Generator) -> dict:
+def init_decoder(hidden: int, dim: int, tokens, read_norm: float, generator: torch.Generator) -> dict:
+    """tokens: K learned queries, or ROWS (one soft token per message row)."""
     def w(i, o):
         return torch.randn(i, o, generator=generator) / math.sqrt(i)
-    return {"queries": torch.randn(tokens, dim, generator=generator), "attn_q": w(dim, dim), "attn_k": w(dim, dim),
+    queries = {} if tokens == ROWS else {"queries": torch.randn(tokens, dim, generator=generator)}
+    return {**queries, "attn_q": w(dim, dim), "attn_k": w(dim, dim),
             "attn_v": w(dim, dim), "attn_o": w(dim, dim), "mlp_in": w(dim, 2 * dim),
             "mlp_in_bias": torch.zeros(2 * dim),
             "mlp_out": w(2 * dim, dim) * 0.1, "mlp_out_bias": torch.zeros(dim), "out_weight": w(dim, hidden),
-            "out_bias": torch.zeros(hidden), "gate": torch.full((tokens,), INIT_GATE),
+            "out_bias": torch.zeros(hidden), "gate": torch.full((1 if tokens == ROWS else tokens,), INIT_GATE),
             "read_norm": torch.tensor([float(read_norm)])}
 
 
 class ResamplerEncoder(Encoder):
-    def __init__(self, tensors: dict, space: str):
-        self.tensors, self.space = {k: tensors[k].float() for k in ENCODER_KEYS}, space
+    def __init__(self, tensors: dict, space: str, layer="last"):
+        self.tensors, self.space, self.layer = {k: tensors[k].float() for k in ENCODER_KEYS}, space, layer
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return encode_rows(x, {k: v.to(x.device) for k, v in self.tensors.items()})
@@ -99,17 +114,17 @@ class ResamplerDecoder(Decoder):
     realign_after = False
 
     def __init__(self, tensors: dict, space: str, heads: int):
-        self.tensors, self.space, self.heads = {k: tensors[k].float() for k in DECODER_KEYS}, space, heads
-        self.in_dim = self.tensors["queries"].shape[1]
+        keys = DECODER_KEYS + (("queries",) if "queries" in tensors else ())
+        self.tensors, self.space, self.heads = {k: tensors[k].float() for k in keys}, space, heads
+        self.in_dim = self.tensors["attn_k"].shape[0]
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """One vector read as a one-slot message: the K soft tokens' mean (used only to probe shapes)."""
+        """One vector read as a one-slot message: its soft tokens' mean (used only to probe shapes)."""
         return self.decode_set(x[None], torch.ones(1, x.shape[0], dtype=torch.long))[0].mean(1)
 
     def decode_set(self, wire: torch.Tensor, mask: torch.Tensor) -> tuple:
         t = {k: v.to(wire.device) for k, v in self.tensors.items()}
-        out = resample(wire.float(), mask.to(wire.device), t, self.heads)
-        return out, torch.ones(out.shape[:2], dtype=torch.long, device=wire.device)
+        return resample(wire.float(), mask.to(wire.device), t, self.heads)
 
 
 class Resampler(SharedSpaceCodec):
@@ -125,13 +140,21 @@ class Resampler(SharedSpaceCodec):
     def fit(self, states: dict, edges: list) -> list:
         raise CodecError("the resampler codec is trained, not fitted: run `latentray train-codec SPEC --out DIR`")
 
-    def init_parts(self, models: dict, embed_norms: dict, seed: int) -> list:
-        """Untrained parts (an encoder and a decoder per model) for {ref: fingerprint}."""
+    def init_parts(self, models: dict, embed_norms: dict, seed: int, layer="last") -> list:
+        """Untrained parts (an encoder and a decoder per model) for {ref: fingerprint}, reading
+        the senders' `layer` states ("last", or a decoder layer counted from 1)."""
         dim = int(self.options.get("dim") or DEFAULT_DIM)
-        tokens = int(self.options.get("tokens") or DEFAULT_TOKENS)
+        tokens = self.options.get("tokens") or DEFAULT_TOKENS
         heads = int(self.options.get("heads") or DEFAULT_HEADS)
         if dim % heads:
             raise CodecError(f"resampler: dim {dim} must be a multiple of heads {heads}")
+        if tokens != ROWS:
+            try:
+                tokens = int(tokens)
+            except ValueError:
+                raise CodecError(f"resampler: tokens {tokens!r} is neither a number of soft tokens nor rows") from None
+            if tokens < 1:
+                raise CodecError(f"resampler: tokens {tokens} must be at least 1 (or rows)")
         g = torch.Generator().manual_seed(seed)
         options = {"dim": dim, "tokens": tokens, "heads": heads}
         parts = []
@@ -139,10 +162,10 @@ class Resampler(SharedSpaceCodec):
             hidden = int(fp["hidden_size"])
             entry = {"model": model_entry(ref, fp)}
             parts.append(Part(self.encode_part(ref, ref), init_encoder(hidden, dim, g),
-                              {"codec": self.key, "trained": True, "side": "encode", "models": entry, "layers": "last",
+                              {"codec": self.key, "trained": True, "side": "encode", "models": entry, "layers": layer,
                                "options": options}))
             parts.append(Part(self.decode_part(ref, ref), init_decoder(hidden, dim, tokens, embed_norms[ref], g),
-                              {"codec": self.key, "trained": True, "side": "decode", "models": entry, "layers": "last",
+                              {"codec": self.key, "trained": True, "side": "decode", "models": entry, "layers": layer,
                                "options": options}))
         return parts
 
@@ -157,7 +180,7 @@ class Resampler(SharedSpaceCodec):
 
     def encoder(self, part: Part, fingerprint: dict) -> Encoder:
         self._check_side(part, "encode")
-        return ResamplerEncoder(part.tensors, part.meta["space"])
+        return ResamplerEncoder(part.tensors, part.meta["space"], part.meta.get("layers", "last"))
 
     def decoder(self, part: Part, receiver: Receiver) -> Decoder:
         self._check_side(part, "decode")

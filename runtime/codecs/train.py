@@ -10,6 +10,13 @@ reads them and its prompt, and the loss is its own cross-entropy on the answer's
 and its end of turn. Only the parts learn (Adam). The receiver's latent steps, if it has
 any, are not run in training: it answers straight after its prompt.
 
+With one soft token per message row (tokens: rows), a second term (weight token_loss)
+asks each soft token of a prompt row to point, by cosine, at the receiver's embedding of
+the token that row was: the sender's own token within one model; across tokenizers, the
+receiver's token that covers the first character of the sender's token in the same text.
+The answer loss alone must find that map through the frozen receiver; this term shows it
+the way, and latent-step rows (no token) are left to the answer loss.
+
 Every `checkpoint_every` steps the parts and the optimizer's state are written to
 DIR/.train-checkpoint (safetensors + JSON, renamed into place, the JSON last); a rerun of
 the same command resumes from there, and its result equals an uninterrupted run's (the
@@ -37,7 +44,7 @@ from latentray.agents.fingerprint import model_fingerprint
 from latentray.agents.models import load_model
 from latentray.agents.realign import embedding_statistics
 from latentray.channels.codecs import make_codec
-from latentray.channels.codecs.resampler import FROZEN, encode_rows, resample
+from latentray.channels.codecs.resampler import FROZEN, ROWS, encode_rows, resample
 from latentray.channels.codecs.storage import save_part
 from latentray.channels.errors import CodecError
 from latentray.channels.kinds import get_kind
@@ -45,6 +52,7 @@ from latentray.channels.kinds import get_kind
 from latentray.runtime.codecs.fit import model_kwargs, progress_bar
 from latentray.runtime.codecs.train_data import DEFAULT_SENTENCES, load_examples
 from latentray.runtime.engine.agent_configs import agent_configs_for
+from latentray.runtime.engine.steps import hidden_layer
 
 CODEC = "resampler"
 CHECKPOINT = ".train-checkpoint"
@@ -133,19 +141,64 @@ def _answer_ids(m: _Model, answer: str) -> list:
     return m.tokenizer(answer, add_special_tokens=False)["input_ids"] + [eot]
 
 
-def sender_messages(models: dict, edge: Edge, examples: list, hidden_scope: str) -> list:
-    """[(states [1, S, D], mask [1, S])] of the sender's hidden message for each example,
-    computed in one batch (left-padded: a row computes what it computes alone), no gradients."""
+def sender_messages(models: dict, edge: Edge, examples: list, hidden_scope: str, layer: int | None = None) -> list:
+    """[(states [1, S, D], mask [1, S])] of the sender's hidden message for each example
+    (decoder layer `layer`'s states; None: the last layer's), computed in one batch
+    (left-padded: a row computes what it computes alone), no gradients."""
     problems = [{"question": x.question, "context": x.context} for x in examples]
     with torch.no_grad():
-        msg = models[edge.src].agents[edge.sender].step(problems, action="latent", emit="hidden", scope=hidden_scope)
+        msg = models[edge.src].agents[edge.sender].step(problems, action="latent", emit="hidden", scope=hidden_scope,
+                                                        layer=layer)
         states, mask = msg.tensors["hidden"].float(), msg.tensors["mask"]
         return [(states[b:b + 1].clone(), mask[b:b + 1].clone()) for b in range(len(examples))]
 
 
-def example_loss(parts: _Parts, models: dict, edge: Edge, example, sent: tuple, names: tuple) -> torch.Tensor:
+def row_targets(models: dict, edge: Edge, example, hidden_scope: str) -> list:
+    """The receiver's token id each real row of the sender's message was (None for a
+    latent-step row, or where no receiver token starts within the sender's token)."""
+    snd, rcv = models[edge.src], models[edge.dst]
+    agent = snd.agents[edge.sender]
+    steps = [None] * agent.config.latent_steps
+    if hidden_scope != "prompt":
+        return steps
+    before, after = agent.render({"question": example.question, "context": example.context})
+    special = set(snd.tokenizer.all_special_ids)
+    ids = [t for t in before + after if t not in special]  # the prompt rows: its content tokens
+    if snd.fingerprint == rcv.fingerprint:
+        return ids + steps
+    pieces = [snd.tokenizer.decode([t]) for t in ids]
+    text = "".join(pieces)
+    enc = rcv.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    starts = {}  # character -> the receiver token that covers it
+    for tid, (a, b) in zip(enc["input_ids"], enc["offset_mapping"]):
+        for c in range(a, b):
+            starts.setdefault(c, tid)
+    out, at = [], 0
+    for piece in pieces:
+        first = next((at + i for i, ch in enumerate(piece) if not ch.isspace()), at)
+        out.append(starts.get(first))
+        at += len(piece)
+    return out + steps
+
+
+def token_loss(soft: torch.Tensor, targets: list, rcv: _Model) -> torch.Tensor | None:
+    """Mean cosine distance between each soft token [S, D] and the receiver's embedding of its
+    row's target token (rows with no target skipped); None if no row has one."""
+    rows = [i for i, t in enumerate(targets) if t is not None]
+    if not rows:
+        return None
+    with torch.no_grad():
+        ids = torch.tensor([targets[i] for i in rows], device=rcv.model.device)
+        want = rcv.model.get_input_embeddings()(ids[None])[0].float()
+    got = soft[rows].float()
+    return (1 - torch.nn.functional.cosine_similarity(got, want.to(got.device), dim=-1)).mean()
+
+
+def example_loss(parts: _Parts, models: dict, edge: Edge, example, sent: tuple, names: tuple,
+                 targets: list | None = None, weight: float = 0.0) -> torch.Tensor:
     """The receiver's mean cross-entropy on the answer (and its end of turn) given the
-    soft tokens the codec makes of the sender's message `sent` for this example."""
+    soft tokens the codec makes of the sender's message `sent` for this example; plus
+    `weight` times the token loss against `targets` (row_targets) where given."""
     enc_name, dec_name = names
     rcv = models[edge.dst]
     with torch.no_grad():
@@ -156,10 +209,19 @@ def example_loss(parts: _Parts, models: dict, edge: Edge, example, sent: tuple, 
         e_before = embed(torch.tensor([before], device=device))
         e_after = embed(torch.tensor([after + answer], device=device))
     states, mask = sent
-    soft = resample(encode_rows(states, parts.tensors(enc_name)), mask, parts.tensors(dec_name),
-                    int(parts.meta[dec_name]["options"]["heads"]))
-    inputs = torch.cat([e_before, soft.to(device, e_before.dtype), e_after], dim=1)
-    return _answer_loss(rcv, answer, inputs_embeds=inputs)
+    soft, soft_mask = resample(encode_rows(states, parts.tensors(enc_name)), mask, parts.tensors(dec_name),
+                               int(parts.meta[dec_name]["options"]["heads"]))
+    soft = soft[0][soft_mask[0].bool()]  # the real ones, as a run places them
+    inputs = torch.cat([e_before, soft[None].to(device, e_before.dtype), e_after], dim=1)
+    loss = _answer_loss(rcv, answer, inputs_embeds=inputs)
+    if weight and targets is not None:
+        if len(targets) != soft.shape[0]:
+            raise CodecError(f"train-codec: {soft.shape[0]} message rows but {len(targets)} row targets for "
+                             f"{edge.sender} -> {edge.receiver}")
+        extra = token_loss(soft, targets, rcv)
+        if extra is not None:
+            loss = loss + weight * extra
+    return loss
 
 
 def _answer_loss(rcv: _Model, answer: list, **inputs) -> torch.Tensor:
@@ -236,11 +298,19 @@ def _mean(xs) -> float:
 
 
 def train_codec(spec, plan, out_dir: str, *, steps: int = 2000, data: list | None = None, seed: int = 0,
-                sentences: int = DEFAULT_SENTENCES, batch: int = 4, lr: float = 1e-3, options: dict | None = None, checkpoint_every: int = 25,
-                restart: bool = False, quiet: bool = False, log=print) -> dict:
-    """Train the resampler parts the spec's hidden edges need; returns the figures."""
+                sentences: int = DEFAULT_SENTENCES, batch: int = 4, lr: float = 1e-3, options: dict | None = None,
+                checkpoint_every: int = 25, token_weight: float | None = None, restart: bool = False,
+                quiet: bool = False, log=print) -> dict:
+    """Train the resampler parts the spec's hidden edges need; returns the figures.
+    token_weight: the token loss's weight (None: 1 with tokens: rows, 0 otherwise)."""
     if steps < 1 or batch < 1 or checkpoint_every < 1 or not lr > 0:
         raise CodecError("train-codec: --steps, --batch and --checkpoint-every must be positive, --lr above 0")
+    rows = str((options or {}).get("tokens")) == ROWS
+    if token_weight is None:
+        token_weight = 1.0 if rows else 0.0
+    if token_weight < 0 or (token_weight and not rows):
+        raise CodecError(f"train-codec: --token-loss {token_weight:g}: the token loss needs one soft token per row "
+                         "(--tokens rows) and a weight of 0 or more")
     edges = training_edges(spec, plan)
     examples = load_examples(data, sentences)
     if len(examples) <= HELD_OUT:
@@ -256,14 +326,16 @@ def train_codec(spec, plan, out_dir: str, *, steps: int = 2000, data: list | Non
     log(f"train-codec: {len(edges)} edge(s), models {', '.join(refs)} loaded in {time.perf_counter() - t_load:.1f} s; "
         f"{len(train)} training examples, {len(held)} held out")
     codec = make_codec(CODEC, **(options or {}))
-    init = codec.init_parts({r: models[r].fingerprint for r in refs}, {r: models[r].embed_norm for r in refs}, seed)
+    layer = hidden_layer(spec)
+    init = codec.init_parts({r: models[r].fingerprint for r in refs}, {r: models[r].embed_norm for r in refs}, seed,
+                            layer=spec.channels.hidden_layer)
     wanted = {codec.encode_part(e.src, e.dst) for e in edges} | {codec.decode_part(e.src, e.dst) for e in edges}
     parts = _Parts([p for p in init if p.name in wanted])
     names = {e: (codec.encode_part(e.src, e.dst), codec.decode_part(e.src, e.dst)) for e in edges}
     opt = torch.optim.Adam(parts.parameters(), lr=lr)
     directory = Path(out_dir)
     key = _options_key(edges, parts.meta[next(iter(parts.meta))]["options"], seed, data, batch, lr, steps)
-    key["sentences"] = sentences
+    key.update(sentences=sentences, layer=spec.channels.hidden_layer, token_weight=token_weight)
     if restart and (directory / CHECKPOINT).exists():
         shutil.rmtree(directory / CHECKPOINT)
     scope = spec.channels.hidden_states
@@ -274,7 +346,7 @@ def train_codec(spec, plan, out_dir: str, *, steps: int = 2000, data: list | Non
             for e in edges:
                 for i in range(0, len(held), 8):
                     chunk = held[i:i + 8]
-                    sent = sender_messages(models, e, chunk, scope)
+                    sent = sender_messages(models, e, chunk, scope, layer)
                     losses += [float(example_loss(parts, models, e, x, m, names[e])) for x, m in zip(chunk, sent)]
         return _mean(losses)
 
@@ -291,8 +363,9 @@ def train_codec(spec, plan, out_dir: str, *, steps: int = 2000, data: list | Non
             opt.zero_grad()
             total = 0.0
             chunk = [train[(step * batch + j) % len(train)] for j in range(batch)]
-            for x, sent in zip(chunk, sender_messages(models, edge, chunk, scope)):
-                loss = example_loss(parts, models, edge, x, sent, names[edge]) / batch
+            for x, sent in zip(chunk, sender_messages(models, edge, chunk, scope, layer)):
+                targets = row_targets(models, edge, x, scope) if token_weight else None
+                loss = example_loss(parts, models, edge, x, sent, names[edge], targets, token_weight) / batch
                 loss.backward()
                 total += float(loss.detach())
             finite = math.isfinite(total) and all(bool(torch.isfinite(p.grad).all())
@@ -314,7 +387,7 @@ def train_codec(spec, plan, out_dir: str, *, steps: int = 2000, data: list | Non
     reading = _mean([reference_loss(models, e, x, x.context) for e in edges for x in held])
     tenth = max(1, len(losses) // 10)
     figures = {"steps": steps, "seed": seed, "batch": batch, "lr": lr, "data": list(data or []) or "default",
-               "context_sentences": sentences,
+               "context_sentences": sentences, "hidden_layer": spec.channels.hidden_layer, "token_loss": token_weight,
                "loss_first": _mean(losses[:tenth]), "loss_last": _mean(losses[-tenth:]), "held_out_before": before,
                "held_out_after": after, "held_out_no_message": alone, "held_out_reading_text": reading,
                "train_s": seconds}

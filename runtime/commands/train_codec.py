@@ -19,7 +19,11 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="the parts' initial values and the example order (0)")
     p.add_argument("--batch", type=int, default=4, help="examples per step (default 4)")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam's learning rate (default 1e-3)")
-    p.add_argument("--tokens", type=int, help="soft tokens each receiver reads (default 8)")
+    p.add_argument("--tokens", help="soft tokens each receiver reads: a number of learned queries (default 8), or "
+                                    "rows: one per row of the message")
+    p.add_argument("--token-loss", type=float, dest="token_loss",
+                   help="weight of the term that points each row's soft token at the receiver's embedding of the "
+                        "token it was (default 1 with --tokens rows; rows only)")
     p.add_argument("--dim", type=int, help="hub space dimension (default 256)")
     p.add_argument("--heads", type=int, help="cross-attention heads (default 4)")
     p.add_argument("--checkpoint-every", type=int, default=25, help="steps between checkpoints (default 25)")
@@ -35,7 +39,8 @@ def run(args) -> int:
     log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
     figures = train_codec(spec, plan, out, steps=args.steps, data=args.data, seed=args.seed,
                           sentences=args.context_sentences, batch=args.batch,
-                          lr=args.lr, options=options, checkpoint_every=args.checkpoint_every, restart=args.restart,
+                          lr=args.lr, options=options, checkpoint_every=args.checkpoint_every,
+                          token_weight=args.token_loss, restart=args.restart,
                           quiet=args.quiet, log=log)
     print(f"trained {len(figures['parts'])} codec part(s) in {out} ({figures['size_mb']:.2f} MB); held-out loss "
           f"{figures['held_out_before']:.3f} -> {figures['held_out_after']:.3f}")

@@ -44,7 +44,8 @@ def output_variants(plan, step, codecs: dict | None = None) -> tuple:
 
 
 def compile_steps(plan, backend: str = "nccl", checksum: bool = False, codec_for=None,
-                  hidden_scope: str = "latent", codec_dir: str = "", limits=None, configs: dict | None = None) -> list:
+                  hidden_scope: str = "latent", codec_dir: str = "", limits=None, configs: dict | None = None,
+                  hidden_layer: int | None = None) -> list:
     """Everything about each step's actor call that depends on the plan alone, once per run.
     codec_for(edge) -> EdgeCodec (runtime/codecs/plan.py); None: no codec is applied.
     limits: the spec's LimitsSpec, whose per-step bounds every call carries (None: unbounded).
@@ -62,6 +63,7 @@ def compile_steps(plan, backend: str = "nccl", checksum: bool = False, codec_for
         call = StepCall(step.id, step.agent, step.action, step.emit, step.kv_scope, inputs,
                         tuple(c for c, _ in mine), step.round, 0, step.aggregate, checksum,
                         encodes=tuple(enc for _, enc in mine), hidden_scope=hidden_scope, codec_dir=codec_dir,
+                        hidden_layer=hidden_layer,
                         kv_merge=step.kv_merge, config=(configs or {}).get(step.agent), **bounds)
         inbox = tuple((e.src, variants[e.src].index(_variant_key(e, codecs))) for e in step.inputs)
         out.append(StepSubmission(call, step_transport(plan, step), inbox))
@@ -76,7 +78,14 @@ def spec_steps(spec, plan, configs: dict | None = None) -> list:
 
     return compile_steps(plan, spec.channels.rdt_backend, codec_for=lambda e: edge_codec(spec, plan, e),
                          hidden_scope=spec.channels.hidden_states, codec_dir=codec_dir(spec), limits=spec.limits,
+                         hidden_layer=hidden_layer(spec),
                          configs=configs if configs is not None else spec_agent_configs(plan.agents, spec))
+
+
+def hidden_layer(spec) -> int | None:
+    """The decoder layer a spec's hidden messages carry (None: the last layer's states)."""
+    layer = spec.channels.hidden_layer
+    return None if layer == "last" else int(layer)
 
 
 def submit_unit(steps: list, handles, questions: list, unit: int, backend: str = "nccl",
