@@ -15,7 +15,8 @@ problems, models and seeds:
                   `latentray fit-codec SPEC --codec ridge,relative,hub --out DIR`)
   trained         the same prompt states and latent thoughts through the trained
                   resampler codec, across models or within one (train it first with
-                  `latentray train-codec SPEC --out DIR` on a spec of these models)
+                  `latentray train-codec SPEC --out DIR` on a spec of these models), of
+                  the layer its parts were trained on (channels.hidden_layer)
 
   python benchmarks/information_transfer.py [--limit 100] [--output DIR] [--json PATH]
   python benchmarks/information_transfer.py --dataset squad --limit 200   # SQuAD passages, same roles
@@ -76,6 +77,15 @@ def with_models(spec, reader: str | None, answerer: str | None):
     return spec
 
 
+def trained_layer(directory: str | None):
+    """The sender layer the resampler parts in `directory` read ("last" if none say)."""
+    layers = {json.loads(p.read_text()).get("layers", "last")
+              for p in Path(directory or ".").glob("resampler-enc--*.json")} if directory else set()
+    if len(layers) > 1:
+        raise SystemExit(f"{directory}: resampler encoder parts of different layers {sorted(map(str, layers))}")
+    return layers.pop() if layers else "last"
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spec", default=str(SPEC))
@@ -95,6 +105,8 @@ def main(argv=None) -> None:
     rows, summaries = [], {}
     for name in args.channels.split(","):
         method, overrides = CHANNELS[name]
+        if name == "trained":
+            overrides = {**overrides, "hidden_layer": trained_layer(args.codecs)}
         r, summary = run_method(with_channels(spec, overrides), problems, method, dataset=args.dataset)
         for row in r:
             row["method"] = name

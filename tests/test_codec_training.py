@@ -148,6 +148,13 @@ def test_bad_training_input_is_refused_naming_the_fix(tmp_path):
     spec = load_spec_text(CHAIN)
     with pytest.raises(CodecError, match="--steps"):
         train_codec(spec, build_plan(spec), str(tmp_path / "o"), steps=0, data=[str(bad)])
+    with pytest.raises(CodecError, match="--token-loss 1: the token loss needs one soft token per row"):
+        train_codec(spec, build_plan(spec), str(tmp_path / "o"), steps=5, token_weight=1.0, data=[str(bad)])
+    with pytest.raises(CodecError, match="--token-steps 6: .*cannot be more than --steps \\(5\\)"):
+        train_codec(spec, build_plan(spec), str(tmp_path / "o"), steps=5, token_steps=6, data=[str(bad)],
+                    options={"tokens": "rows"})
+    with pytest.raises(CodecError, match="tokens 'many' is neither a number of soft tokens nor rows"):
+        make_codec("resampler", tokens="many").init_parts({}, {}, 0)
 
 
 def test_the_shipped_training_sources_read_as_passage_question_answer():
@@ -171,9 +178,9 @@ def test_a_diverging_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, mon
 
     real, calls = train_module.example_loss, []
 
-    def diverging(*args):
+    def diverging(*args, **kwargs):
         calls.append(1)
-        loss = real(*args)
+        loss = real(*args, **kwargs)
         return loss * float("nan") if len(calls) > 32 + 2 * 5 else loss  # the held-out pass, then 5 steps
 
     monkeypatch.setattr(train_module, "example_loss", diverging)
@@ -245,6 +252,8 @@ def hand_resample(z: torch.Tensor, mask: torch.Tensor, t: dict, heads: int) -> t
 
 
 def hand_encode(x: torch.Tensor, t: dict) -> torch.Tensor:
+    if "in_mean" in t:  # the sender's fixed per-dimension standardisation
+        x = (x - t["in_mean"]) / t["in_scale"]
     return (x / torch.sqrt((x * x).mean(-1, keepdim=True) + 1e-6)) @ t["encoder_weight"] + t["encoder_bias"]
 
 
@@ -343,10 +352,14 @@ def test_row_soft_tokens_from_a_layers_states_train_and_decode_as_by_hand(tmp_pa
                           log=lambda _text: None)
     assert figures["held_out_after"] < figures["held_out_before"]
     assert figures["token_loss"] == 1.0 and figures["hidden_layer"] == 1
+    assert figures["held_out_token_after"] < figures["held_out_token_before"]  # soft tokens nearer their tokens
     enc = load_part(out, next(p.stem for p in out.glob("resampler-enc*.json")))
     dec = load_part(out, next(p.stem for p in out.glob("resampler-dec*.json")))
     assert enc.meta["layers"] == dec.meta["layers"] == 1 and "queries" not in dec.tensors
     assert dec.tensors["gate"].shape == (1,)
+    # the sender's states at layer 1, standardised per dimension by statistics the training measured
+    assert enc.tensors["in_mean"].shape == enc.tensors["in_scale"].shape == (64,)
+    assert bool((enc.tensors["in_scale"] > 0).all()) and float(enc.tensors["in_mean"].abs().sum()) > 0
 
     from latentray.channels.message import LatentMessage
     codec = make_codec("resampler")

@@ -22,7 +22,9 @@ different depths, works for `hidden` messages within one model too, and its part
 few MB. The models stay frozen; only these parts train, with the receiver's own language-
 model loss on the answer (runtime/codecs/train.py, `latentray train-codec`).
 
-Encoder part `resampler-enc--<model>`: encoder_weight [D, d], encoder_bias [d].
+Encoder part `resampler-enc--<model>`: encoder_weight [D, d], encoder_bias [d]; in_mean [D],
+in_scale [D] (fixed: the sender's per-dimension statistics at its layer, measured on
+training messages before training; absent in parts trained without them).
 Decoder part `resampler-dec--<model>`: queries [K, d] (not in rows); attn_q/attn_k/attn_v/
 attn_o [d, d]; mlp_in [d, 2d], mlp_in_bias [2d], mlp_out [2d, d], mlp_out_bias [d];
 out_weight [d, D], out_bias [D]; gate [K] ([1] in rows); read_norm [1] (fixed: the
@@ -44,11 +46,12 @@ DEFAULT_DIM = 256
 DEFAULT_TOKENS = 8
 DEFAULT_HEADS = 4
 INIT_GATE = 1.0
-ENCODER_KEYS = ("encoder_weight", "encoder_bias")
+ENCODER_KEYS = ("encoder_weight", "encoder_bias")  # and in_mean, in_scale where the training measured them
+STANDARDISE = ("in_mean", "in_scale")
 ROWS = "rows"  # option tokens: one soft token per message row
 DECODER_KEYS = ("attn_q", "attn_k", "attn_v", "attn_o", "mlp_in", "mlp_in_bias", "mlp_out", "mlp_out_bias",
                 "out_weight", "out_bias", "gate", "read_norm")  # and queries, unless rows
-FROZEN = ("read_norm",)  # not trained: a property of the receiver
+FROZEN = ("read_norm", "in_mean", "in_scale")  # not trained: properties of the receiver and of the sender's states
 
 
 def rms_rows(x: torch.Tensor) -> torch.Tensor:
@@ -56,8 +59,21 @@ def rms_rows(x: torch.Tensor) -> torch.Tensor:
 
 
 def encode_rows(x: torch.Tensor, t: dict) -> torch.Tensor:
-    """[..., D] sender states -> [..., d] hub vectors."""
-    return rms_rows(x.float()) @ t["encoder_weight"] + t["encoder_bias"]
+    """[..., D] sender states -> [..., d] hub vectors. Where the part has them, every
+    dimension is first standardised by the sender's own statistics at that layer: a middle
+    layer's residual stream has a few dimensions far larger than the rest and common to all
+    tokens, which would otherwise drown what tells one token from another."""
+    x = x.float()
+    if "in_mean" in t:
+        x = (x - t["in_mean"]) / t["in_scale"]
+    return rms_rows(x) @ t["encoder_weight"] + t["encoder_bias"]
+
+
+def state_statistics(rows: torch.Tensor) -> dict:
+    """in_mean and in_scale [D] of sender states [N, D] (a scale never below 1e-3 of the median)."""
+    rows = rows.float()
+    scale = rows.std(0)
+    return {"in_mean": rows.mean(0), "in_scale": scale.clamp_min(1e-3 * float(scale.median()) + 1e-12)}
 
 
 def resample(z: torch.Tensor, mask: torch.Tensor, t: dict, heads: int) -> tuple:
@@ -103,7 +119,8 @@ def init_decoder(hidden: int, dim: int, tokens, read_norm: float, generator: tor
 
 class ResamplerEncoder(Encoder):
     def __init__(self, tensors: dict, space: str, layer="last"):
-        self.tensors, self.space, self.layer = {k: tensors[k].float() for k in ENCODER_KEYS}, space, layer
+        keys = ENCODER_KEYS + (STANDARDISE if "in_mean" in tensors else ())
+        self.tensors, self.space, self.layer = {k: tensors[k].float() for k in keys}, space, layer
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return encode_rows(x, {k: v.to(x.device) for k, v in self.tensors.items()})
@@ -140,9 +157,10 @@ class Resampler(SharedSpaceCodec):
     def fit(self, states: dict, edges: list) -> list:
         raise CodecError("the resampler codec is trained, not fitted: run `latentray train-codec SPEC --out DIR`")
 
-    def init_parts(self, models: dict, embed_norms: dict, seed: int, layer="last") -> list:
+    def init_parts(self, models: dict, embed_norms: dict, seed: int, layer="last", statistics=None) -> list:
         """Untrained parts (an encoder and a decoder per model) for {ref: fingerprint}, reading
-        the senders' `layer` states ("last", or a decoder layer counted from 1)."""
+        the senders' `layer` states ("last", or a decoder layer counted from 1); statistics:
+        {ref: state_statistics of that model's sent states}, for the models that send."""
         dim = int(self.options.get("dim") or DEFAULT_DIM)
         tokens = self.options.get("tokens") or DEFAULT_TOKENS
         heads = int(self.options.get("heads") or DEFAULT_HEADS)
@@ -161,7 +179,8 @@ class Resampler(SharedSpaceCodec):
         for ref, fp in models.items():
             hidden = int(fp["hidden_size"])
             entry = {"model": model_entry(ref, fp)}
-            parts.append(Part(self.encode_part(ref, ref), init_encoder(hidden, dim, g),
+            stats = {k: v.detach().float().clone() for k, v in (statistics or {}).get(ref, {}).items()}
+            parts.append(Part(self.encode_part(ref, ref), {**init_encoder(hidden, dim, g), **stats},
                               {"codec": self.key, "trained": True, "side": "encode", "models": entry, "layers": layer,
                                "options": options}))
             parts.append(Part(self.decode_part(ref, ref), init_decoder(hidden, dim, tokens, embed_norms[ref], g),

@@ -44,7 +44,7 @@ from latentray.agents.fingerprint import model_fingerprint
 from latentray.agents.models import load_model
 from latentray.agents.realign import embedding_statistics
 from latentray.channels.codecs import make_codec
-from latentray.channels.codecs.resampler import FROZEN, ROWS, encode_rows, resample
+from latentray.channels.codecs.resampler import FROZEN, ROWS, encode_rows, resample, state_statistics
 from latentray.channels.codecs.storage import save_part
 from latentray.channels.errors import CodecError
 from latentray.channels.kinds import get_kind
@@ -57,6 +57,7 @@ from latentray.runtime.engine.steps import hidden_layer
 CODEC = "resampler"
 CHECKPOINT = ".train-checkpoint"
 HELD_OUT = 32  # examples split off before training, never trained on: the held-out loss
+STATISTICS_EXAMPLES = 64  # training examples whose sent states set an encoder's fixed standardisation
 
 
 @dataclass(frozen=True)
@@ -195,25 +196,18 @@ def token_loss(soft: torch.Tensor, targets: list, rcv: _Model) -> torch.Tensor |
 
 
 def example_loss(parts: _Parts, models: dict, edge: Edge, example, sent: tuple, names: tuple,
-                 targets: list | None = None, weight: float = 0.0) -> torch.Tensor:
+                 targets: list | None = None, weight: float = 0.0, answer_loss: bool = True) -> torch.Tensor:
     """The receiver's mean cross-entropy on the answer (and its end of turn) given the
     soft tokens the codec makes of the sender's message `sent` for this example; plus
-    `weight` times the token loss against `targets` (row_targets) where given."""
+    `weight` times the token loss against `targets` (row_targets) where given. Without
+    answer_loss, the token loss alone (the receiver does not run)."""
     enc_name, dec_name = names
     rcv = models[edge.dst]
-    with torch.no_grad():
-        before, after = rcv.agents[edge.receiver].render({"question": example.question}, soft_slot=True)
-        answer = _answer_ids(rcv, example.answer)
-        embed = rcv.model.get_input_embeddings()
-        device = rcv.model.device
-        e_before = embed(torch.tensor([before], device=device))
-        e_after = embed(torch.tensor([after + answer], device=device))
     states, mask = sent
     soft, soft_mask = resample(encode_rows(states, parts.tensors(enc_name)), mask, parts.tensors(dec_name),
                                int(parts.meta[dec_name]["options"]["heads"]))
     soft = soft[0][soft_mask[0].bool()]  # the real ones, as a run places them
-    inputs = torch.cat([e_before, soft[None].to(device, e_before.dtype), e_after], dim=1)
-    loss = _answer_loss(rcv, answer, inputs_embeds=inputs)
+    loss = soft.sum() * 0.0  # a zero that still reaches every part
     if weight and targets is not None:
         if len(targets) != soft.shape[0]:
             raise CodecError(f"train-codec: {soft.shape[0]} message rows but {len(targets)} row targets for "
@@ -221,7 +215,17 @@ def example_loss(parts: _Parts, models: dict, edge: Edge, example, sent: tuple, 
         extra = token_loss(soft, targets, rcv)
         if extra is not None:
             loss = loss + weight * extra
-    return loss
+    if not answer_loss:
+        return loss
+    with torch.no_grad():
+        before, after = rcv.agents[edge.receiver].render({"question": example.question}, soft_slot=True)
+        answer = _answer_ids(rcv, example.answer)
+        embed = rcv.model.get_input_embeddings()
+        device = rcv.model.device
+        e_before = embed(torch.tensor([before], device=device))
+        e_after = embed(torch.tensor([after + answer], device=device))
+    inputs = torch.cat([e_before, soft[None].to(device, e_before.dtype), e_after], dim=1)
+    return loss + _answer_loss(rcv, answer, inputs_embeds=inputs)
 
 
 def _answer_loss(rcv: _Model, answer: list, **inputs) -> torch.Tensor:
@@ -247,7 +251,7 @@ def _options_key(edges, options, seed, data, batch, lr, steps) -> dict:
 
 
 def _write_checkpoint(directory: Path, parts: _Parts, opt, step: int, losses: list, key: dict,
-                      held_before: float) -> None:
+                      held_before: list) -> None:
     ck = directory / CHECKPOINT
     ck.mkdir(parents=True, exist_ok=True)
     tensors = {f"param/{k}": v.detach().contiguous() for k, v in parts.flat().items()}
@@ -271,7 +275,7 @@ def _write_checkpoint(directory: Path, parts: _Parts, opt, step: int, losses: li
 
 
 def _read_checkpoint(directory: Path, parts: _Parts, opt, key: dict, log) -> tuple:
-    """(step, losses, held-out loss before training) resumed from DIR's checkpoint, or
+    """(step, losses, held-out [answer, token] losses before training) resumed from DIR's checkpoint, or
     (0, [], None) when there is none."""
     ck = directory / CHECKPOINT
     if not (ck / "state.json").is_file():
@@ -299,10 +303,11 @@ def _mean(xs) -> float:
 
 def train_codec(spec, plan, out_dir: str, *, steps: int = 2000, data: list | None = None, seed: int = 0,
                 sentences: int = DEFAULT_SENTENCES, batch: int = 4, lr: float = 1e-3, options: dict | None = None,
-                checkpoint_every: int = 25, token_weight: float | None = None, restart: bool = False,
-                quiet: bool = False, log=print) -> dict:
+                checkpoint_every: int = 25, token_weight: float | None = None, token_steps: int = 0,
+                restart: bool = False, quiet: bool = False, log=print) -> dict:
     """Train the resampler parts the spec's hidden edges need; returns the figures.
-    token_weight: the token loss's weight (None: 1 with tokens: rows, 0 otherwise)."""
+    token_weight: the token loss's weight (None: 1 with tokens: rows, 0 otherwise);
+    token_steps: the first steps train on the token loss alone (the receivers do not run)."""
     if steps < 1 or batch < 1 or checkpoint_every < 1 or not lr > 0:
         raise CodecError("train-codec: --steps, --batch and --checkpoint-every must be positive, --lr above 0")
     rows = str((options or {}).get("tokens")) == ROWS
@@ -311,6 +316,9 @@ def train_codec(spec, plan, out_dir: str, *, steps: int = 2000, data: list | Non
     if token_weight < 0 or (token_weight and not rows):
         raise CodecError(f"train-codec: --token-loss {token_weight:g}: the token loss needs one soft token per row "
                          "(--tokens rows) and a weight of 0 or more")
+    if token_steps and not (token_weight and 0 <= token_steps <= steps):
+        raise CodecError(f"train-codec: --token-steps {token_steps}: the steps on the token loss alone need the token "
+                         f"loss (--tokens rows, --token-loss above 0) and cannot be more than --steps ({steps})")
     edges = training_edges(spec, plan)
     examples = load_examples(data, sentences)
     if len(examples) <= HELD_OUT:
@@ -327,32 +335,44 @@ def train_codec(spec, plan, out_dir: str, *, steps: int = 2000, data: list | Non
         f"{len(train)} training examples, {len(held)} held out")
     codec = make_codec(CODEC, **(options or {}))
     layer = hidden_layer(spec)
+    scope = spec.channels.hidden_states
+    stats = {}
+    for e in edges:
+        if e.src not in stats:
+            sample = train[:STATISTICS_EXAMPLES]
+            sent = [m for i in range(0, len(sample), 8) for m in sender_messages(models, e, sample[i:i + 8], scope, layer)]
+            stats[e.src] = state_statistics(torch.cat([s[0][m[0].bool()] for s, m in sent]))
     init = codec.init_parts({r: models[r].fingerprint for r in refs}, {r: models[r].embed_norm for r in refs}, seed,
-                            layer=spec.channels.hidden_layer)
+                            layer=spec.channels.hidden_layer, statistics=stats)
     wanted = {codec.encode_part(e.src, e.dst) for e in edges} | {codec.decode_part(e.src, e.dst) for e in edges}
     parts = _Parts([p for p in init if p.name in wanted])
     names = {e: (codec.encode_part(e.src, e.dst), codec.decode_part(e.src, e.dst)) for e in edges}
     opt = torch.optim.Adam(parts.parameters(), lr=lr)
     directory = Path(out_dir)
     key = _options_key(edges, parts.meta[next(iter(parts.meta))]["options"], seed, data, batch, lr, steps)
-    key.update(sentences=sentences, layer=spec.channels.hidden_layer, token_weight=token_weight)
+    key.update(sentences=sentences, layer=spec.channels.hidden_layer, token_weight=token_weight,
+               token_steps=token_steps)
     if restart and (directory / CHECKPOINT).exists():
         shutil.rmtree(directory / CHECKPOINT)
-    scope = spec.channels.hidden_states
 
-    def held_loss() -> float:
-        losses = []
+    def held_loss() -> list:
+        """[the answer loss, the token loss (None without one)] on the held-out examples."""
+        losses, tokens = [], []
         with torch.no_grad():
             for e in edges:
                 for i in range(0, len(held), 8):
                     chunk = held[i:i + 8]
-                    sent = sender_messages(models, e, chunk, scope, layer)
-                    losses += [float(example_loss(parts, models, e, x, m, names[e])) for x, m in zip(chunk, sent)]
-        return _mean(losses)
+                    for x, m in zip(chunk, sender_messages(models, e, chunk, scope, layer)):
+                        losses.append(float(example_loss(parts, models, e, x, m, names[e])))
+                        if token_weight:
+                            tokens.append(float(example_loss(parts, models, e, x, m, names[e],
+                                                             row_targets(models, e, x, scope), 1.0, answer_loss=False)))
+        return [_mean(losses), _mean(tokens) if tokens else None]
 
-    start, losses, before = _read_checkpoint(directory, parts, opt, key, log)
-    if before is None:
-        before = held_loss()
+    start, losses, held_before = _read_checkpoint(directory, parts, opt, key, log)
+    if held_before is None:
+        held_before = held_loss()
+    before, token_before = held_before
     t0 = time.perf_counter()
     good = start
     with progress_bar(steps, "train-codec", quiet) as bar:
@@ -365,7 +385,8 @@ def train_codec(spec, plan, out_dir: str, *, steps: int = 2000, data: list | Non
             chunk = [train[(step * batch + j) % len(train)] for j in range(batch)]
             for x, sent in zip(chunk, sender_messages(models, edge, chunk, scope, layer)):
                 targets = row_targets(models, edge, x, scope) if token_weight else None
-                loss = example_loss(parts, models, edge, x, sent, names[edge], targets, token_weight) / batch
+                loss = example_loss(parts, models, edge, x, sent, names[edge], targets, token_weight,
+                                    answer_loss=step >= token_steps) / batch
                 loss.backward()
                 total += float(loss.detach())
             finite = math.isfinite(total) and all(bool(torch.isfinite(p.grad).all())
@@ -379,24 +400,26 @@ def train_codec(spec, plan, out_dir: str, *, steps: int = 2000, data: list | Non
             losses.append(total)
             bar.update(1)
             if (step + 1) % checkpoint_every == 0 or step + 1 == steps:
-                _write_checkpoint(directory, parts, opt, step + 1, losses, key, before)
+                _write_checkpoint(directory, parts, opt, step + 1, losses, key, held_before)
                 good = step + 1
-    after = held_loss()
+    after, token_after = held_loss()
     seconds = time.perf_counter() - t0
     alone = _mean([reference_loss(models, e, x, None) for e in edges for x in held])
     reading = _mean([reference_loss(models, e, x, x.context) for e in edges for x in held])
     tenth = max(1, len(losses) // 10)
     figures = {"steps": steps, "seed": seed, "batch": batch, "lr": lr, "data": list(data or []) or "default",
                "context_sentences": sentences, "hidden_layer": spec.channels.hidden_layer, "token_loss": token_weight,
+               "token_steps": token_steps,
                "loss_first": _mean(losses[:tenth]), "loss_last": _mean(losses[-tenth:]), "held_out_before": before,
                "held_out_after": after, "held_out_no_message": alone, "held_out_reading_text": reading,
-               "train_s": seconds}
+               "held_out_token_before": token_before, "held_out_token_after": token_after, "train_s": seconds}
     out = _save(codec, parts, directory, figures)
     shutil.rmtree(directory / CHECKPOINT, ignore_errors=True)
     log(f"  {steps} steps in {seconds:.1f} s; loss {figures['loss_first']:.3f} (first tenth) -> "
         f"{figures['loss_last']:.3f} (last tenth); held-out loss {before:.3f} untrained -> {after:.3f} "
         f"(no message {alone:.3f}, the passage as text {reading:.3f}); "
-        f"{out['size_mb']:.2f} MB of parts")
+        + (f"held-out token loss {token_before:.3f} -> {token_after:.3f}; " if token_weight else "")
+        + f"{out['size_mb']:.2f} MB of parts")
     return {**figures, **out}
 
 

@@ -24,6 +24,9 @@ def add_parser(sub) -> None:
     p.add_argument("--token-loss", type=float, dest="token_loss",
                    help="weight of the term that points each row's soft token at the receiver's embedding of the "
                         "token it was (default 1 with --tokens rows; rows only)")
+    p.add_argument("--token-steps", type=int, default=0, dest="token_steps",
+                   help="the first steps of --steps train on the token loss alone, without running the receiver "
+                        "(fast; default 0)")
     p.add_argument("--dim", type=int, help="hub space dimension (default 256)")
     p.add_argument("--heads", type=int, help="cross-attention heads (default 4)")
     p.add_argument("--checkpoint-every", type=int, default=25, help="steps between checkpoints (default 25)")
@@ -40,7 +43,7 @@ def run(args) -> int:
     figures = train_codec(spec, plan, out, steps=args.steps, data=args.data, seed=args.seed,
                           sentences=args.context_sentences, batch=args.batch,
                           lr=args.lr, options=options, checkpoint_every=args.checkpoint_every,
-                          token_weight=args.token_loss, restart=args.restart,
+                          token_weight=args.token_loss, token_steps=args.token_steps, restart=args.restart,
                           quiet=args.quiet, log=log)
     print(f"trained {len(figures['parts'])} codec part(s) in {out} ({figures['size_mb']:.2f} MB); held-out loss "
           f"{figures['held_out_before']:.3f} -> {figures['held_out_after']:.3f}")
