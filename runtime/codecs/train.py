@@ -11,8 +11,9 @@ and its end of turn. Only the parts learn (Adam). The receiver's latent steps, i
 any, are not run in training: it answers straight after its prompt.
 
 With one soft token per message row (tokens: rows), a second term (weight token_loss)
-asks each soft token of a prompt row to point, by cosine, at the receiver's embedding of
-the token that row was: the sender's own token within one model; across tokenizers, the
+asks each soft token of a prompt row to name the token that row was, among the
+receiver's whole vocabulary: a cross-entropy over its cosines with every embedding
+(times TOKEN_SCALE; a plain cosine to the one target let near digits pass for each other): the sender's own token within one model; across tokenizers, the
 receiver's token that covers the first character of the sender's token in the same text.
 The answer loss alone must find that map through the frozen receiver; this term shows it
 the way, and latent-step rows (no token) are left to the answer loss.
@@ -57,6 +58,7 @@ from latentray.runtime.engine.steps import hidden_layer
 CODEC = "resampler"
 CHECKPOINT = ".train-checkpoint"
 HELD_OUT = 32  # examples split off before training, never trained on: the held-out loss
+TOKEN_SCALE = 20.0  # cosine -> logit in the token loss
 STATISTICS_EXAMPLES = 64  # training examples whose sent states set an encoder's fixed standardisation
 
 
@@ -135,6 +137,15 @@ class _Model:
         # What the embedding module outputs, not its weight: Gemma scales by sqrt(d) inside it.
         self.embed_norm = float(embedding_statistics(self.model)[0])
         self.stop = next(iter(self.agents.values())).stop_ids
+        self._unit = None
+
+    def unit_embeddings(self) -> torch.Tensor:
+        """[V, D] the embedding table's rows at unit norm (a scale inside the module, as Gemma's,
+        changes no cosine), computed once."""
+        if self._unit is None:
+            weight = self.model.get_input_embeddings().weight.detach().float()
+            self._unit = torch.nn.functional.normalize(weight, dim=-1)
+        return self._unit
 
 
 def _answer_ids(m: _Model, answer: str) -> list:
@@ -183,16 +194,15 @@ def row_targets(models: dict, edge: Edge, example, hidden_scope: str) -> list:
 
 
 def token_loss(soft: torch.Tensor, targets: list, rcv: _Model) -> torch.Tensor | None:
-    """Mean cosine distance between each soft token [S, D] and the receiver's embedding of its
-    row's target token (rows with no target skipped); None if no row has one."""
+    """Mean cross-entropy of each soft token [S, D] naming its row's target token among the
+    receiver's vocabulary by cosine (rows with no target skipped); None if no row has one."""
     rows = [i for i, t in enumerate(targets) if t is not None]
     if not rows:
         return None
-    with torch.no_grad():
-        ids = torch.tensor([targets[i] for i in rows], device=rcv.model.device)
-        want = rcv.model.get_input_embeddings()(ids[None])[0].float()
-    got = soft[rows].float()
-    return (1 - torch.nn.functional.cosine_similarity(got, want.to(got.device), dim=-1)).mean()
+    table = rcv.unit_embeddings()
+    got = torch.nn.functional.normalize(soft[rows].float(), dim=-1)
+    ids = torch.tensor([targets[i] for i in rows], device=got.device)
+    return torch.nn.functional.cross_entropy(TOKEN_SCALE * got @ table.to(got.device).T, ids)
 
 
 def example_loss(parts: _Parts, models: dict, edge: Edge, example, sent: tuple, names: tuple,

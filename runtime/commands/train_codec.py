@@ -22,7 +22,7 @@ def add_parser(sub) -> None:
     p.add_argument("--tokens", help="soft tokens each receiver reads: a number of learned queries (default 8), or "
                                     "rows: one per row of the message")
     p.add_argument("--token-loss", type=float, dest="token_loss",
-                   help="weight of the term that points each row's soft token at the receiver's embedding of the "
+                   help="weight of the term that has each row's soft token name, among the receiver's embeddings, the "
                         "token it was (default 1 with --tokens rows; rows only)")
     p.add_argument("--token-steps", type=int, default=0, dest="token_steps",
                    help="the first steps of --steps train on the token loss alone, without running the receiver "
