@@ -178,18 +178,23 @@ def row_targets(models: dict, edge: Edge, example, hidden_scope: str) -> list:
     ids = [t for t in before + after if t not in special]  # the prompt rows: its content tokens
     if snd.fingerprint == rcv.fingerprint:
         return ids + steps
-    pieces = [snd.tokenizer.decode([t]) for t in ids]
-    text = "".join(pieces)
+    # Where each sender token starts in the decoded text: decoding growing prefixes keeps the
+    # spaces a tokenizer folds into its tokens (a lone SentencePiece token decodes without its own).
+    spans, text = [], ""
+    for k in range(len(ids)):
+        longer = snd.tokenizer.decode(ids[:k + 1])
+        start = len(os.path.commonprefix([text, longer]))
+        spans.append((start, len(longer)))
+        text = longer
     enc = rcv.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    starts = {}  # character -> the receiver token that covers it
+    covering = {}  # character -> the receiver token that covers it
     for tid, (a, b) in zip(enc["input_ids"], enc["offset_mapping"]):
         for c in range(a, b):
-            starts.setdefault(c, tid)
-    out, at = [], 0
-    for piece in pieces:
-        first = next((at + i for i, ch in enumerate(piece) if not ch.isspace()), at)
-        out.append(starts.get(first))
-        at += len(piece)
+            covering.setdefault(c, tid)
+    out = []
+    for start, end in spans:
+        first = next((c for c in range(start, end) if not text[c].isspace()), start)
+        out.append(covering.get(first))
     return out + steps
 
 
