@@ -105,8 +105,7 @@ def main(argv=None) -> None:
     rows, summaries = [], {}
     for name in args.channels.split(","):
         method, overrides = CHANNELS[name]
-        if name == "trained":
-            overrides = {**overrides, "hidden_layer": trained_layer(args.codecs)}
+        overrides = {**overrides, "hidden_layer": trained_layer(args.codecs) if name == "trained" else "last"}
         r, summary = run_method(with_channels(spec, overrides), problems, method, dataset=args.dataset)
         for row in r:
             row["method"] = name

@@ -98,6 +98,16 @@ def test_a_layer_no_codec_reads_is_refused_before_anything_starts(channels, why)
     assert err.value.field == "channels.hidden_layer"
 
 
+def test_the_baselines_of_a_spec_with_a_layer_still_run():
+    """text and single send no hidden message: the layer is the latent method's alone."""
+    from latentray.runtime.eval.runner import with_method
+
+    spec = load_spec_text(SPEC.replace("CHANNELS", "{kind: hidden, codec: resampler, hidden_layer: 1}"))
+    for method in ("single", "text", "latent"):
+        plan = build_plan(with_method(spec, method))
+        assert any(e.kind == "hidden" for e in plan.edges) == (method == "latent")
+
+
 def test_layer_zero_is_refused_by_the_schema():
     with pytest.raises(Exception, match="hidden_layer"):
         load_spec_text(SPEC.replace("CHANNELS", "{kind: hidden, codec: resampler, hidden_layer: 0}"))
