@@ -19,12 +19,16 @@ QUESTIONS = ["What is 2 + 2?", "Name a prime number larger than ten, please."]
 
 
 def small(spec):
-    """Fewer latent steps and tokens, one actor per model, both questions in one batch."""
+    """Fewer latent steps and tokens, one actor per model, both questions in one batch; a
+    middle layer sent becomes the tiny model's first (it has two)."""
     agents = {name: a.model_copy(update={"latent_steps": min(a.latent_steps, 2), "max_new_tokens": 4,
                                          "actor": f"model-{a.model}"})
               for name, a in spec.agents.items()}
     run = spec.run.model_copy(update={"batch_size": 2})
-    return with_model_ref(spec.model_copy(update={"agents": agents, "run": run}))
+    channels = spec.channels
+    if channels.hidden_layer != "last":
+        channels = channels.model_copy(update={"hidden_layer": 1})
+    return with_model_ref(spec.model_copy(update={"agents": agents, "run": run, "channels": channels}))
 
 
 def expected_deliveries(plan) -> Counter:
