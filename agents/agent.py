@@ -134,14 +134,24 @@ class Agent:
             content = f"Messages from the team:\n{team_text}\n\n{content}"
         return self.layout.render(content, continuing=continuing, soft_slot=soft_slot)
 
+    def _content_flags(self, tokens: list) -> list:
+        """Per token, whether it is content: not a special token (BOS, turn markers)."""
+        special = set(self.tokenizer.all_special_ids)
+        return [t not in special for t in tokens]
+
+    def content_ids(self, question) -> list:
+        """The tokens of this agent's prompt for `question` (no inbox) whose states a hidden
+        message with hidden_states: prompt carries, in order."""
+        before, after = self.render(question)
+        return [t for t, keep in zip(before + after, self._content_flags(before + after)) if keep]
+
     def _content_mask(self, rows: list, soft_mask=None, width: int = 0) -> torch.Tensor:
         """[B, width] 1 at the slots of each left-padded row that hold content: its tokens
         other than special ones (BOS, turn markers) and the soft tokens it received."""
-        special = set(self.tokenizer.all_special_ids)
         out = torch.zeros((len(rows), width), dtype=torch.long, device=self.model.device)
         for b, (before, after) in enumerate(rows):
             n_soft = int(soft_mask[b].sum()) if soft_mask is not None else 0
-            flags = [t not in special for t in before] + [True] * n_soft + [t not in special for t in after]
+            flags = self._content_flags(before) + [True] * n_soft + self._content_flags(after)
             out[b, width - len(flags):] = torch.tensor(flags, dtype=torch.long)
         return out
 
@@ -202,7 +212,7 @@ class Agent:
                             torch.cat([past_pos, positions], 1), past_mask.shape[1],
                             out.last_hidden, out.logits, [], [len(a) + len(b) for a, b in rows],
                             [], sent, self._content_mask(rows, box.embeds_mask, new_mask.shape[1]),
-                            tap, sent[:, -1])
+                            tap, None if tap is None else sent[:, -1])
 
     def _join(self, messages: list) -> LatentMessage:
         """Several senders' kv side by side, with one conversation head between them."""

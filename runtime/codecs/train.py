@@ -13,7 +13,8 @@ any, are not run in training: it answers straight after its prompt.
 With one soft token per message row (tokens: rows), a second term (weight token_loss)
 asks each soft token of a prompt row to name the token that row was, among the
 receiver's whole vocabulary: a cross-entropy over its cosines with every embedding
-(times TOKEN_SCALE; a plain cosine to the one target let near digits pass for each other): the sender's own token within one model; across tokenizers, the
+(times TOKEN_SCALE; a plain cosine to the one target let near digits pass for each
+other). The target is the sender's own token within one model; across tokenizers, the
 receiver's token that covers the first character of the sender's token in the same text.
 The answer loss alone must find that map through the frozen receiver; this term shows it
 the way, and latent-step rows (no token) are left to the answer loss.
@@ -165,6 +166,12 @@ def sender_messages(models: dict, edge: Edge, examples: list, hidden_scope: str,
         return [(states[b:b + 1].clone(), mask[b:b + 1].clone()) for b in range(len(examples))]
 
 
+def _messages_in_chunks(models: dict, edge: Edge, examples: list, hidden_scope: str, layer, size: int = 8) -> list:
+    """sender_messages for many examples, `size` at a time (a bounded batch)."""
+    return [m for i in range(0, len(examples), size)
+            for m in sender_messages(models, edge, examples[i:i + size], hidden_scope, layer)]
+
+
 def row_targets(models: dict, edge: Edge, example, hidden_scope: str) -> list:
     """The receiver's token id each real row of the sender's message was (None for a
     latent-step row, or where no receiver token starts within the sender's token)."""
@@ -173,9 +180,7 @@ def row_targets(models: dict, edge: Edge, example, hidden_scope: str) -> list:
     steps = [None] * agent.config.latent_steps
     if hidden_scope != "prompt":
         return steps
-    before, after = agent.render({"question": example.question, "context": example.context})
-    special = set(snd.tokenizer.all_special_ids)
-    ids = [t for t in before + after if t not in special]  # the prompt rows: its content tokens
+    ids = agent.content_ids({"question": example.question, "context": example.context})  # the prompt rows
     if snd.fingerprint == rcv.fingerprint:
         return ids + steps
     # Where each sender token starts in the decoded text: decoding growing prefixes keeps the
@@ -354,8 +359,7 @@ def train_codec(spec, plan, out_dir: str, *, steps: int = 2000, data: list | Non
     stats = {}
     for e in edges:
         if e.src not in stats:
-            sample = train[:STATISTICS_EXAMPLES]
-            sent = [m for i in range(0, len(sample), 8) for m in sender_messages(models, e, sample[i:i + 8], scope, layer)]
+            sent = _messages_in_chunks(models, e, train[:STATISTICS_EXAMPLES], scope, layer)
             stats[e.src] = state_statistics(torch.cat([s[0][m[0].bool()] for s, m in sent]))
     init = codec.init_parts({r: models[r].fingerprint for r in refs}, {r: models[r].embed_norm for r in refs}, seed,
                             layer=spec.channels.hidden_layer, statistics=stats)
@@ -375,13 +379,11 @@ def train_codec(spec, plan, out_dir: str, *, steps: int = 2000, data: list | Non
         losses, tokens = [], []
         with torch.no_grad():
             for e in edges:
-                for i in range(0, len(held), 8):
-                    chunk = held[i:i + 8]
-                    for x, m in zip(chunk, sender_messages(models, e, chunk, scope, layer)):
-                        losses.append(float(example_loss(parts, models, e, x, m, names[e])))
-                        if token_weight:
-                            tokens.append(float(example_loss(parts, models, e, x, m, names[e],
-                                                             row_targets(models, e, x, scope), 1.0, answer_loss=False)))
+                for x, m in zip(held, _messages_in_chunks(models, e, held, scope, layer)):
+                    losses.append(float(example_loss(parts, models, e, x, m, names[e])))
+                    if token_weight:
+                        tokens.append(float(example_loss(parts, models, e, x, m, names[e],
+                                                         row_targets(models, e, x, scope), 1.0, answer_loss=False)))
         return [_mean(losses), _mean(tokens) if tokens else None]
 
     start, losses, held_before = _read_checkpoint(directory, parts, opt, key, log)
