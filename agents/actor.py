@@ -41,7 +41,7 @@ class AgentActor(RdtMethods):
         self.fingerprint = model_fingerprint(self.model, self.tokenizer)
         self.agents = self._build(agents)
         self.object_store = get_transport("object_store")
-        self.codecs = CodecBank(self.fingerprint, codec_parts)
+        self.codecs = CodecBank(self.fingerprint, codec_parts, self.model.get_input_embeddings())
         self._stats: dict = {}
         self.node, self.name = _where()
 

@@ -12,11 +12,12 @@ from latentray.channels.errors import CodecError
 class CodecBank:
     """parts: {name: Part} shipped with the actor (a run's parts travel through the object
     store, so an actor on another node reads no path of the driver's machine); a part not
-    among them is read from the call's codec directory."""
+    among them is read from the call's codec directory. embeddings: the model's input
+    embedding module, for decoders that read its vocabulary."""
 
-    def __init__(self, fingerprint: dict, parts: dict | None = None):
+    def __init__(self, fingerprint: dict, parts: dict | None = None, embeddings=None):
         self.fingerprint = fingerprint
-        self.receiver = Receiver(fingerprint, int(fingerprint["hidden_size"]))
+        self.receiver = Receiver(fingerprint, int(fingerprint["hidden_size"]), embeddings)
         self.parts = dict(parts or {})
         self._halves: dict = {}
 

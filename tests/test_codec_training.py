@@ -219,18 +219,18 @@ def test_a_killed_training_resumes_from_its_checkpoint_to_the_uninterrupted_resu
         assert all(torch.equal(a.tensors[k], b.tensors[k]) for k in a.tensors)
 
 
-def hand_resample(z: torch.Tensor, mask: torch.Tensor, t: dict, heads: int) -> torch.Tensor:
-    """The decoder written out one problem, head and query at a time, from the part's tensors;
-    without queries (tokens: rows) each real row is its own query, one soft token per real row
-    (a list of [rows, D] per problem)."""
+def hand_read(z: torch.Tensor, mask: torch.Tensor, t: dict, heads: int) -> list:
+    """What each query read, written out one problem, head and query at a time from the
+    part's tensors; without queries (tokens: rows) each real row is its own query (a list
+    per problem of [d] vectors)."""
     def rms(v):
         return v / torch.sqrt((v * v).mean() + 1e-6)
 
     out = []
     for b in range(z.shape[0]):
         real = [z[b, s] for s in range(z.shape[1]) if mask[b, s]]
-        tokens = []
-        for k, query in enumerate(t["queries"] if "queries" in t else real):
+        read_by = []
+        for query in (t["queries"] if "queries" in t else real):
             d = query.shape[0]
             hd = d // heads
             read = []
@@ -244,11 +244,42 @@ def hand_resample(z: torch.Tensor, mask: torch.Tensor, t: dict, heads: int) -> t
             h1 = query + torch.cat(read) @ t["attn_o"]
             inner = rms(h1) @ t["mlp_in"] + t["mlp_in_bias"]
             h2 = h1 + (0.5 * inner * (1 + torch.erf(inner / math.sqrt(2)))) @ t["mlp_out"] + t["mlp_out_bias"]
-            y = rms(h2) @ t["out_weight"] + t["out_bias"]
-            gate = t["gate"][k if "queries" in t else 0]
-            tokens.append(math.tanh(float(gate)) * y * (t["read_norm"][0] / y.norm()))
+            read_by.append(rms(h2))
+        out.append(read_by)
+    return out
+
+
+def hand_resample(z: torch.Tensor, mask: torch.Tensor, t: dict, heads: int) -> torch.Tensor:
+    """The decoder by hand (hand_read, then the output projection and, with output free, the
+    gate and the receiver's norm); with rows, one soft token per real row (a list of
+    [rows, D] per problem)."""
+    out = []
+    for read_by in hand_read(z, mask, t, heads):
+        tokens = []
+        for k, r in enumerate(read_by):
+            y = r @ t["out_weight"] + t["out_bias"]
+            if "gate" in t:  # output free; with output vocabulary y goes on to hand_vocabulary
+                y = math.tanh(float(t["gate"][k if "queries" in t else 0])) * y * (t["read_norm"][0] / y.norm())
+            tokens.append(y)
         out.append(torch.stack(tokens))
     return torch.stack(out) if "queries" in t else out
+
+
+def hand_vocabulary(y: torch.Tensor, model, sharpness: float) -> torch.Tensor:
+    """The vocabulary output by hand: each [D] vector's softmax over sharpness x its cosine
+    with every row of the embedding weight, times what the embedding module outputs for
+    every id (the module run on the whole vocabulary, its own scale and all)."""
+    embed = model.get_input_embeddings()
+    with torch.no_grad():
+        table = embed(torch.arange(embed.weight.shape[0])).float()
+        weight = embed.weight.float()
+    out = []
+    for v in y.reshape(-1, y.shape[-1]):
+        # a row of zeros (padding) has cosine 0
+        cos = torch.stack([(v @ w) / (v.norm() * w.norm()) if w.norm() > 0 else w.sum() * 0 for w in weight])
+        p = torch.exp(sharpness * cos - (sharpness * cos).max())
+        out.append((p / p.sum()) @ table)
+    return torch.stack(out).reshape(*y.shape[:-1], table.shape[-1])
 
 
 def hand_encode(x: torch.Tensor, t: dict) -> torch.Tensor:
@@ -296,7 +327,8 @@ channels: {kind: hidden, codec: resampler, codecs: CODECS}
 
 
 @pytest.mark.ray
-def test_a_hub_run_through_the_resampler_equals_the_hand_computation(ray_session, tmp_path):
+@pytest.mark.parametrize("output", ["free", "vocabulary"])
+def test_a_hub_run_through_the_resampler_equals_the_hand_computation(ray_session, tmp_path, output):
     from latentray.agents.agent import Agent
     from latentray.agents.fingerprint import model_fingerprint
     from latentray.agents.models import load_model
@@ -305,7 +337,7 @@ def test_a_hub_run_through_the_resampler_equals_the_hand_computation(ray_session
     from latentray.runtime.engine.run import run_spec
 
     spec = load_spec_text(HUB.replace("CODECS", str(tmp_path)))
-    codec = make_codec("resampler", **OPTIONS)
+    codec = make_codec("resampler", **OPTIONS, output=output)
     loaded = {r: load_model(r) for r in ("tiny:qwen3-64", "tiny:llama-128", "tiny:gpt2-64")}
     fps = {r: model_fingerprint(m, t) for r, (m, t, _) in loaded.items()}
     norms = {r: float(m.get_input_embeddings().weight.detach().norm(dim=-1).mean()) for r, (m, _, _) in loaded.items()}
@@ -330,6 +362,8 @@ def test_a_hub_run_through_the_resampler_equals_the_hand_computation(ray_session
             sent.append(hand_encode(msg.tensors["hidden"].float(), part[codec.encode_part(r, r)]))
         mean = (sent[0] + sent[1]) / 2  # the hub's aggregate: mean
         soft = hand_resample(mean, torch.ones(1, mean.shape[1]), part[codec.decode_part("", "tiny:gpt2-64")], heads=2)
+        if output == "vocabulary":  # the center's actor mixes its own embeddings
+            soft = hand_vocabulary(soft, loaded["tiny:gpt2-64"][0], 50.0)
         embeds = LatentMessage.build("embeds", sender="center", fingerprint=fps["tiny:gpt2-64"],
                                      tensors={"embeds": soft, "mask": torch.ones(1, 4, dtype=torch.long)},
                                      latent_steps=2, latent_slots=0, seq_lens=(4,))
@@ -377,8 +411,8 @@ def test_row_soft_tokens_from_a_layers_states_train_and_decode_as_by_hand(tmp_pa
 
 
 def test_row_targets_align_the_senders_tokens_with_the_receivers_by_characters():
-    """Across two models the target of a prompt row is the receiver's token at the sender
-    token's first character: with two byte-level tokenizers that is the sender's own byte;
+    """Across two models the targets of a prompt row are the receiver's tokens that start
+    within the sender's token: with two byte-level tokenizers that is the sender's own byte;
     latent-step rows have none; within one model the sender's ids are taken as they are."""
     from latentray.runtime.codecs.train import Edge, _Model, row_targets
     from latentray.runtime.codecs.train_data import Example
@@ -392,9 +426,162 @@ def test_row_targets_align_the_senders_tokens_with_the_receivers_by_characters()
     special = set(reader.tokenizer.all_special_ids)
     content = [t for t in before + after if t not in special]
     across = row_targets(models, Edge("reader", "answerer", "tiny:qwen3-64", "tiny:llama-128"), example, "prompt")
-    assert across == content + [None, None]  # latent_steps: 2
+    assert across == [[t] for t in content] + [None, None]  # latent_steps: 2
     assert "\nNote: The box holds 17 pens.\n" in reader.tokenizer.decode(content)
     within = row_targets(models, Edge("reader", "reader", "tiny:qwen3-64", "tiny:qwen3-64"), example, "prompt")
     assert within == across
     assert row_targets(models, Edge("reader", "answerer", "tiny:qwen3-64", "tiny:llama-128"), example,
                        "latent") == [None, None]
+
+
+def test_vocabulary_soft_tokens_are_mixtures_of_the_receivers_own_embeddings(tmp_path):
+    """output vocabulary, for a Gemma receiver (its embedding module scales by sqrt(d)):
+    training lowers both held-out losses, the decoder holds no gate, a padded message
+    decodes per real row to the hand computation over the module's own outputs, a sure
+    token is exactly that token's embedding, and a decoder without the receiver's model,
+    an unknown output or a sharpness without it are refused."""
+    from latentray.agents.models import load_model
+    from latentray.channels.codecs.apply import decode_message, encode_message
+    from latentray.channels.codecs.base import Receiver
+    from latentray.channels.codecs.resampler import Vocabulary
+    from latentray.channels.message import LatentMessage
+    from latentray.runtime.codecs.train import train_codec
+
+    spec = load_spec_text(CHAIN.replace("tiny:llama-128", "tiny:gemma3-64"),
+                          channels={"kind": "hidden", "hidden_states": "prompt", "codec": "resampler", "hidden_layer": 1})
+    out = tmp_path / "parts"
+    options = {**OPTIONS, "tokens": "rows", "output": "vocabulary", "sharpness": 30.0}
+    figures = train_codec(spec, build_plan(spec), str(out), steps=12, data=[str(facts(tmp_path / "f.jsonl"))],
+                          seed=3, batch=2, lr=3e-3, options=options, quiet=True, log=lambda _text: None)
+    assert figures["held_out_after"] < figures["held_out_before"]
+    assert figures["held_out_token_after"] < figures["held_out_token_before"]
+    enc = load_part(out, next(p.stem for p in out.glob("resampler-enc*.json")))
+    dec = load_part(out, next(p.stem for p in out.glob("resampler-dec*.json")))
+    assert "gate" not in dec.tensors and "read_norm" not in dec.tensors
+    assert dec.meta["options"]["output"] == "vocabulary" and dec.meta["options"]["sharpness"] == 30.0
+
+    model, _, _ = load_model("tiny:gemma3-64")
+    receiver = Receiver(dec.meta["models"]["model"]["fingerprint"], 64, model.get_input_embeddings())
+    codec = make_codec("resampler")
+    x = torch.randn(2, 5, 64, generator=torch.Generator().manual_seed(0)) * 3
+    mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
+    msg = LatentMessage.build("hidden", sender="reader", fingerprint=enc.meta["models"]["model"]["fingerprint"],
+                              tensors={"hidden": x, "mask": mask}, latent_steps=2, latent_slots=2, seq_lens=(3, 5),
+                              extra={"hidden_layer": 1})
+    wire = encode_message(msg, codec.encoder(enc, {}), "resampler")
+    got = decode_message(wire, codec.decoder(dec, receiver), None, receiver="answerer", out_dtype=torch.float32)
+    want = hand_resample(hand_encode(x, enc.tensors), mask, dec.tensors, heads=2)
+    for b in range(2):
+        torch.testing.assert_close(got.tensors["embeds"][b][mask[b].bool()], hand_vocabulary(want[b], model, 30.0),
+                                   rtol=1e-4, atol=1e-5)
+
+    embed = model.get_input_embeddings()
+    vocabulary = Vocabulary(embed)
+    sure = vocabulary.mix(vocabulary.logits(embed.weight[7:8].float() * 0.3, 1e4))  # its own direction, any norm
+    torch.testing.assert_close(sure, embed(torch.tensor([7])).float(), rtol=1e-5, atol=1e-5)
+    assert vocabulary.scale == pytest.approx(8.0, rel=1e-4)  # sqrt(64), Gemma's own scale
+
+    with pytest.raises(CodecError, match="reads the receiver's vocabulary .*needs the receiving model's embedding"):
+        codec.decoder(dec, None)
+    with pytest.raises(CodecError, match="output 'words' is not one of free, vocabulary"):
+        make_codec("resampler", output="words").init_parts({}, {}, 0)
+    with pytest.raises(CodecError, match="sharpness 10 applies to output vocabulary only"):
+        make_codec("resampler", sharpness=10).init_parts({}, {}, 0)
+
+
+def test_row_targets_across_tokenizers_of_other_sizes_give_several_tokens_or_none():
+    """SmolLM2's BPE against a byte-level tokenizer: one SmolLM2 token is several bytes,
+    and a byte row that does not start a SmolLM2 token gets none; every receiver token is
+    some row's target, once, in order."""
+    from latentray.runtime.codecs.train import Edge, _Model, row_targets
+    from latentray.runtime.codecs.train_data import Example
+
+    spec = load_spec_text(CHAIN.replace("tiny:qwen3-64", "builtin:smollm2-135m"))
+    models = {"builtin:smollm2-135m": _Model(spec, "builtin:smollm2-135m", ["reader"]),
+              "tiny:llama-128": _Model(spec, "tiny:llama-128", ["answerer"])}
+    example = Example(context="The new coach is called Tomas.", question="Who?", answer="Tomas", source="test")
+    smol, tiny = models["builtin:smollm2-135m"], models["tiny:llama-128"]
+    ids = smol.agents["reader"].content_ids({"question": example.question, "context": example.context})
+    down = row_targets(models, Edge("reader", "answerer", "builtin:smollm2-135m", "tiny:llama-128"), example, "prompt")
+    assert down[-2:] == [None, None] and len(down) == len(ids) + 2
+    t_row = ids.index(smol.tokenizer.convert_tokens_to_ids("ĠT"))
+    assert [tiny.tokenizer.decode([i]) for i in down[t_row]] == [" ", "T"]  # one BPE token, two bytes
+    assert "".join(tiny.tokenizer.decode(down[r]) for r in range(len(ids))) == smol.tokenizer.decode(ids)
+
+    up_spec = load_spec_text(CHAIN.replace("tiny:llama-128", "builtin:smollm2-135m"))
+    up_models = {"tiny:qwen3-64": _Model(up_spec, "tiny:qwen3-64", ["reader"]),
+                 "builtin:smollm2-135m": _Model(up_spec, "builtin:smollm2-135m", ["answerer"])}
+    up = row_targets(up_models, Edge("reader", "answerer", "tiny:qwen3-64", "builtin:smollm2-135m"), example,
+                     "prompt")
+    byte_ids = up_models["tiny:qwen3-64"].agents["reader"].content_ids({"question": "Who?", "context": example.context})
+    text = up_models["tiny:qwen3-64"].tokenizer.decode(byte_ids)
+    start = text.index(" Tomas")
+    assert up[start] == [] and up[start + 1] == [smol.tokenizer.convert_tokens_to_ids("ĠT")]  # the space has none
+    assert up[start + 2] == [smol.tokenizer.convert_tokens_to_ids("omas")] and up[start + 3] == []
+    flat = [i for row in up[:len(byte_ids)] for i in row]
+    assert flat == smol.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def test_per_row_slots_train_and_send_where_their_presence_is_above_zero(tmp_path):
+    """per_row 2 (rows, vocabulary output): training lowers the held-out losses; a padded
+    message decodes to the slots whose presence logit is above 0, in order and left-packed,
+    each equal to the hand computation; per_row is refused without rows or the token loss."""
+    from latentray.agents.models import load_model
+    from latentray.channels.codecs.apply import decode_message, encode_message
+    from latentray.channels.codecs.base import Receiver
+    from latentray.channels.message import LatentMessage
+    from latentray.runtime.codecs.train import train_codec
+
+    spec = load_spec_text(CHAIN, channels={"kind": "hidden", "hidden_states": "prompt", "codec": "resampler",
+                                           "hidden_layer": 1})
+    out = tmp_path / "parts"
+    options = {**OPTIONS, "tokens": "rows", "output": "vocabulary", "per_row": 2}
+    figures = train_codec(spec, build_plan(spec), str(out), steps=12, data=[str(facts(tmp_path / "f.jsonl"))],
+                          seed=3, batch=2, lr=3e-3, options=options, quiet=True, log=lambda _text: None)
+    assert figures["held_out_after"] < figures["held_out_before"]
+    assert figures["held_out_token_after"] < figures["held_out_token_before"]
+    enc = load_part(out, next(p.stem for p in out.glob("resampler-enc*.json")))
+    dec = load_part(out, next(p.stem for p in out.glob("resampler-dec*.json")))
+    t = dec.tensors
+    assert t["slot_out_weight"].shape == (1, 32, 128) and t["presence_weight"].shape == (32, 2)
+    x = torch.randn(2, 5, 64, generator=torch.Generator().manual_seed(0)) * 3
+    mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
+    # make the presence of slot 1 depend on the row, so that some rows send two and some one:
+    # a random direction, with its threshold between the middle two rows (no row on it)
+    t["presence_weight"] = torch.zeros(32, 2)
+    t["presence_weight"][:, 1] = torch.randn(32, generator=torch.Generator().manual_seed(1))
+    rows = torch.stack([r for read_by in hand_read(hand_encode(x, enc.tensors), mask, t, heads=2) for r in read_by])
+    along = sorted(float(v) for v in rows @ t["presence_weight"][:, 1])
+    t["presence_bias"] = torch.tensor([5.0, -(along[3] + along[4]) / 2])  # 8 rows: 4 above, 4 below
+
+    model, _, _ = load_model("tiny:llama-128")
+    receiver = Receiver(dec.meta["models"]["model"]["fingerprint"], 128, model.get_input_embeddings())
+    codec = make_codec("resampler")
+    msg = LatentMessage.build("hidden", sender="reader", fingerprint=enc.meta["models"]["model"]["fingerprint"],
+                              tensors={"hidden": x, "mask": mask}, latent_steps=2, latent_slots=2, seq_lens=(3, 5),
+                              extra={"hidden_layer": 1})
+    wire = encode_message(msg, codec.encoder(enc, {}), "resampler")
+    got = decode_message(wire, codec.decoder(dec, receiver), None, receiver="answerer", out_dtype=torch.float32)
+    want, sent = [], []
+    for read_by in hand_read(hand_encode(x, enc.tensors), mask, t, heads=2):
+        slots = []
+        for r in read_by:
+            logits = r @ t["presence_weight"] + t["presence_bias"]
+            if logits[0] > 0:
+                slots.append(r @ t["out_weight"] + t["out_bias"])
+            if logits[1] > 0:
+                slots.append(r @ t["slot_out_weight"][0] + t["slot_out_bias"][0])
+        want.append(hand_vocabulary(torch.stack(slots), model, 50.0))
+        sent.append(len(slots))
+    assert sum(sent) == 8 + 4  # slot 0 of every row, slot 1 of half of them
+    width = max(sent)
+    assert got.tensors["mask"].tolist() == [[0] * (width - n) + [1] * n for n in sent]
+    assert got.header.seq_lens == tuple(sent)
+    for b in range(2):
+        torch.testing.assert_close(got.tensors["embeds"][b][width - sent[b]:], want[b], rtol=1e-4, atol=1e-5)
+
+    with pytest.raises(CodecError, match="per_row 2 needs tokens rows"):
+        make_codec("resampler", per_row=2).init_parts({}, {}, 0)
+    with pytest.raises(CodecError, match="--per-row .*needs the token loss"):
+        train_codec(spec, build_plan(spec), str(tmp_path / "o"), steps=2, data=[str(facts(tmp_path / "f.jsonl"))],
+                    options=options, token_weight=0.0)

@@ -77,9 +77,12 @@ class Part:
 
 @dataclass(frozen=True)
 class Receiver:
-    """What a decoder may know about the receiving actor."""
+    """What a decoder may know about the receiving actor: embeddings is its model's input
+    embedding module (None where the caller holds no model), for a decoder that reads the
+    receiver's own vocabulary."""
     fingerprint: dict
     hidden_size: int
+    embeddings: object = field(default=None, compare=False)
 
 
 class Encoder(ABC):

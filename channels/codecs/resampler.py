@@ -11,9 +11,20 @@ Receiver side (one decoder part per model), in one of two shapes (option `tokens
 - rows: every row of the message becomes one soft token: it reads the whole message by
   the same attention (its own row as the query: self-attention over the message), then
   the MLP. The receiver reads as many soft tokens as the message has real rows, so a
-  passage's tokens can each arrive as one.
-Each soft token is projected to D, rescaled to the receiver's mean embedding norm and
-multiplied by a tanh gate (one per query; one for all rows).
+  passage's tokens can each arrive as one. With per_row P, a row has up to P soft tokens
+  (slot 0 projected by out_weight, slot k by slot_out_weight[k - 1]) and sends those whose
+  presence logit is above 0: across tokenizers one sender token may be several receiver
+  tokens (' Tomas' is ' T' + 'omas' to SmolLM2) or none (the second half of a word the
+  receiver holds whole).
+Each soft token is projected to D, then (option `output`):
+- free (the default): rescaled to the receiver's mean embedding norm and multiplied by a
+  tanh gate (one per query; one for all rows);
+- vocabulary: read as a distribution over the receiver's vocabulary (a softmax of
+  `sharpness` x its cosine with every row of the receiver's embedding table), and sent as
+  that distribution's mean of what the embedding module outputs. A soft token then stays
+  on the receiver's own input manifold (a sure token is exactly that token's embedding, an
+  unsure one a mixture, as "soft thinking" feeds a model its own output distribution),
+  and the table itself is the receiver's, frozen, never stored in a part.
 
 The design follows the resamplers of vision-language models and Vision Wormhole's hub
 codec (learned queries that cross-attend to the sender's states, N encoders and N decoders
@@ -27,8 +38,9 @@ in_scale [D] (fixed: the sender's per-dimension statistics at its layer, measure
 training messages before training; absent in parts trained without them).
 Decoder part `resampler-dec--<model>`: queries [K, d] (not in rows); attn_q/attn_k/attn_v/
 attn_o [d, d]; mlp_in [d, 2d], mlp_in_bias [2d], mlp_out [2d, d], mlp_out_bias [d];
-out_weight [d, D], out_bias [D]; gate [K] ([1] in rows); read_norm [1] (fixed: the
-receiver's mean embedding norm).
+out_weight [d, D], out_bias [D]; with output free, gate [K] ([1] in rows) and read_norm [1]
+(fixed: the receiver's mean embedding norm); with per_row P, presence_weight [d, P],
+presence_bias [P] and, for P > 1, slot_out_weight [P-1, d, D], slot_out_bias [P-1, D].
 """
 from __future__ import annotations
 
@@ -50,7 +62,13 @@ ENCODER_KEYS = ("encoder_weight", "encoder_bias")  # and in_mean, in_scale where
 STANDARDISE = ("in_mean", "in_scale")
 ROWS = "rows"  # option tokens: one soft token per message row
 DECODER_KEYS = ("attn_q", "attn_k", "attn_v", "attn_o", "mlp_in", "mlp_in_bias", "mlp_out", "mlp_out_bias",
-                "out_weight", "out_bias", "gate", "read_norm")  # and queries, unless rows
+                "out_weight", "out_bias")  # and queries, unless rows; and FREE_KEYS with output free
+FREE_KEYS = ("gate", "read_norm")
+SLOT_KEYS = ("presence_weight", "presence_bias", "slot_out_weight", "slot_out_bias")  # with per_row
+INIT_PRESENCE = 2.0  # the presence logit's initial bias: slot 0 sent, the others not
+OUTPUTS = ("free", "vocabulary")  # option output
+DEFAULT_SHARPNESS = 50.0  # cosine -> logit of the vocabulary output
+MIX_CHUNK = 256  # vectors mixed at a time outside training
 FROZEN = ("read_norm", "in_mean", "in_scale")  # not trained: properties of the receiver and of the sender's states
 
 
@@ -76,9 +94,36 @@ def state_statistics(rows: torch.Tensor) -> dict:
     return {"in_mean": rows.mean(0), "in_scale": scale.clamp_min(1e-3 * float(scale.median()) + 1e-12)}
 
 
-def resample(z: torch.Tensor, mask: torch.Tensor, t: dict, heads: int) -> tuple:
-    """z [B, S, d] hub vectors with mask [B, S] (1 = real) -> ([B, N, D] soft tokens, [B, N]
-    their mask): N = K learned queries (all real), or in rows (no queries) one per row of z."""
+class Vocabulary:
+    """The receiver's vocabulary as the vocabulary output reads it: the embedding module's
+    weight (shared with the model, not copied), each row's inverse norm, and the module's
+    own scale (Gemma multiplies by sqrt(d) inside it), so that a mixture of rows is the
+    mixture of what the module outputs."""
+
+    def __init__(self, embed):
+        self.weight = embed.weight.detach()
+        ids = torch.arange(min(64, self.weight.shape[0]), device=self.weight.device)
+        with torch.no_grad():
+            out, raw = embed(ids).float(), self.weight[ids].float()
+            self.scale = float(out.norm() / raw.norm().clamp_min(1e-12))
+            self.inv_norm = torch.rsqrt(self.weight.float().pow(2).sum(-1).clamp_min(1e-12))  # [V]
+
+    def logits(self, y: torch.Tensor, sharpness: float) -> torch.Tensor:
+        """[..., D] -> [..., V]: sharpness x the cosine of y with every embedding row."""
+        w = self.weight.to(y.device)
+        cos = (torch.nn.functional.normalize(y.float(), dim=-1).to(w.dtype) @ w.T).float()
+        return sharpness * cos * self.inv_norm.to(y.device)
+
+    def mix(self, logits: torch.Tensor) -> torch.Tensor:
+        """[..., V] -> [..., D]: the softmax's mean of the embedding module's outputs."""
+        w = self.weight.to(logits.device)
+        return (torch.softmax(logits, -1).to(w.dtype) @ w).float() * self.scale
+
+
+def read_message(z: torch.Tensor, mask: torch.Tensor, t: dict, heads: int) -> tuple:
+    """z [B, S, d] hub vectors with mask [B, S] (1 = real) -> ([B, N, d] what each soft
+    token read, [B, N] their mask): N = K learned queries (all real), or in rows (no
+    queries) one per row of z."""
     b, s, d = z.shape
     rows = "queries" not in t
     base = z if rows else t["queries"][None].expand(b, -1, -1)  # [B, N, d]
@@ -93,10 +138,69 @@ def resample(z: torch.Tensor, mask: torch.Tensor, t: dict, heads: int) -> tuple:
     read = (weights @ values).transpose(1, 2).reshape(b, n, d) @ t["attn_o"]
     h = base + read
     h = h + torch.nn.functional.gelu(rms_rows(h) @ t["mlp_in"] + t["mlp_in_bias"]) @ t["mlp_out"] + t["mlp_out_bias"]
-    y = rms_rows(h) @ t["out_weight"] + t["out_bias"]
-    y = y * (t["read_norm"] / y.norm(dim=-1, keepdim=True).clamp_min(1e-6))
     out_mask = mask.long() if rows else torch.ones((b, n), dtype=torch.long, device=z.device)
-    return torch.tanh(t["gate"])[None, :, None] * y, out_mask
+    return h, out_mask
+
+
+def slot_vectors(h: torch.Tensor, t: dict) -> torch.Tensor:
+    """[B, N, d] -> [B, N, P, D]: each row's P soft tokens before the output (P = 1 without
+    per_row; slot 0 takes out_weight, slot k > 0 slot_out_weight[k - 1])."""
+    r = rms_rows(h)
+    y = (r @ t["out_weight"] + t["out_bias"])[:, :, None]
+    if "slot_out_weight" in t:
+        extra = torch.einsum("bnd,pde->bnpe", r, t["slot_out_weight"]) + t["slot_out_bias"]
+        y = torch.cat([y, extra], dim=2)
+    return y
+
+
+def presence(h: torch.Tensor, t: dict) -> torch.Tensor | None:
+    """[B, N, d] -> [B, N, P] logits that each slot is sent (None without per_row)."""
+    return rms_rows(h) @ t["presence_weight"] + t["presence_bias"] if "presence_weight" in t else None
+
+
+def output_tokens(y: torch.Tensor, t: dict, vocabulary: Vocabulary | None = None,
+                  sharpness: float = DEFAULT_SHARPNESS) -> torch.Tensor:
+    """[B, N, ..., D] vectors -> the soft tokens: the vocabulary output where a vocabulary is
+    given, else the free output (the receiver's norm, then the gate of each N, from t)."""
+    if vocabulary is not None:
+        if torch.is_grad_enabled():
+            return vocabulary.mix(vocabulary.logits(y, sharpness))
+        # a run's batch, a few vectors at a time: [rows, V] logits of a 262K vocabulary are large
+        flat = y.reshape(-1, y.shape[-1])
+        out = [vocabulary.mix(vocabulary.logits(flat[i:i + MIX_CHUNK], sharpness))
+               for i in range(0, flat.shape[0], MIX_CHUNK)]
+        return (torch.cat(out) if out else flat.new_zeros(0, vocabulary.weight.shape[1])).reshape(
+            *y.shape[:-1], vocabulary.weight.shape[1])
+    y = y * (t["read_norm"] / y.norm(dim=-1, keepdim=True).clamp_min(1e-6))
+    return torch.tanh(t["gate"]).reshape(1, -1, *[1] * (y.dim() - 2)) * y
+
+
+def left_packed(soft: torch.Tensor, keep: torch.Tensor) -> tuple:
+    """soft [B, M, D] with keep [B, M] -> ([B, L, D], [B, L]): each problem's kept soft
+    tokens in order, left-padded to the most any problem keeps (as messages are)."""
+    counts = keep.long().sum(-1)
+    width = int(counts.max()) if keep.numel() else 0
+    out = soft.new_zeros(soft.shape[0], width, soft.shape[-1])
+    mask = torch.zeros(soft.shape[0], width, dtype=torch.long, device=soft.device)
+    for b in range(soft.shape[0]):
+        n = int(counts[b])
+        if n:
+            out[b, width - n:] = soft[b][keep[b].bool()]
+            mask[b, width - n:] = 1
+    return out, mask
+
+
+def resample(z: torch.Tensor, mask: torch.Tensor, t: dict, heads: int, vocabulary: Vocabulary | None = None,
+             sharpness: float = DEFAULT_SHARPNESS) -> tuple:
+    """z [B, S, d] hub vectors with mask [B, S] -> ([B, N, D] soft tokens, [B, N] their mask).
+    With per_row, each real row's slots whose presence logit is above 0, packed."""
+    h, out_mask = read_message(z, mask, t, heads)
+    soft = output_tokens(slot_vectors(h, t), t, vocabulary, sharpness)  # [B, N, P, D]
+    sent = presence(h, t)
+    if sent is None:
+        return soft[:, :, 0], out_mask
+    keep = out_mask.bool()[:, :, None] & (sent > 0)
+    return left_packed(soft.flatten(1, 2), keep.flatten(1, 2))
 
 
 def init_encoder(hidden: int, dim: int, generator: torch.Generator) -> dict:
@@ -104,17 +208,29 @@ def init_encoder(hidden: int, dim: int, generator: torch.Generator) -> dict:
             "encoder_bias": torch.zeros(dim)}
 
 
-def init_decoder(hidden: int, dim: int, tokens, read_norm: float, generator: torch.Generator) -> dict:
-    """tokens: K learned queries, or ROWS (one soft token per message row)."""
+def init_decoder(hidden: int, dim: int, tokens, read_norm: float, generator: torch.Generator,
+                 output: str = "free", per_row: int | None = None) -> dict:
+    """tokens: K learned queries, or ROWS (one soft token per message row); output: one of
+    OUTPUTS; per_row (rows only): up to that many soft tokens per row, each sent where its
+    presence logit is above 0 (initially slot 0 only)."""
     def w(i, o):
         return torch.randn(i, o, generator=generator) / math.sqrt(i)
     queries = {} if tokens == ROWS else {"queries": torch.randn(tokens, dim, generator=generator)}
+    slots = {}
+    if per_row:
+        slots = {"presence_weight": torch.zeros(dim, per_row),
+                 "presence_bias": torch.tensor([INIT_PRESENCE] + [-INIT_PRESENCE] * (per_row - 1))}
+        if per_row > 1:
+            slots.update(slot_out_weight=torch.stack([w(dim, hidden) for _ in range(per_row - 1)]),
+                         slot_out_bias=torch.zeros(per_row - 1, hidden))
     return {**queries, "attn_q": w(dim, dim), "attn_k": w(dim, dim),
             "attn_v": w(dim, dim), "attn_o": w(dim, dim), "mlp_in": w(dim, 2 * dim),
             "mlp_in_bias": torch.zeros(2 * dim),
             "mlp_out": w(2 * dim, dim) * 0.1, "mlp_out_bias": torch.zeros(dim), "out_weight": w(dim, hidden),
-            "out_bias": torch.zeros(hidden), "gate": torch.full((1 if tokens == ROWS else tokens,), INIT_GATE),
-            "read_norm": torch.tensor([float(read_norm)])}
+            "out_bias": torch.zeros(hidden), **slots,
+            **({} if output == "vocabulary" else
+               {"gate": torch.full((1 if tokens == ROWS else tokens,), INIT_GATE),
+                "read_norm": torch.tensor([float(read_norm)])})}
 
 
 class ResamplerEncoder(Encoder):
@@ -130,9 +246,12 @@ class ResamplerDecoder(Decoder):
     """Reads a whole message at once (`decode_set`), not row by row."""
     realign_after = False
 
-    def __init__(self, tensors: dict, space: str, heads: int):
-        keys = DECODER_KEYS + (("queries",) if "queries" in tensors else ())
+    def __init__(self, tensors: dict, space: str, heads: int, vocabulary: Vocabulary | None = None,
+                 sharpness: float = DEFAULT_SHARPNESS):
+        keys = (DECODER_KEYS + tuple(k for k in ("queries",) + SLOT_KEYS if k in tensors)
+                + (() if vocabulary is not None else FREE_KEYS))
         self.tensors, self.space, self.heads = {k: tensors[k].float() for k in keys}, space, heads
+        self.vocabulary, self.sharpness = vocabulary, sharpness
         self.in_dim = self.tensors["attn_k"].shape[0]
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -141,7 +260,7 @@ class ResamplerDecoder(Decoder):
 
     def decode_set(self, wire: torch.Tensor, mask: torch.Tensor) -> tuple:
         t = {k: v.to(wire.device) for k, v in self.tensors.items()}
-        return resample(wire.float(), mask.to(wire.device), t, self.heads)
+        return resample(wire.float(), mask.to(wire.device), t, self.heads, self.vocabulary, self.sharpness)
 
 
 class Resampler(SharedSpaceCodec):
@@ -164,8 +283,26 @@ class Resampler(SharedSpaceCodec):
         dim = int(self.options.get("dim") or DEFAULT_DIM)
         tokens = self.options.get("tokens") or DEFAULT_TOKENS
         heads = int(self.options.get("heads") or DEFAULT_HEADS)
+        output = self.options.get("output") or "free"
+        if output not in OUTPUTS:
+            raise CodecError(f"resampler: output {output!r} is not one of {', '.join(OUTPUTS)}")
+        try:
+            sharpness = float(self.options.get("sharpness") or DEFAULT_SHARPNESS)
+        except ValueError:
+            raise CodecError(f"resampler: sharpness {self.options.get('sharpness')!r} is not a number") from None
+        if not sharpness > 0 or (self.options.get("sharpness") is not None and output != "vocabulary"):
+            raise CodecError(f"resampler: sharpness {self.options.get('sharpness')} applies to output vocabulary "
+                             "only, and must be above 0")
         if dim % heads:
             raise CodecError(f"resampler: dim {dim} must be a multiple of heads {heads}")
+        per_row = self.options.get("per_row")
+        if per_row is not None:
+            try:
+                per_row = int(per_row)
+            except ValueError:
+                raise CodecError(f"resampler: per_row {per_row!r} is not a number") from None
+            if per_row < 1 or str(tokens) != ROWS:
+                raise CodecError(f"resampler: per_row {per_row} needs tokens rows and a number of 1 or more")
         if tokens != ROWS:
             try:
                 tokens = int(tokens)
@@ -174,7 +311,9 @@ class Resampler(SharedSpaceCodec):
             if tokens < 1:
                 raise CodecError(f"resampler: tokens {tokens} must be at least 1 (or rows)")
         g = torch.Generator().manual_seed(seed)
-        options = {"dim": dim, "tokens": tokens, "heads": heads}
+        options = {"dim": dim, "tokens": tokens, "heads": heads, "output": output,
+                   **({"sharpness": sharpness} if output == "vocabulary" else {}),
+                   **({"per_row": per_row} if per_row else {})}
         parts = []
         for ref, fp in models.items():
             hidden = int(fp["hidden_size"])
@@ -183,7 +322,8 @@ class Resampler(SharedSpaceCodec):
             parts.append(Part(self.encode_part(ref, ref), {**init_encoder(hidden, dim, g), **stats},
                               {"codec": self.key, "trained": True, "side": "encode", "models": entry, "layers": layer,
                                "options": options}))
-            parts.append(Part(self.decode_part(ref, ref), init_decoder(hidden, dim, tokens, embed_norms[ref], g),
+            parts.append(Part(self.decode_part(ref, ref), init_decoder(hidden, dim, tokens, embed_norms[ref], g,
+                                                                       output, per_row),
                               {"codec": self.key, "trained": True, "side": "decode", "models": entry, "layers": layer,
                                "options": options}))
         return parts
@@ -203,7 +343,15 @@ class Resampler(SharedSpaceCodec):
 
     def decoder(self, part: Part, receiver: Receiver) -> Decoder:
         self._check_side(part, "decode")
-        return ResamplerDecoder(part.tensors, part.meta["space"], int(part.meta["options"]["heads"]))
+        options = part.meta["options"]
+        vocabulary = None
+        if options.get("output", "free") == "vocabulary":
+            if receiver is None or receiver.embeddings is None:
+                raise CodecError(f"part {part.name!r} reads the receiver's vocabulary (output vocabulary): its decoder "
+                                 "needs the receiving model's embedding module")
+            vocabulary = Vocabulary(receiver.embeddings)
+        return ResamplerDecoder(part.tensors, part.meta["space"], int(options["heads"]), vocabulary,
+                                float(options.get("sharpness", DEFAULT_SHARPNESS)))
 
     def _check_side(self, part: Part, side: str) -> None:
         if part.meta.get("side") != side or "space" not in part.meta:

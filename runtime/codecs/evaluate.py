@@ -33,12 +33,13 @@ from latentray.runtime.codecs.fit import model_kwargs, states_for
 from latentray.runtime.codecs.plan import codec_dir, required_fits
 
 
-def _halves(name: str, src: str, dst: str, directory: str, fps: dict) -> tuple:
-    """(encode, decoder) of one edge, loaded and checked as the actors load them."""
+def _halves(name: str, src: str, dst: str, directory: str, fps: dict, embeddings=None) -> tuple:
+    """(encode, decoder) of one edge, loaded and checked as the actors load them
+    (embeddings: the receiver's input embedding module)."""
     codec = make_codec(name)
     enc_part, dec_part = codec.encode_part(src, dst), codec.decode_part(src, dst)
     enc = CodecBank(fps[src]).encoder(CodecUse(name, enc_part), directory) if enc_part else None
-    dec = CodecBank(fps[dst]).decoder(CodecUse(name, dec_part or ""), directory)
+    dec = CodecBank(fps[dst], embeddings=embeddings).decoder(CodecUse(name, dec_part or ""), directory)
     return (lambda x: enc(x) if enc is not None else x.float()), dec
 
 
@@ -113,7 +114,7 @@ def evaluate_codecs(spec, plan, anchors: str | None = None, codecs: list | None 
     rows = []
     for name, pairs in fits.items():
         for src, dst in pairs:
-            encode, dec = _halves(name, src, dst, directory, fps)
+            encode, dec = _halves(name, src, dst, directory, fps, loaded[dst].model.get_input_embeddings())
             read = read_path(dec, Realigner.for_model(loaded[dst].model))
             keys = common_keys([states[src], states[dst]])
             hs, hd, ed = states[src].rows(keys), states[dst].rows(keys), states[dst].rows(keys, "embeds")

@@ -15,7 +15,10 @@ asks each soft token of a prompt row to name the token that row was, among the
 receiver's whole vocabulary: a cross-entropy over its cosines with every embedding
 (times TOKEN_SCALE; a plain cosine to the one target let near digits pass for each
 other). The target is the sender's own token within one model; across tokenizers, the
-receiver's token that covers the first character of the sender's token in the same text.
+receiver's tokens that start within the sender's token in the same text (by their first
+character that is not a space). With per_row P, slot k of a row aims at its k-th such
+token and a presence term (a binary cross-entropy) teaches which slots are sent: as many
+as the row has targets, one for a latent-step row; without it, slot 0 aims at the first.
 The answer loss alone must find that map through the frozen receiver; this term shows it
 the way, and latent-step rows (no token) are left to the answer loss.
 
@@ -46,7 +49,9 @@ from latentray.agents.fingerprint import model_fingerprint
 from latentray.agents.models import load_model
 from latentray.agents.realign import embedding_statistics
 from latentray.channels.codecs import make_codec
-from latentray.channels.codecs.resampler import FROZEN, ROWS, encode_rows, resample, state_statistics
+from latentray.channels.codecs.resampler import (DEFAULT_SHARPNESS, FROZEN, ROWS, Vocabulary, encode_rows,
+                                                  output_tokens, presence, read_message, slot_vectors,
+                                                  state_statistics)
 from latentray.channels.codecs.storage import save_part
 from latentray.channels.errors import CodecError
 from latentray.channels.kinds import get_kind
@@ -60,6 +65,7 @@ CODEC = "resampler"
 CHECKPOINT = ".train-checkpoint"
 HELD_OUT = 32  # examples split off before training, never trained on: the held-out loss
 TOKEN_SCALE = 20.0  # cosine -> logit in the token loss
+GRAD_CLIP = 1.0  # the gradients' total norm is clipped to this before each step
 STATISTICS_EXAMPLES = 64  # training examples whose sent states set an encoder's fixed standardisation
 
 
@@ -138,15 +144,7 @@ class _Model:
         # What the embedding module outputs, not its weight: Gemma scales by sqrt(d) inside it.
         self.embed_norm = float(embedding_statistics(self.model)[0])
         self.stop = next(iter(self.agents.values())).stop_ids
-        self._unit = None
-
-    def unit_embeddings(self) -> torch.Tensor:
-        """[V, D] the embedding table's rows at unit norm (a scale inside the module, as Gemma's,
-        changes no cosine), computed once."""
-        if self._unit is None:
-            weight = self.model.get_input_embeddings().weight.detach().float()
-            self._unit = torch.nn.functional.normalize(weight, dim=-1)
-        return self._unit
+        self.vocabulary = Vocabulary(self.model.get_input_embeddings())
 
 
 def _answer_ids(m: _Model, answer: str) -> list:
@@ -173,8 +171,10 @@ def _messages_in_chunks(models: dict, edge: Edge, examples: list, hidden_scope: 
 
 
 def row_targets(models: dict, edge: Edge, example, hidden_scope: str) -> list:
-    """The receiver's token id each real row of the sender's message was (None for a
-    latent-step row, or where no receiver token starts within the sender's token)."""
+    """For each real row of the sender's message, the receiver's token ids that row was: a
+    list (one id within one model; across tokenizers the receiver tokens that start within
+    the sender token's characters, so possibly several or none), or None for a latent-step
+    row (a thought, no token)."""
     snd, rcv = models[edge.src], models[edge.dst]
     agent = snd.agents[edge.sender]
     steps = [None] * agent.config.latent_steps
@@ -182,37 +182,42 @@ def row_targets(models: dict, edge: Edge, example, hidden_scope: str) -> list:
         return steps
     ids = agent.content_ids({"question": example.question, "context": example.context})  # the prompt rows
     if snd.fingerprint == rcv.fingerprint:
-        return ids + steps
+        return [[i] for i in ids] + steps
     # Where each sender token starts in the decoded text: decoding growing prefixes keeps the
     # spaces a tokenizer folds into its tokens (a lone SentencePiece token decodes without its own).
-    spans, text = [], ""
+    ends, text = [], ""
     for k in range(len(ids)):
-        longer = snd.tokenizer.decode(ids[:k + 1])
-        start = len(os.path.commonprefix([text, longer]))
-        spans.append((start, len(longer)))
-        text = longer
+        text = snd.tokenizer.decode(ids[:k + 1])
+        ends.append(len(text))
     enc = rcv.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    covering = {}  # character -> the receiver token that covers it
+    out = [[] for _ in ids]
+    row = 0
     for tid, (a, b) in zip(enc["input_ids"], enc["offset_mapping"]):
-        for c in range(a, b):
-            covering.setdefault(c, tid)
-    out = []
-    for start, end in spans:
-        first = next((c for c in range(start, end) if not text[c].isspace()), start)
-        out.append(covering.get(first))
+        # a receiver token belongs to the sender row holding its first character that is not a space
+        first = next((c for c in range(a, b) if not text[c].isspace()), a)
+        while row < len(ids) - 1 and first >= ends[row]:
+            row += 1
+        out[row].append(tid)
     return out + steps
 
 
-def token_loss(soft: torch.Tensor, targets: list, rcv: _Model) -> torch.Tensor | None:
-    """Mean cross-entropy of each soft token [S, D] naming its row's target token among the
-    receiver's vocabulary by cosine (rows with no target skipped); None if no row has one."""
-    rows = [i for i, t in enumerate(targets) if t is not None]
-    if not rows:
+def token_loss(y: torch.Tensor, targets: list, rcv: _Model, scale: float) -> torch.Tensor | None:
+    """Mean cross-entropy of each slot's vector (y [S, P, D], before its output) naming its
+    target token among the receiver's vocabulary by cosine x scale: slot k of row r aims at
+    targets[r][k], where there is one; None if no slot has one. With the vocabulary output
+    these are the very logits it mixes by."""
+    pairs = [(r, k) for r, ids in enumerate(targets) for k in range(min(len(ids or []), y.shape[1]))]
+    if not pairs:
         return None
-    table = rcv.unit_embeddings()
-    got = torch.nn.functional.normalize(soft[rows].float(), dim=-1)
-    ids = torch.tensor([targets[i] for i in rows], device=got.device)
-    return torch.nn.functional.cross_entropy(TOKEN_SCALE * got @ table.to(got.device).T, ids)
+    picked = torch.stack([y[r, k] for r, k in pairs])
+    ids = torch.tensor([targets[r][k] for r, k in pairs], device=y.device)
+    return torch.nn.functional.cross_entropy(rcv.vocabulary.logits(picked, scale), ids)
+
+
+def presence_targets(targets: list, slots: int) -> torch.Tensor:
+    """[S, P] 1 where a slot is sent: a prompt row's first len(ids) slots, a latent-step
+    row's first slot (its thought)."""
+    return torch.tensor([[float(k < (1 if ids is None else len(ids))) for k in range(slots)] for ids in targets])
 
 
 def example_loss(parts: _Parts, models: dict, edge: Edge, example, sent: tuple, names: tuple,
@@ -224,17 +229,32 @@ def example_loss(parts: _Parts, models: dict, edge: Edge, example, sent: tuple, 
     enc_name, dec_name = names
     rcv = models[edge.dst]
     states, mask = sent
-    soft, soft_mask = resample(encode_rows(states, parts.tensors(enc_name)), mask, parts.tensors(dec_name),
-                               int(parts.meta[dec_name]["options"]["heads"]))
-    soft = soft[0][soft_mask[0].bool()]  # the real ones, as a run places them
+    options, t = parts.meta[dec_name]["options"], parts.tensors(dec_name)
+    vocabulary = options.get("output") == "vocabulary"
+    scale = float(options.get("sharpness", DEFAULT_SHARPNESS)) if vocabulary else TOKEN_SCALE
+    h, soft_mask = read_message(encode_rows(states, parts.tensors(enc_name)), mask, t, int(options["heads"]))
+    h = h[0][soft_mask[0].bool()]  # the real ones, as a run places them
+    y = slot_vectors(h[None], t)[0]  # [S, P, D]
+    sent_slots = presence(h[None], t)
+    if sent_slots is None:
+        keep = torch.zeros(y.shape[:2], dtype=torch.bool, device=y.device)
+        keep[:, 0] = True
+    elif targets is not None:  # in training the slots the row targets call for are read
+        keep = presence_targets(targets, y.shape[1]).to(y.device).bool()
+    else:  # as a run reads them (the held-out loss): the slots predicted present
+        keep = sent_slots[0] > 0
+    soft = output_tokens(y[keep][None], t, rcv.vocabulary if vocabulary else None, scale)[0]
     loss = soft.sum() * 0.0  # a zero that still reaches every part
     if weight and targets is not None:
-        if len(targets) != soft.shape[0]:
-            raise CodecError(f"train-codec: {soft.shape[0]} message rows but {len(targets)} row targets for "
+        if len(targets) != y.shape[0]:
+            raise CodecError(f"train-codec: {y.shape[0]} message rows but {len(targets)} row targets for "
                              f"{edge.sender} -> {edge.receiver}")
-        extra = token_loss(soft, targets, rcv)
+        extra = token_loss(y, targets, rcv, scale)
         if extra is not None:
             loss = loss + weight * extra
+        if sent_slots is not None:
+            loss = loss + weight * torch.nn.functional.binary_cross_entropy_with_logits(
+                sent_slots[0], presence_targets(targets, y.shape[1]).to(y.device))
     if not answer_loss:
         return loss
     with torch.no_grad():
@@ -324,18 +344,28 @@ def _mean(xs) -> float:
 def train_codec(spec, plan, out_dir: str, *, steps: int = 2000, data: list | None = None, seed: int = 0,
                 sentences: int = DEFAULT_SENTENCES, batch: int = 4, lr: float = 1e-3, options: dict | None = None,
                 checkpoint_every: int = 25, token_weight: float | None = None, token_steps: int = 0,
-                restart: bool = False, quiet: bool = False, log=print) -> dict:
+                answer_lr: float | None = None, restart: bool = False, quiet: bool = False, log=print) -> dict:
     """Train the resampler parts the spec's hidden edges need; returns the figures.
     token_weight: the token loss's weight (None: 1 with tokens: rows, 0 otherwise);
-    token_steps: the first steps train on the token loss alone (the receivers do not run)."""
-    if steps < 1 or batch < 1 or checkpoint_every < 1 or not lr > 0:
-        raise CodecError("train-codec: --steps, --batch and --checkpoint-every must be positive, --lr above 0")
+    token_steps: the first steps train on the token loss alone (the receivers do not run);
+    answer_lr: the learning rate of the steps after them (None: lr / 10 after token steps, else
+    lr). A new loss joining with the full rate tore up what the token steps had learnt: Adam's
+    second moments, fit to the token loss's gradients, let the answer loss's take steps too
+    large: the training loss rose from 5 to 15-20 within 50 steps."""
+    if answer_lr is None:
+        answer_lr = lr / 10 if token_steps else lr
+    if steps < 1 or batch < 1 or checkpoint_every < 1 or not lr > 0 or not answer_lr > 0:
+        raise CodecError("train-codec: --steps, --batch and --checkpoint-every must be positive, --lr and "
+                         "--answer-lr above 0")
     rows = str((options or {}).get("tokens")) == ROWS
     if token_weight is None:
         token_weight = 1.0 if rows else 0.0
     if token_weight < 0 or (token_weight and not rows):
         raise CodecError(f"train-codec: --token-loss {token_weight:g}: the token loss needs one soft token per row "
                          "(--tokens rows) and a weight of 0 or more")
+    if (options or {}).get("per_row") is not None and not token_weight:
+        raise CodecError("train-codec: --per-row learns which slots to send from the row targets: it needs the "
+                         "token loss (--tokens rows, --token-loss above 0)")
     if token_steps and not (token_weight and 0 <= token_steps <= steps):
         raise CodecError(f"train-codec: --token-steps {token_steps}: the steps on the token loss alone need the token "
                          f"loss (--tokens rows, --token-loss above 0) and cannot be more than --steps ({steps})")
@@ -370,7 +400,7 @@ def train_codec(spec, plan, out_dir: str, *, steps: int = 2000, data: list | Non
     directory = Path(out_dir)
     key = _options_key(edges, parts.meta[next(iter(parts.meta))]["options"], seed, data, batch, lr, steps)
     key.update(sentences=sentences, layer=spec.channels.hidden_layer, token_weight=token_weight,
-               token_steps=token_steps)
+               token_steps=token_steps, answer_lr=answer_lr)
     if restart and (directory / CHECKPOINT).exists():
         shutil.rmtree(directory / CHECKPOINT)
 
@@ -413,6 +443,9 @@ def train_codec(spec, plan, out_dir: str, *, steps: int = 2000, data: list | Non
                         else "no checkpoint was written yet")
                 raise CodecError(f"train-codec: the loss diverged at step {step + 1} (loss {total}); {kept}; "
                                  f"lower --lr (now {lr:g}) and rerun to resume")
+            torch.nn.utils.clip_grad_norm_(parts.parameters(), GRAD_CLIP)
+            for group in opt.param_groups:
+                group["lr"] = lr if step < token_steps else answer_lr
             opt.step()
             losses.append(total)
             bar.update(1)
@@ -426,7 +459,7 @@ def train_codec(spec, plan, out_dir: str, *, steps: int = 2000, data: list | Non
     tenth = max(1, len(losses) // 10)
     figures = {"steps": steps, "seed": seed, "batch": batch, "lr": lr, "data": list(data or []) or "default",
                "context_sentences": sentences, "hidden_layer": spec.channels.hidden_layer, "token_loss": token_weight,
-               "token_steps": token_steps,
+               "token_steps": token_steps, "answer_lr": answer_lr,
                "loss_first": _mean(losses[:tenth]), "loss_last": _mean(losses[-tenth:]), "held_out_before": before,
                "held_out_after": after, "held_out_no_message": alone, "held_out_reading_text": reading,
                "held_out_token_before": token_before, "held_out_token_after": token_after, "train_s": seconds}
