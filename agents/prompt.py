@@ -55,7 +55,9 @@ class PromptLayout:
         return list(self._head)
 
     def _ids(self, text: str, special: bool) -> list:
-        return list(self.tokenizer(text, add_special_tokens=special)["input_ids"]) if text else []
+        # An empty first piece still gets its BOS: a base model's soft tokens open the prompt,
+        # so all of its text is after them, and the BOS must stay before them.
+        return list(self.tokenizer(text, add_special_tokens=special)["input_ids"]) if text or special else []
 
     def _system(self) -> list:
         return [] if self.system_prompt is None else [{"role": "system", "content": self.system_prompt}]

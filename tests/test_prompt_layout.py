@@ -86,6 +86,23 @@ def test_base_model_layout_has_one_bos():
     assert tok.decode(flat[1:]) == "Facts follow.\n\n" + "\n\n".join(CONTENTS)
 
 
+def test_base_model_soft_tokens_come_after_the_bos():
+    """No chat template and no system prompt: the soft tokens open the prompt, and the
+    BOS a full render starts with still comes before them."""
+    _, tok = build_tiny("llama-64")
+    tok.chat_template = None
+    tok.add_special_tokens({"bos_token": "<|im_start|>"})
+    bos = tok.bos_token_id
+    from tokenizers.processors import TemplateProcessing
+    tok._tokenizer.post_processor = TemplateProcessing(single="<|im_start|> $A", special_tokens=[("<|im_start|>", bos)])
+    layout = PromptLayout(tok)
+    before, after = layout.render("Answer it.", continuing=False, soft_slot=True)
+    assert before == [bos] and tok.decode(after) == "\nAnswer it."
+    assert layout.render("Answer it.", continuing=False)[0][0] == bos
+    assert layout.render("Answer it.", continuing=True, soft_slot=True)[0] == tok("\n\n", add_special_tokens=False)[
+        "input_ids"]
+
+
 def test_chain_prompts_on_a_real_model_hold_one_header(smollm2):
     """Through the agents: the memory a 3-agent chain hands on has one system header."""
     model, tok = smollm2

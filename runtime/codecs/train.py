@@ -262,8 +262,8 @@ def example_loss(parts: _Parts, models: dict, edge: Edge, example, sent: tuple, 
         answer = _answer_ids(rcv, example.answer)
         embed = rcv.model.get_input_embeddings()
         device = rcv.model.device
-        e_before = embed(torch.tensor([before], device=device))
-        e_after = embed(torch.tensor([after + answer], device=device))
+        e_before = embed(torch.tensor([before], dtype=torch.long, device=device))
+        e_after = embed(torch.tensor([after + answer], dtype=torch.long, device=device))
     inputs = torch.cat([e_before, soft[None].to(device, e_before.dtype), e_after], dim=1)
     return loss + _answer_loss(rcv, answer, inputs_embeds=inputs)
 
