@@ -371,11 +371,27 @@ def test_a_hub_run_through_the_resampler_equals_the_hand_computation(ray_session
     assert result.answers == answers
 
 
+def decode_padded(enc, dec, receiver=None) -> tuple:
+    """(x, mask, decoded message) of a two-problem layer-1 message, the first left-padded,
+    through the parts as a run decodes it."""
+    from latentray.channels.codecs.apply import decode_message, encode_message
+    from latentray.channels.message import LatentMessage
+
+    codec = make_codec("resampler")
+    x = torch.randn(2, 5, 64, generator=torch.Generator().manual_seed(0)) * 3
+    mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
+    msg = LatentMessage.build("hidden", sender="reader", fingerprint=enc.meta["models"]["model"]["fingerprint"],
+                              tensors={"hidden": x, "mask": mask}, latent_steps=2, latent_slots=2, seq_lens=(3, 5),
+                              extra={"hidden_layer": 1})
+    wire = encode_message(msg, codec.encoder(enc, {}), "resampler")
+    return x, mask, decode_message(wire, codec.decoder(dec, receiver), None, receiver="answerer",
+                                   out_dtype=torch.float32)
+
+
 def test_row_soft_tokens_from_a_layers_states_train_and_decode_as_by_hand(tmp_path):
     """tokens: rows with hidden_layer 1: the token loss (across two models, so through the
     character alignment) and the answer loss train; a padded message decodes to one soft
     token per real row, equal to the hand computation; the parts record their layer."""
-    from latentray.channels.codecs.apply import decode_message, encode_message
     from latentray.runtime.codecs.train import train_codec
 
     spec = load_spec_text(CHAIN, channels={"kind": "hidden", "hidden_states": "prompt", "codec": "resampler",
@@ -395,15 +411,7 @@ def test_row_soft_tokens_from_a_layers_states_train_and_decode_as_by_hand(tmp_pa
     assert enc.tensors["in_mean"].shape == enc.tensors["in_scale"].shape == (64,)
     assert bool((enc.tensors["in_scale"] > 0).all()) and float(enc.tensors["in_mean"].abs().sum()) > 0
 
-    from latentray.channels.message import LatentMessage
-    codec = make_codec("resampler")
-    x = torch.randn(2, 5, 64, generator=torch.Generator().manual_seed(0)) * 3
-    mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
-    msg = LatentMessage.build("hidden", sender="reader", fingerprint=enc.meta["models"]["model"]["fingerprint"],
-                              tensors={"hidden": x, "mask": mask}, latent_steps=2, latent_slots=2, seq_lens=(3, 5),
-                              extra={"hidden_layer": 1})
-    wire = encode_message(msg, codec.encoder(enc, {}), "resampler")
-    got = decode_message(wire, codec.decoder(dec, None), None, receiver="answerer", out_dtype=torch.float32)
+    x, mask, got = decode_padded(enc, dec)
     want = hand_resample(hand_encode(x, enc.tensors), mask, dec.tensors, heads=2)
     assert torch.equal(got.tensors["mask"], mask) and got.header.seq_lens == (3, 5)
     for b in range(2):
@@ -434,6 +442,19 @@ def test_row_targets_align_the_senders_tokens_with_the_receivers_by_characters()
                        "latent") == [None, None]
 
 
+def trained_rows(tmp_path, spec, options: dict) -> tuple:
+    """(encoder part, decoder part) of a 12-step training that lowered both held-out losses."""
+    from latentray.runtime.codecs.train import train_codec
+
+    out = tmp_path / "parts"
+    figures = train_codec(spec, build_plan(spec), str(out), steps=12, data=[str(facts(tmp_path / "f.jsonl"))],
+                          seed=3, batch=2, lr=3e-3, options=options, quiet=True, log=lambda _text: None)
+    assert figures["held_out_after"] < figures["held_out_before"]
+    assert figures["held_out_token_after"] < figures["held_out_token_before"]
+    return (load_part(out, next(p.stem for p in out.glob("resampler-enc*.json"))),
+            load_part(out, next(p.stem for p in out.glob("resampler-dec*.json"))))
+
+
 def test_vocabulary_soft_tokens_are_mixtures_of_the_receivers_own_embeddings(tmp_path):
     """output vocabulary, for a Gemma receiver (its embedding module scales by sqrt(d)):
     training lowers both held-out losses, the decoder holds no gate, a padded message
@@ -441,35 +462,20 @@ def test_vocabulary_soft_tokens_are_mixtures_of_the_receivers_own_embeddings(tmp
     token is exactly that token's embedding, and a decoder without the receiver's model,
     an unknown output or a sharpness without it are refused."""
     from latentray.agents.models import load_model
-    from latentray.channels.codecs.apply import decode_message, encode_message
     from latentray.channels.codecs.base import Receiver
     from latentray.channels.codecs.resampler import Vocabulary
-    from latentray.channels.message import LatentMessage
-    from latentray.runtime.codecs.train import train_codec
 
     spec = load_spec_text(CHAIN.replace("tiny:llama-128", "tiny:gemma3-64"),
                           channels={"kind": "hidden", "hidden_states": "prompt", "codec": "resampler", "hidden_layer": 1})
-    out = tmp_path / "parts"
     options = {**OPTIONS, "tokens": "rows", "output": "vocabulary", "sharpness": 30.0}
-    figures = train_codec(spec, build_plan(spec), str(out), steps=12, data=[str(facts(tmp_path / "f.jsonl"))],
-                          seed=3, batch=2, lr=3e-3, options=options, quiet=True, log=lambda _text: None)
-    assert figures["held_out_after"] < figures["held_out_before"]
-    assert figures["held_out_token_after"] < figures["held_out_token_before"]
-    enc = load_part(out, next(p.stem for p in out.glob("resampler-enc*.json")))
-    dec = load_part(out, next(p.stem for p in out.glob("resampler-dec*.json")))
+    enc, dec = trained_rows(tmp_path, spec, options)
     assert "gate" not in dec.tensors and "read_norm" not in dec.tensors
     assert dec.meta["options"]["output"] == "vocabulary" and dec.meta["options"]["sharpness"] == 30.0
 
     model, _, _ = load_model("tiny:gemma3-64")
     receiver = Receiver(dec.meta["models"]["model"]["fingerprint"], 64, model.get_input_embeddings())
+    x, mask, got = decode_padded(enc, dec, receiver)
     codec = make_codec("resampler")
-    x = torch.randn(2, 5, 64, generator=torch.Generator().manual_seed(0)) * 3
-    mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
-    msg = LatentMessage.build("hidden", sender="reader", fingerprint=enc.meta["models"]["model"]["fingerprint"],
-                              tensors={"hidden": x, "mask": mask}, latent_steps=2, latent_slots=2, seq_lens=(3, 5),
-                              extra={"hidden_layer": 1})
-    wire = encode_message(msg, codec.encoder(enc, {}), "resampler")
-    got = decode_message(wire, codec.decoder(dec, receiver), None, receiver="answerer", out_dtype=torch.float32)
     want = hand_resample(hand_encode(x, enc.tensors), mask, dec.tensors, heads=2)
     for b in range(2):
         torch.testing.assert_close(got.tensors["embeds"][b][mask[b].bool()], hand_vocabulary(want[b], model, 30.0),
@@ -527,21 +533,13 @@ def test_per_row_slots_train_and_send_where_their_presence_is_above_zero(tmp_pat
     message decodes to the slots whose presence logit is above 0, in order and left-packed,
     each equal to the hand computation; per_row is refused without rows or the token loss."""
     from latentray.agents.models import load_model
-    from latentray.channels.codecs.apply import decode_message, encode_message
     from latentray.channels.codecs.base import Receiver
-    from latentray.channels.message import LatentMessage
     from latentray.runtime.codecs.train import train_codec
 
     spec = load_spec_text(CHAIN, channels={"kind": "hidden", "hidden_states": "prompt", "codec": "resampler",
                                            "hidden_layer": 1})
-    out = tmp_path / "parts"
     options = {**OPTIONS, "tokens": "rows", "output": "vocabulary", "per_row": 2}
-    figures = train_codec(spec, build_plan(spec), str(out), steps=12, data=[str(facts(tmp_path / "f.jsonl"))],
-                          seed=3, batch=2, lr=3e-3, options=options, quiet=True, log=lambda _text: None)
-    assert figures["held_out_after"] < figures["held_out_before"]
-    assert figures["held_out_token_after"] < figures["held_out_token_before"]
-    enc = load_part(out, next(p.stem for p in out.glob("resampler-enc*.json")))
-    dec = load_part(out, next(p.stem for p in out.glob("resampler-dec*.json")))
+    enc, dec = trained_rows(tmp_path, spec, options)
     t = dec.tensors
     assert t["slot_out_weight"].shape == (1, 32, 128) and t["presence_weight"].shape == (32, 2)
     x = torch.randn(2, 5, 64, generator=torch.Generator().manual_seed(0)) * 3
@@ -556,12 +554,7 @@ def test_per_row_slots_train_and_send_where_their_presence_is_above_zero(tmp_pat
 
     model, _, _ = load_model("tiny:llama-128")
     receiver = Receiver(dec.meta["models"]["model"]["fingerprint"], 128, model.get_input_embeddings())
-    codec = make_codec("resampler")
-    msg = LatentMessage.build("hidden", sender="reader", fingerprint=enc.meta["models"]["model"]["fingerprint"],
-                              tensors={"hidden": x, "mask": mask}, latent_steps=2, latent_slots=2, seq_lens=(3, 5),
-                              extra={"hidden_layer": 1})
-    wire = encode_message(msg, codec.encoder(enc, {}), "resampler")
-    got = decode_message(wire, codec.decoder(dec, receiver), None, receiver="answerer", out_dtype=torch.float32)
+    _, _, got = decode_padded(enc, dec, receiver)  # the same x and mask
     want, sent = [], []
     for read_by in hand_read(hand_encode(x, enc.tensors), mask, t, heads=2):
         slots = []
