@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import shutil
 import time
@@ -42,7 +41,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 
 from latentray.agents.agent import Agent
 from latentray.agents.fingerprint import model_fingerprint
@@ -56,13 +54,13 @@ from latentray.channels.codecs.storage import save_part
 from latentray.channels.errors import CodecError
 from latentray.channels.kinds import get_kind
 
+from latentray.runtime.codecs.checkpoint import CHECKPOINT, read_checkpoint, write_checkpoint
 from latentray.runtime.codecs.fit import model_kwargs, progress_bar
 from latentray.runtime.codecs.train_data import DEFAULT_SENTENCES, load_examples
 from latentray.runtime.engine.agent_configs import agent_configs_for
 from latentray.runtime.engine.steps import hidden_layer
 
 CODEC = "resampler"
-CHECKPOINT = ".train-checkpoint"
 HELD_OUT = 32  # examples split off before training, never trained on: the held-out loss
 TOKEN_SCALE = 20.0  # cosine -> logit in the token loss
 GRAD_CLIP = 1.0  # the gradients' total norm is clipped to this before each step
@@ -236,11 +234,13 @@ def example_loss(parts: _Parts, models: dict, edge: Edge, example, sent: tuple, 
     h = h[0][soft_mask[0].bool()]  # the real ones, as a run places them
     y = slot_vectors(h[None], t)[0]  # [S, P, D]
     sent_slots = presence(h[None], t)
+    wanted = (presence_targets(targets, y.shape[1]).to(y.device)  # [S, P]
+              if targets is not None and sent_slots is not None else None)
     if sent_slots is None:
         keep = torch.zeros(y.shape[:2], dtype=torch.bool, device=y.device)
         keep[:, 0] = True
-    elif targets is not None:  # in training the slots the row targets call for are read
-        keep = presence_targets(targets, y.shape[1]).to(y.device).bool()
+    elif wanted is not None:  # in training the slots the row targets call for are read
+        keep = wanted.bool()
     else:  # as a run reads them (the held-out loss): the slots predicted present
         keep = sent_slots[0] > 0
     soft = output_tokens(y[keep][None], t, rcv.vocabulary if vocabulary else None, scale)[0]
@@ -253,8 +253,7 @@ def example_loss(parts: _Parts, models: dict, edge: Edge, example, sent: tuple, 
         if extra is not None:
             loss = loss + weight * extra
         if sent_slots is not None:
-            loss = loss + weight * torch.nn.functional.binary_cross_entropy_with_logits(
-                sent_slots[0], presence_targets(targets, y.shape[1]).to(y.device))
+            loss = loss + weight * torch.nn.functional.binary_cross_entropy_with_logits(sent_slots[0], wanted)
     if not answer_loss:
         return loss
     with torch.no_grad():
@@ -288,53 +287,6 @@ def reference_loss(models: dict, edge: Edge, example, team_text: str | None) -> 
 def _options_key(edges, options, seed, data, batch, lr, steps) -> dict:
     return {"edges": [e.__dict__ for e in edges], "options": options, "seed": seed, "data": data, "batch": batch,
             "lr": lr, "steps": steps}
-
-
-def _write_checkpoint(directory: Path, parts: _Parts, opt, step: int, losses: list, key: dict,
-                      held_before: list) -> None:
-    ck = directory / CHECKPOINT
-    ck.mkdir(parents=True, exist_ok=True)
-    tensors = {f"param/{k}": v.detach().contiguous() for k, v in parts.flat().items()}
-    for name, p in parts.named_parameters():
-        st = opt.state.get(p)
-        if st:
-            tensors[f"adam/{name}/exp_avg"] = st["exp_avg"].contiguous()
-            tensors[f"adam/{name}/exp_avg_sq"] = st["exp_avg_sq"].contiguous()
-            tensors[f"adam/{name}/step"] = torch.as_tensor(st["step"], dtype=torch.float64).reshape(1)
-    # The tensors go to a file of their own step, named by the JSON written after them: a
-    # kill at any point leaves the JSON naming a complete file of one step.
-    name = f"step-{step:07d}.safetensors"
-    save_file(tensors, str(ck / f".{name}.tmp"))
-    os.replace(ck / f".{name}.tmp", ck / name)
-    (ck / ".state.json.tmp").write_text(json.dumps({"step": step, "tensors": name, "losses": losses, "key": key,
-                                                    "held_before": held_before}))
-    os.replace(ck / ".state.json.tmp", ck / "state.json")
-    for old in ck.glob("step-*.safetensors"):
-        if old.name != name:
-            old.unlink()
-
-
-def _read_checkpoint(directory: Path, parts: _Parts, opt, key: dict, log) -> tuple:
-    """(step, losses, held-out [answer, token] losses before training) resumed from DIR's checkpoint, or
-    (0, [], None) when there is none."""
-    ck = directory / CHECKPOINT
-    if not (ck / "state.json").is_file():
-        return 0, [], None
-    state = json.loads((ck / "state.json").read_text())
-    if state.get("key") != key:
-        raise CodecError(f"{ck} holds a training of other settings (spec edges, codec options, seed, data, batch, "
-                         "lr or steps); rerun with those, or pass --restart to discard it")
-    tensors = load_file(str(ck / state["tensors"]))
-    with torch.no_grad():
-        for k, v in parts.flat().items():
-            v.copy_(tensors[f"param/{k}"])
-    for name, p in parts.named_parameters():
-        if f"adam/{name}/exp_avg" in tensors:
-            opt.state[p] = {"step": tensors[f"adam/{name}/step"][0].float(),
-                            "exp_avg": tensors[f"adam/{name}/exp_avg"].clone(),
-                            "exp_avg_sq": tensors[f"adam/{name}/exp_avg_sq"].clone()}
-    log(f"  resuming from the checkpoint of step {state['step']} in {ck}")
-    return int(state["step"]), list(state["losses"]), state["held_before"]
 
 
 def _mean(xs) -> float:
@@ -416,7 +368,7 @@ def train_codec(spec, plan, out_dir: str, *, steps: int = 2000, data: list | Non
                                                          row_targets(models, e, x, scope), 1.0, answer_loss=False)))
         return [_mean(losses), _mean(tokens) if tokens else None]
 
-    start, losses, held_before = _read_checkpoint(directory, parts, opt, key, log)
+    start, losses, held_before = read_checkpoint(directory, parts, opt, key, log)
     if held_before is None:
         held_before = held_loss()
     before, token_before = held_before
@@ -450,7 +402,7 @@ def train_codec(spec, plan, out_dir: str, *, steps: int = 2000, data: list | Non
             losses.append(total)
             bar.update(1)
             if (step + 1) % checkpoint_every == 0 or step + 1 == steps:
-                _write_checkpoint(directory, parts, opt, step + 1, losses, key, held_before)
+                write_checkpoint(directory, parts, opt, step + 1, losses, key, held_before)
                 good = step + 1
     after, token_after = held_loss()
     seconds = time.perf_counter() - t0
