@@ -265,19 +265,27 @@ def hand_resample(z: torch.Tensor, mask: torch.Tensor, t: dict, heads: int) -> t
     return torch.stack(out) if "queries" in t else out
 
 
-def hand_vocabulary(y: torch.Tensor, model, sharpness: float) -> torch.Tensor:
+def hand_cosines(v: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """v's cosine with every row of weight, one row at a time (a row of zeros has cosine 0)."""
+    return torch.stack([(v @ w) / (v.norm() * w.norm()) if w.norm() > 0 else w.sum() * 0 for w in weight])
+
+
+def hand_vocabulary(y: torch.Tensor, model, sharpness: float, top_k: int | None = None) -> torch.Tensor:
     """The vocabulary output by hand: each [D] vector's softmax over sharpness x its cosine
-    with every row of the embedding weight, times what the embedding module outputs for
-    every id (the module run on the whole vocabulary, its own scale and all)."""
+    with every row of the embedding weight (with top_k, over the k largest only), times what
+    the embedding module outputs for every id (the module run on the whole vocabulary, its
+    own scale and all)."""
     embed = model.get_input_embeddings()
     with torch.no_grad():
         table = embed(torch.arange(embed.weight.shape[0])).float()
         weight = embed.weight.float()
     out = []
     for v in y.reshape(-1, y.shape[-1]):
-        # a row of zeros (padding) has cosine 0
-        cos = torch.stack([(v @ w) / (v.norm() * w.norm()) if w.norm() > 0 else w.sum() * 0 for w in weight])
-        p = torch.exp(sharpness * cos - (sharpness * cos).max())
+        logit = sharpness * hand_cosines(v, weight).detach()
+        if top_k is not None:
+            order = sorted(range(len(logit)), key=lambda i: -float(logit[i]))
+            logit = torch.tensor([float(logit[i]) if i in order[:top_k] else float("-inf") for i in range(len(logit))])
+        p = torch.exp(logit - logit.max())
         out.append((p / p.sum()) @ table)
     return torch.stack(out).reshape(*y.shape[:-1], table.shape[-1])
 
@@ -463,7 +471,7 @@ def test_vocabulary_soft_tokens_are_mixtures_of_the_receivers_own_embeddings(tmp
     an unknown output or a sharpness without it are refused."""
     from latentray.agents.models import load_model
     from latentray.channels.codecs.base import Receiver
-    from latentray.channels.codecs.resampler import Vocabulary
+    from latentray.channels.codecs.vocabulary import Vocabulary
 
     spec = load_spec_text(CHAIN.replace("tiny:llama-128", "tiny:gemma3-64"),
                           channels={"kind": "hidden", "hidden_states": "prompt", "codec": "resampler", "hidden_layer": 1})
@@ -483,7 +491,7 @@ def test_vocabulary_soft_tokens_are_mixtures_of_the_receivers_own_embeddings(tmp
 
     embed = model.get_input_embeddings()
     vocabulary = Vocabulary(embed)
-    sure = vocabulary.mix(vocabulary.logits(embed.weight[7:8].float() * 0.3, 1e4))  # its own direction, any norm
+    sure = vocabulary.reading(1e4).mix(embed.weight[7:8].float() * 0.3)  # its own direction, any norm
     torch.testing.assert_close(sure, embed(torch.tensor([7])).float(), rtol=1e-5, atol=1e-5)
     assert vocabulary.scale == pytest.approx(8.0, rel=1e-4)  # sqrt(64), Gemma's own scale
 
@@ -493,6 +501,51 @@ def test_vocabulary_soft_tokens_are_mixtures_of_the_receivers_own_embeddings(tmp
         make_codec("resampler", output="words").init_parts({}, {}, 0)
     with pytest.raises(CodecError, match="sharpness 10 applies to output vocabulary only"):
         make_codec("resampler", sharpness=10).init_parts({}, {}, 0)
+
+
+def test_top_k_vocabulary_reads_and_names_over_the_nearest_rows_only(tmp_path):
+    """output vocabulary with top_k (what makes a 262K-token receiver trainable): training
+    lowers both held-out losses; a padded message decodes to the hand computation over each
+    row's k nearest embeddings; the token loss is the cross-entropy over those k and the
+    target, the target counted once; a top_k of the whole vocabulary is the full output;
+    top_k without the vocabulary output, or below 1, is refused."""
+    from latentray.agents.models import load_model
+    from latentray.channels.codecs.base import Receiver
+    from latentray.channels.codecs.vocabulary import Vocabulary
+
+    spec = load_spec_text(CHAIN.replace("tiny:llama-128", "tiny:gemma3-64"),
+                          channels={"kind": "hidden", "hidden_states": "prompt", "codec": "resampler", "hidden_layer": 1})
+    enc, dec = trained_rows(tmp_path, spec, {**OPTIONS, "tokens": "rows", "output": "vocabulary", "top_k": 4})
+    assert dec.meta["options"]["top_k"] == 4
+    model, _, _ = load_model("tiny:gemma3-64")
+    embed = model.get_input_embeddings()
+    x, mask, got = decode_padded(enc, dec, Receiver(dec.meta["models"]["model"]["fingerprint"], 64, embed))
+    want = hand_resample(hand_encode(x, enc.tensors), mask, dec.tensors, heads=2)
+    for b in range(2):
+        torch.testing.assert_close(got.tensors["embeds"][b][mask[b].bool()], hand_vocabulary(want[b], model, 50.0, 4),
+                                   rtol=1e-4, atol=1e-5)
+
+    g = torch.Generator().manual_seed(1)
+    y = torch.randn(3, 64, generator=g)
+    nearest = Vocabulary(embed, 20.0, top_k=3)
+    weight = embed.weight.detach().float()
+    logits = [20.0 * hand_cosines(v, weight) for v in y]
+    top = [sorted(range(weight.shape[0]), key=lambda i, lg=lg: -float(lg[i]))[:3] for lg in logits]
+    targets = torch.tensor([top[0][1], 0 if 0 not in top[1] else 1, top[2][0]])  # among the 3, outside, the nearest
+    assert int(targets[1]) not in top[1]
+    want_loss = sum(float(torch.logsumexp(lg[sorted(set(t) | {int(i)})], 0) - lg[int(i)])
+                    for lg, t, i in zip(logits, top, targets)) / 3
+    with torch.no_grad():
+        assert float(nearest.token_loss(y, targets)) == pytest.approx(want_loss, rel=1e-4)
+        whole = Vocabulary(embed, 20.0)
+        torch.testing.assert_close(whole.reading(20.0, top_k=weight.shape[0] + 5).mix(y), whole.mix(y),
+                                   rtol=1e-5, atol=1e-5)
+        assert float(whole.reading(20.0, top_k=weight.shape[0]).token_loss(y, targets)) == pytest.approx(
+            float(whole.token_loss(y, targets)), rel=1e-5)
+    with pytest.raises(CodecError, match="top_k 8 applies to output vocabulary only"):
+        make_codec("resampler", top_k=8).init_parts({}, {}, 0)
+    with pytest.raises(CodecError, match="top_k 0 applies to output vocabulary only, and must be 1 or more"):
+        make_codec("resampler", output="vocabulary", top_k=0).init_parts({}, {}, 0)
 
 
 def test_row_targets_across_tokenizers_of_other_sizes_give_several_tokens_or_none():

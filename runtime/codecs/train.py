@@ -47,10 +47,10 @@ from latentray.agents.fingerprint import model_fingerprint
 from latentray.agents.models import load_model
 from latentray.agents.realign import embedding_statistics
 from latentray.channels.codecs import make_codec
-from latentray.channels.codecs.resampler import (DEFAULT_SHARPNESS, FROZEN, ROWS, Vocabulary, encode_rows,
-                                                  output_tokens, presence, read_message, slot_vectors,
-                                                  state_statistics)
+from latentray.channels.codecs.resampler import (FROZEN, ROWS, encode_rows, output_tokens, presence, read_message,
+                                                  slot_vectors, state_statistics)
 from latentray.channels.codecs.storage import save_part
+from latentray.channels.codecs.vocabulary import DEFAULT_SHARPNESS, Vocabulary
 from latentray.channels.errors import CodecError
 from latentray.channels.kinds import get_kind
 
@@ -199,9 +199,10 @@ def row_targets(models: dict, edge: Edge, example, hidden_scope: str) -> list:
     return out + steps
 
 
-def token_loss(y: torch.Tensor, targets: list, rcv: _Model, scale: float) -> torch.Tensor | None:
+def token_loss(y: torch.Tensor, targets: list, vocabulary: Vocabulary) -> torch.Tensor | None:
     """Mean cross-entropy of each slot's vector (y [S, P, D], before its output) naming its
-    target token among the receiver's vocabulary by cosine x scale: slot k of row r aims at
+    target token among the receiver's vocabulary (Vocabulary.token_loss: cosine x sharpness,
+    over the whole vocabulary or the top_k nearest rows): slot k of row r aims at
     targets[r][k], where there is one; None if no slot has one. With the vocabulary output
     these are the very logits it mixes by."""
     pairs = [(r, k) for r, ids in enumerate(targets) for k in range(min(len(ids or []), y.shape[1]))]
@@ -209,7 +210,7 @@ def token_loss(y: torch.Tensor, targets: list, rcv: _Model, scale: float) -> tor
         return None
     picked = torch.stack([y[r, k] for r, k in pairs])
     ids = torch.tensor([targets[r][k] for r, k in pairs], device=y.device)
-    return torch.nn.functional.cross_entropy(rcv.vocabulary.logits(picked, scale), ids)
+    return vocabulary.token_loss(picked, ids)
 
 
 def presence_targets(targets: list, slots: int) -> torch.Tensor:
@@ -229,7 +230,8 @@ def example_loss(parts: _Parts, models: dict, edge: Edge, example, sent: tuple, 
     states, mask = sent
     options, t = parts.meta[dec_name]["options"], parts.tensors(dec_name)
     vocabulary = options.get("output") == "vocabulary"
-    scale = float(options.get("sharpness", DEFAULT_SHARPNESS)) if vocabulary else TOKEN_SCALE
+    reading = (rcv.vocabulary.reading(float(options.get("sharpness", DEFAULT_SHARPNESS)), options.get("top_k"))
+               if vocabulary else rcv.vocabulary.reading(TOKEN_SCALE))
     h, soft_mask = read_message(encode_rows(states, parts.tensors(enc_name)), mask, t, int(options["heads"]))
     h = h[0][soft_mask[0].bool()]  # the real ones, as a run places them
     y = slot_vectors(h[None], t)[0]  # [S, P, D]
@@ -243,19 +245,19 @@ def example_loss(parts: _Parts, models: dict, edge: Edge, example, sent: tuple, 
         keep = wanted.bool()
     else:  # as a run reads them (the held-out loss): the slots predicted present
         keep = sent_slots[0] > 0
-    soft = output_tokens(y[keep][None], t, rcv.vocabulary if vocabulary else None, scale)[0]
-    loss = soft.sum() * 0.0  # a zero that still reaches every part
+    loss = y.sum() * 0.0  # a zero that still reaches the parts before the output
     if weight and targets is not None:
         if len(targets) != y.shape[0]:
             raise CodecError(f"train-codec: {y.shape[0]} message rows but {len(targets)} row targets for "
                              f"{edge.sender} -> {edge.receiver}")
-        extra = token_loss(y, targets, rcv, scale)
+        extra = token_loss(y, targets, reading)
         if extra is not None:
             loss = loss + weight * extra
         if sent_slots is not None:
             loss = loss + weight * torch.nn.functional.binary_cross_entropy_with_logits(sent_slots[0], wanted)
-    if not answer_loss:
+    if not answer_loss:  # the soft tokens are not made: with a 262K vocabulary that is half a step's time
         return loss
+    soft = output_tokens(y[keep][None], t, reading if vocabulary else None)[0]
     with torch.no_grad():
         before, after = rcv.agents[edge.receiver].render({"question": example.question}, soft_slot=True)
         answer = _answer_ids(rcv, example.answer)
