@@ -162,11 +162,16 @@ def resample(z: torch.Tensor, mask: torch.Tensor, t: dict, heads: int, vocabular
     """z [B, S, d] hub vectors with mask [B, S] -> ([B, N, D] soft tokens, [B, N] their mask).
     With per_row, each real row's slots whose presence logit is above 0, packed."""
     h, out_mask = read_message(z, mask, t, heads)
-    soft = output_tokens(slot_vectors(h, t), t, vocabulary)  # [B, N, P, D]
+    y = slot_vectors(h, t)  # [B, N, P, D]
     sent = presence(h, t)
+    keep = out_mask.bool()[:, :, None] & (sent > 0 if sent is not None else True)  # [B, N, P]
+    if vocabulary is not None:  # only what is sent: each mixture reads the whole vocabulary (pads stay 0)
+        soft = y.new_zeros(y.shape)
+        soft[keep] = vocabulary.mix(y[keep])
+    else:
+        soft = output_tokens(y, t)
     if sent is None:
         return soft[:, :, 0], out_mask
-    keep = out_mask.bool()[:, :, None] & (sent > 0)
     return left_packed(soft.flatten(1, 2), keep.flatten(1, 2))
 
 
