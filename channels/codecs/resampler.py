@@ -266,22 +266,12 @@ class Resampler(SharedSpaceCodec):
                              "only, and must be above 0")
         if dim % heads:
             raise CodecError(f"resampler: dim {dim} must be a multiple of heads {heads}")
-        top_k = self.options.get("top_k")
-        if top_k is not None:
-            try:
-                top_k = int(top_k)
-            except ValueError:
-                raise CodecError(f"resampler: top_k {top_k!r} is not a number") from None
-            if top_k < 1 or output != "vocabulary":
-                raise CodecError(f"resampler: top_k {top_k} applies to output vocabulary only, and must be 1 or more")
-        per_row = self.options.get("per_row")
-        if per_row is not None:
-            try:
-                per_row = int(per_row)
-            except ValueError:
-                raise CodecError(f"resampler: per_row {per_row!r} is not a number") from None
-            if per_row < 1 or str(tokens) != ROWS:
-                raise CodecError(f"resampler: per_row {per_row} needs tokens rows and a number of 1 or more")
+        top_k = self._whole_number("top_k")
+        if top_k is not None and (top_k < 1 or output != "vocabulary"):
+            raise CodecError(f"resampler: top_k {top_k} applies to output vocabulary only, and must be 1 or more")
+        per_row = self._whole_number("per_row")
+        if per_row is not None and (per_row < 1 or str(tokens) != ROWS):
+            raise CodecError(f"resampler: per_row {per_row} needs tokens rows and a number of 1 or more")
         if tokens != ROWS:
             try:
                 tokens = int(tokens)
@@ -307,6 +297,14 @@ class Resampler(SharedSpaceCodec):
                               {"codec": self.key, "trained": True, "side": "decode", "models": entry, "layers": layer,
                                "options": options}))
         return parts
+
+    def _whole_number(self, key: str) -> int | None:
+        """Option `key` as an int (None where not given), or a refusal naming it."""
+        value = self.options.get(key)
+        try:
+            return None if value is None else int(value)
+        except ValueError:
+            raise CodecError(f"resampler: {key} {value!r} is not a number") from None
 
     @staticmethod
     def space_of(parts: list, salt: str) -> str:
