@@ -12,6 +12,14 @@ DEFAULT_SHARPNESS = 50.0  # cosine -> logit of the vocabulary output
 MIX_CHUNK = 256  # vectors mixed at a time outside training
 
 
+def in_chunks(fn, y: torch.Tensor, empty: torch.Tensor) -> torch.Tensor:
+    """fn over the vectors of y [..., D], MIX_CHUNK at a time -> [..., E]; empty [0, E] is
+    what no vector gives. A [rows, V] block of a 262K vocabulary's logits is large."""
+    flat = y.reshape(-1, y.shape[-1])
+    out = [fn(flat[i:i + MIX_CHUNK]) for i in range(0, flat.shape[0], MIX_CHUNK)]
+    return (torch.cat(out) if out else empty).reshape(*y.shape[:-1], empty.shape[-1])
+
+
 class Vocabulary:
     """The receiver's vocabulary as the vocabulary output reads it: the embedding module's
     weight (shared with the model, not copied), each row's inverse norm, and the module's
@@ -50,19 +58,14 @@ class Vocabulary:
         """[..., D] -> [..., k] ids of the top_k largest logits (no gradient; MIX_CHUNK vectors at a time)."""
         k = min(int(self.top_k), self.weight.shape[0])
         with torch.no_grad():
-            flat = y.reshape(-1, y.shape[-1])
-            ids = [self.logits(flat[i:i + MIX_CHUNK]).topk(k, -1).indices for i in range(0, flat.shape[0], MIX_CHUNK)]
-            return (torch.cat(ids) if ids else flat.new_zeros(0, k, dtype=torch.long)).reshape(*y.shape[:-1], k)
+            return in_chunks(lambda c: self.logits(c).topk(k, -1).indices, y, y.new_zeros(0, k, dtype=torch.long))
 
     def mix(self, y: torch.Tensor) -> torch.Tensor:
         """[..., D] -> [..., D]: the softmax's mean of the embedding module's outputs, over the
         whole vocabulary or the top_k nearest rows. Without gradients, MIX_CHUNK vectors at a
         time: a run's [rows, V] logits of a 262K vocabulary are large."""
         if not torch.is_grad_enabled():
-            flat = y.reshape(-1, y.shape[-1])
-            out = [self._mix(flat[i:i + MIX_CHUNK]) for i in range(0, flat.shape[0], MIX_CHUNK)]
-            return (torch.cat(out) if out else flat.new_zeros(0, self.weight.shape[1])).reshape(
-                *y.shape[:-1], self.weight.shape[1])
+            return in_chunks(self._mix, y, y.new_zeros(0, self.weight.shape[1]))
         return self._mix(y)
 
     def _mix(self, y: torch.Tensor) -> torch.Tensor:
