@@ -52,7 +52,8 @@ def test_row_targets_align_the_senders_tokens_with_the_receivers_by_characters()
     """Across two models the targets of a prompt row are the receiver's tokens that start
     within the sender's token: with two byte-level tokenizers that is the sender's own byte;
     latent-step rows have none; within one model the sender's ids are taken as they are."""
-    from latentray.runtime.codecs.train import Edge, _Model, row_targets
+    from latentray.runtime.codecs.row_targets import row_targets
+    from latentray.runtime.codecs.train import Edge, _Model
     from latentray.runtime.codecs.train_data import Example
 
     spec = load_spec_text(CHAIN)
@@ -161,7 +162,8 @@ def test_row_targets_across_tokenizers_of_other_sizes_give_several_tokens_or_non
     """SmolLM2's BPE against a byte-level tokenizer: one SmolLM2 token is several bytes,
     and a byte row that does not start a SmolLM2 token gets none; every receiver token is
     some row's target, once, in order."""
-    from latentray.runtime.codecs.train import Edge, _Model, row_targets
+    from latentray.runtime.codecs.row_targets import row_targets
+    from latentray.runtime.codecs.train import Edge, _Model
     from latentray.runtime.codecs.train_data import Example
 
     spec = load_spec_text(CHAIN.replace("tiny:qwen3-64", "builtin:smollm2-135m"))

@@ -56,6 +56,7 @@ from latentray.channels.kinds import get_kind
 
 from latentray.runtime.codecs.checkpoint import CHECKPOINT, read_checkpoint, write_checkpoint
 from latentray.runtime.codecs.fit import model_kwargs, progress_bar
+from latentray.runtime.codecs.row_targets import presence_targets, row_targets, token_loss
 from latentray.runtime.codecs.train_data import DEFAULT_SENTENCES, load_examples
 from latentray.runtime.engine.agent_configs import agent_configs_for
 from latentray.runtime.engine.steps import hidden_layer
@@ -166,57 +167,6 @@ def _messages_in_chunks(models: dict, edge: Edge, examples: list, hidden_scope: 
     """sender_messages for many examples, `size` at a time (a bounded batch)."""
     return [m for i in range(0, len(examples), size)
             for m in sender_messages(models, edge, examples[i:i + size], hidden_scope, layer)]
-
-
-def row_targets(models: dict, edge: Edge, example, hidden_scope: str) -> list:
-    """For each real row of the sender's message, the receiver's token ids that row was: a
-    list (one id within one model; across tokenizers the receiver tokens that start within
-    the sender token's characters, so possibly several or none), or None for a latent-step
-    row (a thought, no token)."""
-    snd, rcv = models[edge.src], models[edge.dst]
-    agent = snd.agents[edge.sender]
-    steps = [None] * agent.config.latent_steps
-    if hidden_scope != "prompt":
-        return steps
-    ids = agent.content_ids({"question": example.question, "context": example.context})  # the prompt rows
-    if snd.fingerprint == rcv.fingerprint:
-        return [[i] for i in ids] + steps
-    # Where each sender token starts in the decoded text: decoding growing prefixes keeps the
-    # spaces a tokenizer folds into its tokens (a lone SentencePiece token decodes without its own).
-    ends, text = [], ""
-    for k in range(len(ids)):
-        text = snd.tokenizer.decode(ids[:k + 1])
-        ends.append(len(text))
-    enc = rcv.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    out = [[] for _ in ids]
-    row = 0
-    for tid, (a, b) in zip(enc["input_ids"], enc["offset_mapping"]):
-        # a receiver token belongs to the sender row holding its first character that is not a space
-        first = next((c for c in range(a, b) if not text[c].isspace()), a)
-        while row < len(ids) - 1 and first >= ends[row]:
-            row += 1
-        out[row].append(tid)
-    return out + steps
-
-
-def token_loss(y: torch.Tensor, targets: list, vocabulary: Vocabulary) -> torch.Tensor | None:
-    """Mean cross-entropy of each slot's vector (y [S, P, D], before its output) naming its
-    target token among the receiver's vocabulary (Vocabulary.token_loss: cosine x sharpness,
-    over the whole vocabulary or the top_k nearest rows): slot k of row r aims at
-    targets[r][k], where there is one; None if no slot has one. With the vocabulary output
-    these are the very logits it mixes by."""
-    pairs = [(r, k) for r, ids in enumerate(targets) for k in range(min(len(ids or []), y.shape[1]))]
-    if not pairs:
-        return None
-    picked = torch.stack([y[r, k] for r, k in pairs])
-    ids = torch.tensor([targets[r][k] for r, k in pairs], device=y.device)
-    return vocabulary.token_loss(picked, ids)
-
-
-def presence_targets(targets: list, slots: int) -> torch.Tensor:
-    """[S, P] 1 where a slot is sent: a prompt row's first len(ids) slots, a latent-step
-    row's first slot (its thought)."""
-    return torch.tensor([[float(k < (1 if ids is None else len(ids))) for k in range(slots)] for ids in targets])
 
 
 def example_loss(parts: _Parts, models: dict, edge: Edge, example, sent: tuple, names: tuple,
