@@ -12,7 +12,7 @@ from latentray.channels.codecs.vocabulary import Vocabulary
 
 def row_targets(models: dict, edge, example, hidden_scope: str) -> list:
     """For each real row of the sender's message, the receiver's token ids that row was: a
-    list (one id within one model; across tokenizers the receiver tokens that start within
+    list (one id within one model; across tokenizers the receiver tokens that end within
     the sender token's characters, so possibly several or none), or None for a latent-step
     row (a thought, no token)."""
     snd, rcv = models[edge.src], models[edge.dst]
@@ -33,9 +33,11 @@ def row_targets(models: dict, edge, example, hidden_scope: str) -> list:
     out = [[] for _ in ids]
     row = 0
     for tid, (a, b) in zip(enc["input_ids"], enc["offset_mapping"]):
-        # a receiver token belongs to the sender row holding its first character that is not a space
-        first = next((c for c in range(a, b) if not text[c].isspace()), a)
-        while row < len(ids) - 1 and first >= ends[row]:
+        # A receiver token belongs to the sender row holding its last character that is not a
+        # space: the sender is causal, so only from there on has it read the whole token
+        # (SmolLM2's ' T' cannot name Gemma's ' Tomas'; its 'omas' can).
+        last = next((c for c in reversed(range(a, b)) if not text[c].isspace()), max(a, b - 1))
+        while row < len(ids) - 1 and last >= ends[row]:
             row += 1
         out[row].append(tid)
     return out + steps
