@@ -11,7 +11,7 @@ Steps, LatentMAS style:
                              latent vectors themselves, already in this model's input space.
                              A step given a `layer` sends that decoder layer's states in a
                              hidden message instead of the last layer's (the same slots).
-  decode(state, ...)         text, greedy or sampled, stopping at EOS per row
+  decode(state, ...)         text, greedy or sampled, stopping at EOS or a stop string per row
 A batch is left padded with real masks and positions, so it computes what each
 problem computes alone. A question is a string, or a mapping {"question": ..., "context": ...}
 whose context (private information only some roles show) fills a role's {context}.
@@ -30,7 +30,7 @@ from latentray.channels.kinds import MEMORY, SOFT_TOKENS, TEXT, get_kind
 from latentray.channels.message import LatentMessage
 
 from .errors import ProblemInputError, StepTimeoutError
-from .decoding import DecodeResult, SamplingConfig, pick_tokens, row_generators, stop_ids
+from .decoding import DecodeResult, SamplingConfig, first_stop, pick_tokens, row_generators, stop_ids
 from .forward import check_tap, empty_cache, forward_slots, new_positions, next_positions
 from .inbox import Inbox, merge_inbox
 from .kv_join import join_kv
@@ -78,6 +78,7 @@ class AgentConfig:
     ridge_lambda: float = 1e-5
     system_prompt: str | None = None  # None: the chat template's own default
     template_kwargs: tuple = ()  # (key, value) pairs passed to the chat template
+    stop: tuple = ()  # strings that end a decoded answer where they first appear (not part of it)
 
 
 @dataclass
@@ -325,13 +326,14 @@ class Agent:
     @torch.inference_mode()
     def decode(self, state: WorkingState, max_new_tokens: int | None = None,
                sampling: SamplingConfig | None = None) -> DecodeResult:
-        """Text per row until a stop id or max_new_tokens. Rows that stopped leave the
-        batch (their cache rows are dropped), so a long answer does not keep short ones
-        running; picked tokens reach the host once per step for the whole batch."""
+        """Text per row until a stop id, a stop string or max_new_tokens. Rows that stopped
+        leave the batch (their cache rows are dropped), so a long answer does not keep short
+        ones running; picked tokens reach the host once per step for the whole batch."""
         max_new = max_new_tokens or self.config.max_new_tokens
         cfg = sampling or self.config.sampling
         gens = row_generators([question_fields(q)[0] for q in state.questions], cfg.seed, state.logits.device)
         generated = [[] for _ in range(state.logits.shape[0])]
+        cut = {}  # row -> where a stop string cut its text
         first_logits, prompt_tokens, embed = state.logits, state.prompt_tokens, self.model.get_input_embeddings()
         active = list(range(len(generated)))  # original row of each row still decoding
         for i in range(max_new):
@@ -341,7 +343,8 @@ class Agent:
             for j, (b, t) in enumerate(zip(active, tokens.tolist())):
                 if t not in self.stop_ids:
                     generated[b].append(t)
-                    keep.append(j)
+                    if not self._stopped_by_string(b, generated[b], cut):
+                        keep.append(j)
             if not keep or i == max_new - 1:
                 break
             if len(keep) < len(active):
@@ -349,7 +352,23 @@ class Agent:
                 active, tokens = [active[j] for j in keep], tokens[keep]
             state = self._append_slot(state, embed(tokens))
         texts = [self.tokenizer.decode(g, skip_special_tokens=True) for g in generated]
+        for b, at in cut.items():
+            texts[b] = at
         return DecodeResult(texts, generated, first_logits, prompt_tokens)
+
+    def _stopped_by_string(self, row: int, ids: list, cut: dict) -> bool:
+        """Whether the token just appended to `ids` completes one of the stop strings: then
+        the row's text is cut where that string begins (into `cut`) and the token is dropped
+        from `ids`, as a stop id would be."""
+        if not self.config.stop:
+            return False
+        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        at = first_stop(text, self.config.stop)
+        if at is None:
+            return False
+        cut[row] = text[:at]
+        ids.pop()
+        return True
 
     def step(self, questions: list, inbox=(), *, action: str = "latent", emit: str = "kv",
              scope: str = "all", kv_merge: str = "join", limits: StepLimits | None = None,

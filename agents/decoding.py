@@ -1,4 +1,5 @@
-"""Text decoding on top of a working state: greedy or sampled, stopping at EOS per row.
+"""Text decoding on top of a working state: greedy or sampled, stopping per row at EOS or
+at one of the agent's stop strings.
 
 Sampling draws from one generator per row, seeded from the run seed and the row's
 question, so a problem gets the same text whether it runs alone or in a batch.
@@ -64,3 +65,9 @@ def stop_ids(model, tokenizer) -> frozenset:
     gen = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
     ids.update(gen if isinstance(gen, (list, tuple)) else [gen])
     return frozenset(int(i) for i in ids if i is not None)
+
+
+def first_stop(text: str, stops) -> int | None:
+    """Where the earliest of `stops` begins in `text` (the answer ends there), or None."""
+    found = [i for i in (text.find(s) for s in stops) if i >= 0]
+    return min(found) if found else None

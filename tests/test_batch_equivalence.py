@@ -60,3 +60,29 @@ def test_decode_stops_at_eos_per_row():
     assert out.token_ids[0] == [] and out.texts[0] == "" and out.tokens[0] == 0
     assert out.tokens[1] == 6
     assert torch.equal(out.first_logits, logits)
+
+
+def test_decode_ends_a_row_where_its_first_stop_string_begins():
+    """A stop string cuts a row's text where it first appears in the answer decoded without
+    it; the row's ids stop before the token that completed the string; rows without the
+    string decode on as before, and a row gives the same alone as in the batch."""
+    from dataclasses import replace
+
+    _, tok, agents = make_agents("qwen3-64", roles=("solo",), max_new_tokens=10)
+    solo = agents[0]
+    plain = solo.decode(solo.prefill(QUESTIONS))
+    stop = tok.decode(plain.token_ids[0][3:5])  # two tokens from the middle of row 0's answer
+    assert stop.strip() and any(stop not in t for t in plain.texts[1:])
+    solo.config = replace(solo.config, stop=("never-in-an-answer", stop))
+    cut = solo.decode(solo.prefill(QUESTIONS))
+    for row, full in enumerate(plain.texts):
+        ids, whole = cut.token_ids[row], plain.token_ids[row]
+        if stop not in full:
+            assert (cut.texts[row], ids) == (full, whole)
+            continue
+        assert cut.texts[row] == full[:full.index(stop)]
+        assert ids == whole[:len(ids)] and len(ids) < len(whole)
+        assert stop not in tok.decode(ids) and stop in tok.decode(whole[:len(ids) + 1])
+    assert len(cut.token_ids[0]) <= 4
+    alone = solo.decode(solo.prefill(QUESTIONS[:1]))
+    assert (alone.texts[0], alone.token_ids[0]) == (cut.texts[0], cut.token_ids[0])

@@ -1,6 +1,6 @@
 """The OpenAI-compatible endpoint on loopback, through the official `openai` client and
 LangChain's ChatOpenAI: answers equal each question's steps called alone in one process,
-with the request's max_tokens, temperature and seed applied to the answering agent;
+with the request's max_tokens, temperature, seed and stop applied to the answering agent;
 streaming; usage; the token, the limits and malformed bodies as OpenAI-style errors."""
 import json
 import threading
@@ -112,6 +112,19 @@ def test_max_tokens_temperature_and_seed_reach_the_answering_agent(client, spec)
     assert plain.usage.completion_tokens != tokens or plain.choices[0].message.content != answer
 
 
+def test_stop_strings_end_the_answer_where_they_first_appear(client, reference):
+    """stop reaches the answering agent: its answer is the one without stop, cut where the
+    string first appears, and ends with finish_reason stop."""
+    answer, tokens = reference[QUESTIONS[2]]
+    middle = len(answer) // 2
+    stop = next(answer[i:i + 2] for i in range(middle, len(answer) - 1) if answer[i:i + 2].isascii()
+                and answer[i:i + 2].strip())
+    reply = _ask(client, QUESTIONS[2], stop=[stop, "never-in-an-answer"])
+    assert reply.choices[0].message.content == answer[:answer.index(stop)]
+    assert reply.choices[0].finish_reason == "stop" and reply.usage.completion_tokens < tokens
+    assert _ask(client, QUESTIONS[2]).choices[0].message.content == answer  # the next request has none
+
+
 def test_a_stream_sends_the_answer_then_usage(client, reference):
     answer, tokens = reference[QUESTIONS[3]]
     chunks = list(_ask(client, QUESTIONS[3], stream=True, stream_options={"include_usage": True}))
@@ -208,7 +221,10 @@ MALFORMED = [
     ({"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]}, 404, "serves 'latent_chain'"),
     ({"messages": [{"role": "user", "content": "x"}]}, 400, "model must be a string"),
     ({"model": MODEL, "messages": [{"role": "user", "content": "x"}], "n": 2}, 400, "n = 2 is not supported"),
-    ({"model": MODEL, "messages": [{"role": "user", "content": "x"}], "stop": ["\n"]}, 400, "stop"),
+    ({"model": MODEL, "messages": [{"role": "user", "content": "x"}], "stop": ["a", "b", "c", "d", "e"]}, 400,
+     "stop must be a non-empty string or a list of up to 4"),
+    ({"model": MODEL, "messages": [{"role": "user", "content": "x"}], "stop": [""]}, 400, "stop must be"),
+    ({"model": MODEL, "messages": [{"role": "user", "content": "x"}], "stop": 3}, 400, "stop must be"),
     ({"model": MODEL, "messages": [{"role": "user", "content": "x"}], "store": True}, 400, "store = true"),
     ({"model": MODEL, "messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]}, 400,
      "tools"),

@@ -117,7 +117,8 @@ def test_chain_prompts_on_a_real_model_hold_one_header(smollm2):
 
 @pytest.mark.parametrize("kwargs", [{"enable_thinking": False}])
 def test_spec_options_reach_the_agents(kwargs, tmp_path):
-    """system_prompt and chat_template_kwargs in the spec become the agents' layout."""
+    """system_prompt and chat_template_kwargs in the spec become the agents' layout; stop
+    becomes their stop strings."""
     from latentray.runtime.engine.agent_configs import agent_configs_for
     from latentray.topologies import load_spec
 
@@ -125,10 +126,11 @@ def test_spec_options_reach_the_agents(kwargs, tmp_path):
     spec_file.write_text(
         "version: 1\nmodels:\n  m: {ref: 'tiny:qwen3-64', system_prompt: 'Be brief.', "
         "chat_template_kwargs: {enable_thinking: false}}\n"
-        "agents:\n  a: {model: m, role: 'Q: {question}', output: text}\n"
+        "agents:\n  a: {model: m, role: 'Q: {question}', output: text, stop: \"\\n\"}\n"
         "topology: {type: chain, order: [a]}\n")
     cfg = agent_configs_for(["a"], load_spec(spec_file))["a"]
     assert cfg.system_prompt == "Be brief." and dict(cfg.template_kwargs) == kwargs
+    assert cfg.stop == ("\n",)  # one string is one stop string
     model, tok = build_tiny("qwen3-64")
     agent = Agent(cfg, model, tok, model_fingerprint(model, tok))
     assert tok.decode(agent.render("x")[0]).startswith("<|im_start|>system\nBe brief.<|im_end|>")

@@ -114,6 +114,9 @@ class AgentSpec(Strict):
     latent_steps: int = Field(0, ge=0, le=4096)
     output: Literal["latent", "text"] = "latent"
     max_new_tokens: int = Field(64, ge=1, le=32768)
+    stop: tuple[str, ...] = Field((), max_length=16, description="strings that end this agent's decoded text "
+                                  "where one first appears (it is left out), e.g. [\"\\n\"] for a base model "
+                                  "that runs on after its answer")
     sampling: Sampling = Sampling()
     realign: bool = Field(True, description="LatentMAS ridge map W_a; false = identity + norm match")
     ridge_lambda: float = Field(1e-5, gt=0.0)
@@ -122,6 +125,19 @@ class AgentSpec(Strict):
     replicas: Optional[Replicas] = Field(
         None, description="copies of this agent's actor, each with its own model copy (default run.replicas); "
                           "auto: the cluster's free GPUs (CPUs) shared in proportion to measured step time")
+
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _one_stop_string(cls, v):
+        return (v,) if isinstance(v, str) else v  # stop: "\n" is one stop string, as in OpenAI's API
+
+    @field_validator("stop")
+    @classmethod
+    def _stops_not_empty(cls, v: tuple) -> tuple:
+        if any(s == "" for s in v):
+            raise ValueError("stop strings must not be empty (an empty one would end every answer before it "
+                             "starts); remove it")
+        return v
 
     @field_validator("role")
     @classmethod

@@ -14,7 +14,7 @@ def agent_configs_for(names, spec, latent: bool = True) -> dict:
         m = spec.models[a.model]
         out[name] = AgentConfig(
             name=name, role=a.role, latent_steps=a.latent_steps if latent else 0,
-            max_new_tokens=a.max_new_tokens,
+            max_new_tokens=a.max_new_tokens, stop=a.stop,
             sampling=SamplingConfig(a.sampling.temperature, a.sampling.top_p, a.sampling.top_k, spec.run.seed),
             realign=a.realign, ridge_lambda=a.ridge_lambda, system_prompt=m.system_prompt,
             template_kwargs=tuple(sorted(m.chat_template_kwargs.items())))

@@ -22,11 +22,13 @@ DONE = {"event": "done"}  # the last event of every ticket: all its questions ar
 @dataclass(frozen=True)
 class Overrides:
     """What one request changes in the spec's agents for its own questions (None: the spec's):
-    the answering agents' max_new_tokens, temperature and top_p, and every agent's sampling seed."""
+    the answering agents' max_new_tokens, temperature, top_p and stop strings (added to the
+    spec's), and every agent's sampling seed."""
     max_new_tokens: int | None = None
     temperature: float | None = None
     top_p: float | None = None
     seed: int | None = None
+    stop: tuple | None = None
 
 
 NO_OVERRIDES = Overrides()

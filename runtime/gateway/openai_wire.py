@@ -4,8 +4,8 @@ Nothing here runs a model; openai_server.py does the HTTP and the waiting.
 
 The last message is the user's question. The messages before it are not shown to the
 agents (the spec's roles prompt them); the reply counts them in x_latentray. A field that
-would change the answer and that latentray cannot honour (n > 1, stop sequences, tools,
-logprobs, penalties, a JSON response format) is refused, never ignored.
+would change the answer and that latentray cannot honour (n > 1, tools, logprobs,
+penalties, a JSON response format) is refused, never ignored.
 """
 from __future__ import annotations
 
@@ -22,12 +22,13 @@ ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 # Fields that change nothing here whatever their value (who asked, what to store, tags).
 HARMLESS = ("user", "metadata", "service_tier", "parallel_tool_calls", "prompt_cache_key", "safety_identifier")
 # Fields accepted only at the value that asks for nothing latentray lacks: {field: (allowed values...)}.
-NEUTRAL = {"n": (1,), "stop": ([],), "logprobs": (False,), "top_logprobs": (0,), "presence_penalty": (0,),
+NEUTRAL = {"n": (1,), "logprobs": (False,), "top_logprobs": (0,), "presence_penalty": (0,),
            "frequency_penalty": (0,), "logit_bias": ({},), "tools": ([],), "functions": ([],),
            "tool_choice": ("none", "auto"), "function_call": ("none", "auto"),
            "response_format": ({"type": "text"},), "store": (False,)}
-USED = ("model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "seed", "stream",
-        "stream_options", "x_latentray")
+USED = ("model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "seed", "stop",
+        "stream", "stream_options", "x_latentray")
+MAX_STOPS = 4  # as OpenAI's API allows
 X_FIELDS = ("context", "events")
 
 
@@ -159,6 +160,18 @@ def _seed(obj: dict) -> int | None:
     return value
 
 
+def _stop(obj: dict) -> tuple | None:
+    """The request's stop strings: one string or a list of up to MAX_STOPS (null or []: none)."""
+    value = obj.get("stop")
+    if value is None:
+        return None
+    stops = [value] if isinstance(value, str) else value
+    if not isinstance(stops, list) or len(stops) > MAX_STOPS or not all(isinstance(s, str) and s for s in stops):
+        raise invalid(f"stop must be a non-empty string or a list of up to {MAX_STOPS} of them, not "
+                      f"{json.dumps(value)[:80]}", "stop")
+    return tuple(stops) or None
+
+
 def _extension(obj: dict) -> dict:
     ext = obj.get("x_latentray")
     if ext is None:
@@ -202,7 +215,7 @@ def parse_chat(obj, model: str, max_new_tokens: int) -> ChatRequest:
     ext = _extension(obj)
     overrides = Overrides(max_new_tokens=_max_tokens(obj, max_new_tokens),
                           temperature=_number(obj, "temperature", 0, 2), top_p=_number(obj, "top_p", 0, 1, True),
-                          seed=_seed(obj))
+                          seed=_seed(obj), stop=_stop(obj))
     problem = {"question": question, "context": ext["context"]} if ext.get("context") else question
     return ChatRequest(model, problem, overrides, stream, bool(options.get("include_usage")),
                        bool(ext.get("events")), earlier)

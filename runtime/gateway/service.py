@@ -86,6 +86,8 @@ class GatewayService:
                                                                   ("top_p", overrides.top_p)) if v is not None})
                 if overrides.max_new_tokens is not None:
                     changes["max_new_tokens"] = overrides.max_new_tokens
+                if overrides.stop:
+                    changes["stop"] = config.stop + tuple(s for s in overrides.stop if s not in config.stop)
             configs[name] = replace(config, sampling=sampling, **changes)
         return configs
 
