@@ -68,6 +68,9 @@ def stop_ids(model, tokenizer) -> frozenset:
 
 
 def first_stop(text: str, stops) -> int | None:
-    """Where the earliest of `stops` begins in `text` (the answer ends there), or None."""
-    found = [i for i in (text.find(s) for s in stops) if i >= 0]
+    """Where the earliest of `stops` begins in `text` (the answer ends there), or None. The
+    search starts at the first character that is not whitespace: a base model often opens
+    with a newline, and stop "\n" must end its first line, not the answer before it begins."""
+    start = len(text) - len(text.lstrip())
+    found = [i for i in (text.find(s, start) for s in stops) if i >= 0]
     return min(found) if found else None

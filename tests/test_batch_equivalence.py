@@ -62,6 +62,14 @@ def test_decode_stops_at_eos_per_row():
     assert torch.equal(out.first_logits, logits)
 
 
+def test_a_stop_string_counts_from_the_answers_first_visible_character():
+    from latentray.agents.decoding import first_stop
+
+    assert first_stop("\nThe code is 7311.\nThe code", ["\n"]) == 18  # a base model's opening newline
+    assert first_stop(" \n\t", ["\n"]) is None and first_stop("", ["\n"]) is None
+    assert first_stop("a.b. c", ["b", "."]) == 1 and first_stop("abc", ["x"]) is None
+
+
 def test_decode_ends_a_row_where_its_first_stop_string_begins():
     """A stop string cuts a row's text where it first appears in the answer decoded without
     it; the row's ids stop before the token that completed the string; rows without the

@@ -115,7 +115,7 @@ class AgentSpec(Strict):
     output: Literal["latent", "text"] = "latent"
     max_new_tokens: int = Field(64, ge=1, le=32768)
     stop: tuple[str, ...] = Field((), max_length=16, description="strings that end this agent's decoded text "
-                                  "where one first appears (it is left out), e.g. [\"\\n\"] for a base model "
+                                  "where one first appears after its leading whitespace (it is left out), e.g. [\"\\n\"] for a base model "
                                   "that runs on after its answer")
     sampling: Sampling = Sampling()
     realign: bool = Field(True, description="LatentMAS ridge map W_a; false = identity + norm match")
@@ -170,6 +170,10 @@ class ChannelSpec(Strict):
         "read", description="how a fitted codec (ridge, relative, hub) decodes latent-step states: read = as the "
                             "receiver's token embeddings, like prompt states; think = into the receiver's last-layer "
                             "space, then its realignment W_a, as its own latent steps")
+    codec_read: Literal["mixture", "nearest"] = Field(
+        "mixture", description="how a receiver reads the trained resampler's vocabulary soft tokens (parts "
+                               "trained with --output vocabulary): mixture = each as its distribution's mean "
+                               "embedding, as trained; nearest = each as its most likely token's embedding")
     hidden_states: Literal["latent", "prompt"] = Field(
         "latent", description="what a hidden message carries: the latent steps' states, or the prompt's states "
                               "followed by them")
