@@ -39,7 +39,7 @@ class CodecBank:
     def _half(self, side: str, use, directory: str):
         key = (side, use, directory)
         if key not in self._halves:
-            codec = make_codec(use.codec)
+            codec = make_codec(use.codec, **({"read": use.read} if use.read != "mixture" else {}))
             part = self._part(codec, use, directory, side)
             try:
                 half = (codec.encoder(part, self.fingerprint) if side == "encode"

@@ -10,6 +10,7 @@ class CodecUse:
     codec: str
     part: str = ""
     latent_decode: str = "read"  # latent-step states: "read" (token embeddings) or "think" (hidden + W_a)
+    read: str = "mixture"  # the resampler's vocabulary soft tokens: "mixture" or "nearest" (channels.codec_read)
 
 
 @dataclass(frozen=True)

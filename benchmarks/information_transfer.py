@@ -16,7 +16,10 @@ problems, models and seeds:
   trained         the same prompt states and latent thoughts through the trained
                   resampler codec, across models or within one (train it first with
                   `latentray train-codec SPEC --out DIR` on a spec of these models), of
-                  the layer its parts were trained on (channels.hidden_layer)
+                  the layer its parts were trained on (channels.hidden_layer), each soft
+                  token read as a mixture of the receiver's embeddings (codec_read mixture)
+  trained_nearest the same, each soft token read as its most likely token (codec_read
+                  nearest; parts trained with --output vocabulary)
 
   python benchmarks/information_transfer.py [--limit 100] [--output DIR] [--json PATH]
   python benchmarks/information_transfer.py --dataset squad --limit 200   # SQuAD passages, same roles
@@ -56,7 +59,10 @@ CHANNELS = {
     "relative": ("latent", {"kind": "hidden", "hidden_states": "prompt", "codec": "relative"}),
     "hub": ("latent", {"kind": "hidden", "hidden_states": "prompt", "codec": "hub"}),
     "trained": ("latent", {"kind": "hidden", "hidden_states": "prompt", "codec": "resampler"}),
+    "trained_nearest": ("latent", {"kind": "hidden", "hidden_states": "prompt", "codec": "resampler",
+                                   "codec_read": "nearest"}),
 }
+TRAINED = ("trained", "trained_nearest")
 
 
 def with_channels(spec, overrides: dict):
@@ -105,7 +111,9 @@ def main(argv=None) -> None:
     rows, summaries = [], {}
     for name in args.channels.split(","):
         method, overrides = CHANNELS[name]
-        overrides = {**overrides, "hidden_layer": trained_layer(args.codecs) if name == "trained" else "last"}
+        # a channel that names no codec takes the default (a spec of the trained codec has kv too)
+        overrides = {"codec": "auto", "codec_read": "mixture", **overrides,
+                     "hidden_layer": trained_layer(spec.channels.codecs) if name in TRAINED else "last"}
         r, summary = run_method(with_channels(spec, overrides), problems, method, dataset=args.dataset)
         for row in r:
             row["method"] = name

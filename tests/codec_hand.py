@@ -112,13 +112,13 @@ def hand_encode(x: torch.Tensor, t: dict) -> torch.Tensor:
     return (x / torch.sqrt((x * x).mean(-1, keepdim=True) + 1e-6)) @ t["encoder_weight"] + t["encoder_bias"]
 
 
-def decode_padded(enc, dec, receiver=None) -> tuple:
+def decode_padded(enc, dec, receiver=None, **options) -> tuple:
     """(x, mask, decoded message) of a two-problem layer-1 message, the first left-padded,
-    through the parts as a run decodes it."""
+    through the parts as a run decodes it (the codec made with `options`: read nearest)."""
     from latentray.channels.codecs.apply import decode_message, encode_message
     from latentray.channels.message import LatentMessage
 
-    codec = make_codec("resampler")
+    codec = make_codec("resampler", **options)
     x = torch.randn(2, 5, 64, generator=torch.Generator().manual_seed(0)) * 3
     mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
     msg = LatentMessage.build("hidden", sender="reader", fingerprint=enc.meta["models"]["model"]["fingerprint"],

@@ -21,7 +21,8 @@ LAYER_1 = {"kind": "hidden", "hidden_states": "prompt", "codec": "resampler", "h
 def test_row_soft_tokens_from_a_layers_states_train_and_decode_as_by_hand(tmp_path):
     """tokens: rows with hidden_layer 1: the token loss (across two models, so through the
     character alignment) and the answer loss train; a padded message decodes to one soft
-    token per real row, equal to the hand computation; the parts record their layer."""
+    token per real row, equal to the hand computation; the parts record their layer; they
+    cannot be read nearest (their soft tokens are no distributions over a vocabulary)."""
     from latentray.runtime.codecs.train import train_codec
 
     spec = load_spec_text(CHAIN, channels={"kind": "hidden", "hidden_states": "prompt", "codec": "resampler",
@@ -46,6 +47,9 @@ def test_row_soft_tokens_from_a_layers_states_train_and_decode_as_by_hand(tmp_pa
     assert torch.equal(got.tensors["mask"], mask) and got.header.seq_lens == (3, 5)
     for b in range(2):
         torch.testing.assert_close(got.tensors["embeds"][b][mask[b].bool()], want[b], rtol=1e-4, atol=1e-5)
+    with pytest.raises(CodecError, match="has output free: codec_read nearest reads soft tokens that are "
+                                         "distributions over the receiver's vocabulary"):
+        make_codec("resampler", read="nearest").decoder(dec, None)
 
 
 def test_row_targets_align_the_senders_tokens_with_the_receivers_by_characters():
@@ -77,7 +81,8 @@ def test_vocabulary_soft_tokens_are_mixtures_of_the_receivers_own_embeddings(tmp
     """output vocabulary, for a Gemma receiver (its embedding module scales by sqrt(d)):
     training lowers both held-out losses, the decoder holds no gate, a padded message
     decodes per real row to the hand computation over the module's own outputs, a sure
-    token is exactly that token's embedding, and a decoder without the receiver's model,
+    token is exactly that token's embedding, read nearest each soft token is its most likely
+    token's embedding, and a decoder without the receiver's model,
     an unknown output or a sharpness without it are refused."""
     from latentray.agents.models import load_model
     from latentray.channels.codecs.base import Receiver
@@ -98,6 +103,15 @@ def test_vocabulary_soft_tokens_are_mixtures_of_the_receivers_own_embeddings(tmp
     for b in range(2):
         torch.testing.assert_close(got.tensors["embeds"][b][mask[b].bool()], hand_vocabulary(want[b], model, 30.0),
                                    rtol=1e-4, atol=1e-5)
+    # read nearest (channels.codec_read): each soft token is what the embedding module
+    # outputs for the one id of the highest hand cosine
+    _, _, near = decode_padded(enc, dec, receiver, read="nearest")
+    embed = model.get_input_embeddings()
+    for b in range(2):
+        ids = [int(hand_cosines(v, embed.weight.detach().float()).argmax()) for v in want[b]]
+        with torch.no_grad():
+            torch.testing.assert_close(near.tensors["embeds"][b][mask[b].bool()], embed(torch.tensor(ids)).float(),
+                                       rtol=1e-5, atol=1e-5)
 
     embed = model.get_input_embeddings()
     vocabulary = Vocabulary(embed)

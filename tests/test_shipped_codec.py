@@ -1,7 +1,7 @@
 """The trained SmolLM2 -> SmolLM2 resampler parts that ship with the example spec
 (topologies/examples/codecs/split_info_trained): they load for the built-in model, and on
-held-out split-information notes they carry the fact, which the answerer cannot give
-without them."""
+held-out split-information notes, read as the spec reads them (codec_read nearest, one
+latent step), they carry the fact, which the answerer cannot give without them."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,7 +14,7 @@ from latentray.runtime.eval.runner import run_method
 from latentray.topologies import load_spec
 
 SPEC = Path(__file__).resolve().parents[1] / "topologies/examples/split_info_trained.yaml"
-CARRIED = ("split-0-0", "split-0-2", "split-0-5")  # a door code, a count, a door code
+CARRIED = ("split-0-0", "split-0-1", "split-0-2")  # a door code, a name (Tomas: 'ĠT' + 'omas'), a count
 
 
 def test_the_shipped_parts_are_the_specs_own_and_small():
@@ -26,6 +26,7 @@ def test_the_shipped_parts_are_the_specs_own_and_small():
         assert part.meta["models"]["model"]["ref"] == "builtin:smollm2-135m"
         assert part.meta["layers"] == spec.channels.hidden_layer == 2
         assert part.meta["options"]["output"] == "vocabulary" and part.meta["options"]["tokens"] == "rows"
+    assert spec.channels.codec_read == "nearest" and spec.agents["reader"].latent_steps == 1
     assert sum(p.with_suffix(".safetensors").stat().st_size for p in parts) < 20e6
 
 

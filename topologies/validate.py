@@ -59,6 +59,11 @@ def validate_spec(spec: GraphSpec, file: str) -> None:
         raise SpecError("latent_decode: think maps latent-step states one by one, but the resampler codec reads a "
                         "whole message at once into its soft tokens", file=file, field="channels.latent_decode",
                         fix="leave latent_decode at read, or use a fitted codec (ridge, relative, hub)")
+    if spec.channels.codec_read != "mixture" and "resampler" not in uses:
+        raise SpecError(f"codec_read: {spec.channels.codec_read} reads the soft tokens of the resampler codec, and no "
+                        "edge uses it", file=file, field="channels.codec_read",
+                        fix="set channels.codec: resampler (parts from latentray train-codec --output vocabulary), "
+                            "or leave codec_read at mixture")
     groups: dict = {}
     for name, agent in spec.agents.items():
         if agent.actor is not None:

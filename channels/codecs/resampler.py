@@ -27,7 +27,9 @@ Each soft token is projected to D, then (option `output`):
   and the table itself is the receiver's, frozen, never stored in a part. With top_k, the
   softmax is over each soft token's k nearest rows only (as soft thinking keeps its top-k
   tokens): training then needs no gradient through [rows, V] logits, which for Gemma's
-  262,144-token vocabulary cost ~20 s a step on 2 cores.
+  262,144-token vocabulary cost ~20 s a step on 2 cores. A run may read each soft token as
+  its most likely token's embedding instead (option read nearest, from the spec's
+  channels.codec_read): the receiver then reads its own tokens, as it would text.
 
 The design follows the resamplers of vision-language models and Vision Wormhole's hub
 codec (learned queries that cross-attend to the sender's states, N encoders and N decoders
@@ -329,6 +331,12 @@ class Resampler(SharedSpaceCodec):
                                  "needs the receiving model's embedding module")
             vocabulary = Vocabulary(receiver.embeddings, float(options.get("sharpness", DEFAULT_SHARPNESS)),
                                     options.get("top_k"))
+        if self.options.get("read", "mixture") == "nearest":
+            if vocabulary is None:
+                raise CodecError(f"part {part.name!r} has output {options.get('output', 'free')}: codec_read nearest "
+                                 "reads soft tokens that are distributions over the receiver's vocabulary; train "
+                                 "the parts with --output vocabulary, or leave channels.codec_read at mixture")
+            vocabulary = vocabulary.reading(vocabulary.sharpness, top_k=1)  # the one most likely token
         return ResamplerDecoder(part.tensors, part.meta["space"], int(options["heads"]), vocabulary)
 
     def _check_side(self, part: Part, side: str) -> None:

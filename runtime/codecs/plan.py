@@ -42,7 +42,8 @@ def edge_codec(spec, plan, edge) -> EdgeCodec:
         encode = CodecUse(edge.codec, part) if part else None
     decode = None
     if plan.step(edge.dst).action != "aggregate":
-        decode = CodecUse(edge.codec, codec.decode_part(src, dst) or "", spec.channels.latent_decode)
+        read = spec.channels.codec_read if edge.codec == "resampler" else "mixture"
+        decode = CodecUse(edge.codec, codec.decode_part(src, dst) or "", spec.channels.latent_decode, read)
     return EdgeCodec(encode, decode)
 
 
