@@ -45,8 +45,10 @@ def prepare_codecs(spec, plan, tmp_path):
 
     quiet = dict(quiet=True, log=lambda _: None)
     if getattr(REGISTRY.get(spec.channels.codec), "trained", False):
+        # a spec that reads soft tokens as tokens (codec_read nearest) needs the vocabulary output
+        options = {**OPTIONS, "output": "vocabulary"} if spec.channels.codec_read == "nearest" else OPTIONS
         train_codec(spec, plan, spec.channels.codecs, steps=2, data=[str(facts(tmp_path / "facts.jsonl"))], batch=2,
-                    options=OPTIONS, **quiet)
+                    options=options, **quiet)
     else:
         fit_codecs(spec, plan, spec.channels.codecs, **quiet)  # the codecs it names, if any
 
