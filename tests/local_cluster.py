@@ -167,8 +167,10 @@ class LocalCluster:
         return self._start(name, ["--address", self.address], {name: 1, **(resources or {})}, num_cpus,
                            self.env(**env))
 
-    def wait_ready(self, timeout_s: float = 120) -> None:
-        """Until every started node is alive in the cluster, each with its resources."""
+    def wait_ready(self, timeout_s: float = 300) -> None:
+        """Until every started node is alive in the cluster, each with its resources. It
+        returns as soon as they are; the bound is wide because on 2 cores with another Ray
+        running beside the suite, three restarted nodes took more than 120 s to join."""
 
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
