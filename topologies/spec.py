@@ -115,8 +115,8 @@ class AgentSpec(Strict):
     output: Literal["latent", "text"] = "latent"
     max_new_tokens: int = Field(64, ge=1, le=32768)
     stop: tuple[str, ...] = Field((), max_length=16, description="strings that end this agent's decoded text "
-                                  "where one first appears after its leading whitespace (it is left out), e.g. [\"\\n\"] for a base model "
-                                  "that runs on after its answer")
+                                  "where one first appears after its leading whitespace (it is left out), e.g. "
+                                  "[\"\\n\"] for a base model that runs on after its answer")
     sampling: Sampling = Sampling()
     realign: bool = Field(True, description="LatentMAS ridge map W_a; false = identity + norm match")
     ridge_lambda: float = Field(1e-5, gt=0.0)

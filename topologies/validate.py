@@ -20,6 +20,7 @@ _TINY = re.compile(r"^tiny:([a-z0-9]+)-(\d+)(-[a-z0-9-]+)?$")
 SAME_SPACE_CODECS = ("identity", "realign")  # map nothing between models
 PAIRWISE_CODECS = ("ridge",)  # need the receiver's model to decode: no shared space to aggregate in
 WHOLE_MESSAGE_CODECS = {"resampler"}  # decode a message as a whole: latent_decode does not apply
+NEAREST_CODECS = {"resampler"}  # soft tokens over the receiver's vocabulary: codec_read nearest applies
 
 
 def has_no_rope(ref: str) -> bool:
@@ -59,7 +60,7 @@ def validate_spec(spec: GraphSpec, file: str) -> None:
         raise SpecError("latent_decode: think maps latent-step states one by one, but the resampler codec reads a "
                         "whole message at once into its soft tokens", file=file, field="channels.latent_decode",
                         fix="leave latent_decode at read, or use a fitted codec (ridge, relative, hub)")
-    if spec.channels.codec_read != "mixture" and "resampler" not in uses:
+    if spec.channels.codec_read != "mixture" and not NEAREST_CODECS & uses:
         raise SpecError(f"codec_read: {spec.channels.codec_read} reads the soft tokens of the resampler codec, and no "
                         "edge uses it", file=file, field="channels.codec_read",
                         fix="set channels.codec: resampler (parts from latentray train-codec --output vocabulary), "

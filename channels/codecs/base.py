@@ -148,6 +148,7 @@ class Codec(ABC):
     key = ""
     shared_space = False  # encodes into a space several models share
     needs_fit = True
+    readings = ("mixture",)  # the channels.codec_read values its decoder honours (option `read`)
 
     def __init__(self, **options):
         self.options = options

@@ -239,6 +239,7 @@ class ResamplerDecoder(Decoder):
 class Resampler(SharedSpaceCodec):
     key = "resampler"
     trained = True  # parts come from `latentray train-codec`, not from fit-codec's closed form
+    readings = ("mixture", "nearest")  # vocabulary soft tokens as mixtures, or as their likeliest token
 
     def encode_part(self, src: str, dst: str) -> str:
         return f"{self.key}-enc--{model_slug(src)}"

@@ -42,7 +42,7 @@ def edge_codec(spec, plan, edge) -> EdgeCodec:
         encode = CodecUse(edge.codec, part) if part else None
     decode = None
     if plan.step(edge.dst).action != "aggregate":
-        read = spec.channels.codec_read if edge.codec == "resampler" else "mixture"
+        read = spec.channels.codec_read if spec.channels.codec_read in codec.readings else "mixture"
         decode = CodecUse(edge.codec, codec.decode_part(src, dst) or "", spec.channels.latent_decode, read)
     return EdgeCodec(encode, decode)
 

@@ -16,9 +16,10 @@ receiver's whole vocabulary: a cross-entropy over its cosines with every embeddi
 (times TOKEN_SCALE; a plain cosine to the one target let near digits pass for each
 other). The target is the sender's own token within one model; across tokenizers, the
 receiver's tokens that end within the sender's token in the same text (by their last
-character that is not a space: the sender is causal). With per_row P, slot k of a row aims at its k-th such
-token and a presence term (a binary cross-entropy) teaches which slots are sent: as many
-as the row has targets, one for a latent-step row; without it, slot 0 aims at the first.
+character that is not a space: the sender is causal). With per_row P, slot k of a row
+aims at its k-th such token and a presence term (a binary cross-entropy) teaches which
+slots are sent: as many as the row has targets, one for a latent-step row; without it,
+slot 0 aims at the first.
 The answer loss alone must find that map through the frozen receiver; this term shows it
 the way, and latent-step rows (no token) are left to the answer loss.
 
