@@ -6,7 +6,8 @@ Steps, LatentMAS style:
   emit(state, kind, scope)   a kv / hidden / embeds / text message from the working state:
                              kv the cache; hidden the last-layer states behind each latent
                              step (scope "prompt": before them, the prompt's states at its
-                             content tokens, special tokens left out), which
+                             content tokens, special tokens left out; scope "role": only at
+                             its turn's own text, the chat template's words left out too), which
                              the receiver's codec maps into its input space; embeds the
                              latent vectors themselves, already in this model's input space.
                              A step given a `layer` sends that decoder layer's states in a
@@ -97,6 +98,7 @@ class WorkingState:
     prompt_mask: torch.Tensor = None  # [B, S] 1 at content slots (not pads, not special tokens)
     tap: int | None = None  # the decoder layer whose states thoughts and prompt_hidden hold (None: last, normed)
     last_tapped: torch.Tensor = None  # [B, D] layer `tap`'s state at the last slot
+    sent_rows: str = "prompt"  # which slots prompt_mask marks: prompt (all content) or role (the turn's text)
 
 
 class Agent:
@@ -129,30 +131,45 @@ class Agent:
     def render(self, question, team_text: str | None = None, *, continuing: bool = False,
                soft_slot: bool = False) -> tuple:
         """(token ids before, after) the soft-token slot of this agent's prompt (see prompt.py)."""
+        return self.layout.render(self._turn(question, team_text), continuing=continuing, soft_slot=soft_slot)
+
+    def _turn(self, question, team_text: str | None) -> str:
+        """The text of this agent's turn: its role filled in, after the team's messages."""
         text, context = question_fields(question)
         content = self.config.role.replace("{question}", text).replace("{context}", context)
-        if team_text:
-            content = f"Messages from the team:\n{team_text}\n\n{content}"
-        return self.layout.render(content, continuing=continuing, soft_slot=soft_slot)
+        return f"Messages from the team:\n{team_text}\n\n{content}" if team_text else content
+
+    def _turn_flags(self, question, team_text: str | None = None, *, continuing: bool = False,
+                    soft_slot: bool = False) -> tuple:
+        """render's (before, after) as flags: whether each token is the turn's own text."""
+        return self.layout.turn_flags(self._turn(question, team_text), continuing=continuing, soft_slot=soft_slot)
 
     def _content_flags(self, tokens: list) -> list:
         """Per token, whether it is content: not a special token (BOS, turn markers)."""
         special = set(self.tokenizer.all_special_ids)
         return [t not in special for t in tokens]
 
-    def content_ids(self, question) -> list:
+    def content_ids(self, question, scope: str = "prompt") -> list:
         """The tokens of this agent's prompt for `question` (no inbox) whose states a hidden
-        message with hidden_states: prompt carries, in order."""
+        message with hidden_states `scope` (prompt or role) carries, in order."""
         before, after = self.render(question)
-        return [t for t, keep in zip(before + after, self._content_flags(before + after)) if keep]
+        flags = self._content_flags(before + after)
+        if scope == "role":
+            turn = self._turn_flags(question)
+            flags = [a and b for a, b in zip(flags, turn[0] + turn[1])]
+        return [t for t, keep in zip(before + after, flags) if keep]
 
-    def _content_mask(self, rows: list, soft_mask=None, width: int = 0) -> torch.Tensor:
+    def _content_mask(self, rows: list, soft_mask=None, width: int = 0, turns: list | None = None) -> torch.Tensor:
         """[B, width] 1 at the slots of each left-padded row that hold content: its tokens
-        other than special ones (BOS, turn markers) and the soft tokens it received."""
+        other than special ones (BOS, turn markers) and the soft tokens it received; with
+        `turns` (each row's turn flags, _turn_flags), only its turn's own tokens among them."""
         out = torch.zeros((len(rows), width), dtype=torch.long, device=self.model.device)
         for b, (before, after) in enumerate(rows):
             n_soft = int(soft_mask[b].sum()) if soft_mask is not None else 0
             flags = self._content_flags(before) + [True] * n_soft + self._content_flags(after)
+            if turns is not None:
+                own = turns[b][0] + [True] * n_soft + turns[b][1]
+                flags = [a and c for a, c in zip(flags, own)]
             out[b, width - len(flags):] = torch.tensor(flags, dtype=torch.long)
         return out
 
@@ -190,18 +207,22 @@ class Agent:
                 if c else m for m, c in zip(messages, coded)]
 
     def prefill(self, questions: list, inbox=(), reserve: int = 0, kv_merge: str = "join",
-                layout: str = "heads", tap: int | None = None) -> WorkingState:
+                layout: str = "heads", tap: int | None = None, sent_rows: str = "prompt") -> WorkingState:
         """reserve: slots to keep room for after the prompt (latent steps, decoded tokens),
         so the working memory grows in place; layout: "slots" for a memory that will be sent
         on (a message is then a view of it), "heads" for one that decodes (slot_cache.py);
         kv_merge: how several kv messages combine (inbox.py); tap: the decoder layer whose
-        states a hidden message will carry (None: the last layer's, after its final norm)."""
+        states a hidden message will carry (None: the last layer's, after its final norm);
+        sent_rows: which prompt slots such a message carries (prompt: every content token;
+        role: the turn's own text only)."""
         check_tap(self.model, tap)
         name = self.config.name
         box = inbox if isinstance(inbox, Inbox) else merge_inbox(
             self._as_received(list(inbox)), receiver=name, rope_join=self._join, kv_merge=kv_merge)
-        rows = [self.render(q, box.texts[b] if box.texts else None, continuing=box.kv is not None,
-                            soft_slot=box.embeds is not None) for b, q in enumerate(questions)]
+        how = [dict(team_text=box.texts[b] if box.texts else None, continuing=box.kv is not None,
+                    soft_slot=box.embeds is not None) for b in range(len(questions))]
+        rows = [self.render(q, **h) for q, h in zip(questions, how)]
+        turns = [self._turn_flags(q, **h) for q, h in zip(questions, how)] if sent_rows == "role" else None
         self._check_prompt_lengths(rows)
         embeds, new_mask = self._embed_rows(rows, box.embeds, box.embeds_mask)
         cache, past_mask, past_pos = self._memory(box, len(questions), embeds.shape[1] + reserve, layout)
@@ -212,8 +233,8 @@ class Agent:
         return WorkingState(list(questions), out.cache, torch.cat([past_mask, new_mask], 1),
                             torch.cat([past_pos, positions], 1), past_mask.shape[1],
                             out.last_hidden, out.logits, [], [len(a) + len(b) for a, b in rows],
-                            [], sent, self._content_mask(rows, box.embeds_mask, new_mask.shape[1]),
-                            tap, None if tap is None else sent[:, -1])
+                            [], sent, self._content_mask(rows, box.embeds_mask, new_mask.shape[1], turns),
+                            tap, None if tap is None else sent[:, -1], sent_rows)
 
     def _join(self, messages: list) -> LatentMessage:
         """Several senders' kv side by side, with one conversation head between them."""
@@ -308,9 +329,10 @@ class Agent:
     def _soft_vectors(self, state: WorkingState, kind, scope: str) -> tuple:
         """([B, S, D] vectors, [B, S] mask) of a soft-token message (`kind`, a SoftTokenKind):
         last-layer states for a kind a codec maps (hidden), the fed-back input-space
-        latents otherwise (embeds); scope "prompt" puts the prompt's states first."""
+        latents otherwise (embeds); scope "prompt" (or "role": its slots prefill chose) puts
+        the prompt's states first."""
         last_layer = kind.takes_codec
-        with_prompt = last_layer and scope == "prompt"
+        with_prompt = last_layer and scope in ("prompt", "role")
         if not state.latents and not with_prompt:
             raise ValueError(f"agent {self.config.name!r} has latent_steps 0 and cannot emit {kind.name}; "
                              "set latent_steps > 0, send the prompt's states (hidden_states: prompt) or use kind kv")
@@ -318,6 +340,9 @@ class Agent:
         steps = state.thoughts if last_layer else state.latents
         vecs = torch.stack(steps, dim=1) if steps else state.last_hidden.new_zeros((rows, 0, state.last_hidden.shape[-1]))
         mask = torch.ones(vecs.shape[:2], dtype=torch.long, device=vecs.device)
+        if with_prompt and scope != state.sent_rows:
+            raise ValueError(f"the working state marks its {state.sent_rows} rows, not {scope}; prefill with "
+                             f"sent_rows={scope!r}")
         if with_prompt:
             vecs = torch.cat([state.prompt_hidden.to(vecs.dtype), vecs], dim=1)
             mask = torch.cat([state.prompt_mask.long(), mask], dim=1)
@@ -382,8 +407,9 @@ class Agent:
         reserve = self.config.latent_steps + (self.config.max_new_tokens if action == "text" or role == TEXT else 0)
         layout = "slots" if action == "latent" and role == MEMORY else "heads"  # a sent memory is a view
         tap = layer if action == "latent" and kind.takes_codec else None
+        sent_rows = "role" if action == "latent" and kind.takes_codec and scope == "role" else "prompt"
         state = self.think(self.prefill(questions, inbox, reserve=reserve, kv_merge=kv_merge, layout=layout,
-                                        tap=tap))
+                                        tap=tap, sent_rows=sent_rows))
         if action == "text":
             return self.decode(state)
         return self.emit(state, emit, scope)

@@ -38,11 +38,42 @@ class PromptLayout:
     def render(self, content: str, *, continuing: bool, soft_slot: bool = False) -> tuple:
         """(ids before the soft tokens, ids after them); all ids are in `before` when
         there is no soft slot."""
+        before, after = self._pieces(content, continuing, soft_slot)
+        first_bos = not continuing and not self.chat  # a chat template writes its own BOS
+        return self._ids(before, special=first_bos), self._ids(after, special=False)
+
+    def turn_flags(self, content: str, *, continuing: bool, soft_slot: bool = False) -> tuple:
+        """Per id of render's (before, after): whether the token holds a character of
+        `content` itself, the turn's text, rather than the template around it (BOS, the
+        system header, turn markers and role names, the generation prompt). Found by the
+        tokenizer's character offsets, so the ids are render's own."""
+        before, after = self._pieces(content, continuing, soft_slot)
+        first_bos = not continuing and not self.chat
+        flags = self._flags(before, content, first_bos), self._flags(after, content, False)
+        if not any(flags[0] + flags[1]) and content.strip():
+            raise ModelRefError("the chat template rewrites the turn's text beyond recognition, so its rows cannot "
+                                "be told from the template's; use channels.hidden_states: prompt")
+        return flags
+
+    def _pieces(self, content: str, continuing: bool, soft_slot: bool) -> tuple:
+        """The rendered prompt's text before and after the soft-token slot."""
         text = self._chat_text(content, continuing, soft_slot) if self.chat else \
             self._plain_text(content, continuing, soft_slot)
         before, _, after = text.partition(SLOT) if soft_slot else (text, "", "")
-        first_bos = not continuing and not self.chat  # a chat template writes its own BOS
-        return self._ids(before, special=first_bos), self._ids(after, special=False)
+        return before, after
+
+    def _flags(self, text: str, content: str, special: bool) -> list:
+        if not (text or special):
+            return []
+        if not getattr(self.tokenizer, "is_fast", False):
+            raise ModelRefError("channels.hidden_states: role needs a fast tokenizer (one that reports character "
+                                "offsets); use channels.hidden_states: prompt with this model")
+        # The turn's text is the last time it appears (a template may trim it: then its trimmed form).
+        needle = content if content in text else content.strip()
+        start = text.rfind(needle) if needle else -1
+        end = start + len(needle)
+        offsets = self.tokenizer(text, add_special_tokens=special, return_offsets_mapping=True)["offset_mapping"]
+        return [start >= 0 and b > a and a < end and b > start for a, b in offsets]
 
     def head(self) -> list:
         """Token ids of the conversation's head: what every first render holds before its

@@ -38,7 +38,7 @@ class StepCall:
     aggregate: str = ""
     checksum: bool = False  # report a CRC32 of every output (tests that nothing mutates a message)
     encodes: tuple = (None,)  # per output variant, the CodecUse the sender encodes with (or None)
-    hidden_scope: str = "latent"  # hidden messages: "latent" states, or "prompt" states then latent ones
+    hidden_scope: str = "latent"  # hidden messages: "latent" states, or "prompt" / "role" states then latent ones
     hidden_layer: int | None = None  # hidden messages: this decoder layer's states (None: the last layer's)
     codec_dir: str = ""  # where fitted codec parts are read from
     kv_merge: str = "join"  # several kv inputs: "join" (side by side) or "concat" (parts of one memory)

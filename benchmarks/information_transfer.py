@@ -16,8 +16,9 @@ problems, models and seeds:
   trained         the same prompt states and latent thoughts through the trained
                   resampler codec, across models or within one (train it first with
                   `latentray train-codec SPEC --out DIR` on a spec of these models), of
-                  the layer its parts were trained on (channels.hidden_layer), each soft
-                  token read as a mixture of the receiver's embeddings (codec_read mixture)
+                  the layer its parts were trained on (channels.hidden_layer) and the spec's
+                  prompt rows (hidden_states prompt, or role: the turn's own text only),
+                  each soft token read as a mixture of the receiver's embeddings (codec_read mixture)
   trained_nearest the same, each soft token read as its most likely token (codec_read
                   nearest; parts trained with --output vocabulary)
 
@@ -79,8 +80,13 @@ def with_models(spec, reader: str | None, answerer: str | None):
     agents = {name: a.model_copy(update={"model": f"{name}_model"}) for name, a in spec.agents.items()}
     spec = spec.model_copy(update={"models": models, "agents": agents})
     if models["reader_model"].ref != models["answerer_model"].ref:  # kv cannot cross models
-        spec = with_channels(spec, {"kind": "hidden", "hidden_states": "prompt", "codec": "hub"})
+        spec = with_channels(spec, {"kind": "hidden", "hidden_states": prompt_rows(spec), "codec": "hub"})
     return spec
+
+
+def prompt_rows(spec) -> str:
+    """The prompt rows the spec's hidden messages carry (prompt unless it says role)."""
+    return "role" if spec.channels.hidden_states == "role" else "prompt"
 
 
 def trained_layer(directory: str | None):
@@ -114,6 +120,8 @@ def main(argv=None) -> None:
         # a channel that names no codec takes the default (a spec of the trained codec has kv too)
         overrides = {"codec": "auto", "codec_read": "mixture", **overrides,
                      "hidden_layer": trained_layer(spec.channels.codecs) if name in TRAINED else "last"}
+        if name in TRAINED:  # the rows its parts were trained on
+            overrides["hidden_states"] = prompt_rows(spec)
         r, summary = run_method(with_channels(spec, overrides), problems, method, dataset=args.dataset)
         for row in r:
             row["method"] = name

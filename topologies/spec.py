@@ -174,9 +174,11 @@ class ChannelSpec(Strict):
         "mixture", description="how a receiver reads the trained resampler's vocabulary soft tokens (parts "
                                "trained with --output vocabulary): mixture = each as its distribution's mean "
                                "embedding, as trained; nearest = each as its most likely token's embedding")
-    hidden_states: Literal["latent", "prompt"] = Field(
-        "latent", description="what a hidden message carries: the latent steps' states, or the prompt's states "
-                              "followed by them")
+    hidden_states: Literal["latent", "prompt", "role"] = Field(
+        "latent", description="what a hidden message carries: the latent steps' states (latent), or the prompt's "
+                              "states followed by them (prompt: every token but special ones; role: the turn's "
+                              "own text only, without the chat template's system prompt, role names and "
+                              "generation prompt)")
     hidden_layer: Union[Literal["last"], Annotated[int, Field(ge=1)]] = Field(
         "last", description="whose states a hidden message carries: last = the last layer's (after the final norm), "
                             "or the residual stream after decoder layer N (1 = the first); only the trained "

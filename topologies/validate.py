@@ -219,12 +219,20 @@ def _check_outputs(spec: GraphSpec, plan: Plan, file: str) -> None:
 
 
 def _check_hidden_layer(spec: GraphSpec, plan: Plan, file: str) -> None:
-    """Another layer than the last goes only where a codec trained on it reads it. The text
+    """Prompt or role rows, and another layer than the last, go only where a hidden message
+    does; another layer only where a codec trained on it reads it. The text
     and single baselines of a latent spec send no hidden message: the layer is not theirs."""
     layer = spec.channels.hidden_layer
-    if layer == "last" or spec.run.method != "latent":
+    if spec.run.method != "latent":
         return
     coded = [e for e in plan.edges if get_kind(e.kind).takes_codec]
+    rows = spec.channels.hidden_states
+    if rows != "latent" and not coded:
+        raise SpecError(f"hidden_states: {rows} sets the rows of hidden messages, but no edge carries one",
+                        file=file, field="channels.hidden_states", fix="set channels.kind: hidden, or remove "
+                                                                       "hidden_states")
+    if layer == "last":
+        return
     if not coded:
         raise SpecError(f"hidden_layer: {layer} sets the layer of hidden messages, but no edge carries one",
                         file=file, field="channels.hidden_layer",

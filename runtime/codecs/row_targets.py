@@ -18,9 +18,9 @@ def row_targets(models: dict, edge, example, hidden_scope: str) -> list:
     snd, rcv = models[edge.src], models[edge.dst]
     agent = snd.agents[edge.sender]
     steps = [None] * agent.config.latent_steps
-    if hidden_scope != "prompt":
+    if hidden_scope not in ("prompt", "role"):
         return steps
-    ids = agent.content_ids({"question": example.question, "context": example.context})  # the prompt rows
+    ids = agent.content_ids({"question": example.question, "context": example.context}, hidden_scope)  # prompt rows
     if snd.fingerprint == rcv.fingerprint:
         return [[i] for i in ids] + steps
     # Where each sender token starts in the decoded text: decoding growing prefixes keeps the

@@ -3,7 +3,7 @@
 For each hidden edge of the spec (sender agent -> receiver agent), an example's passage
 fills the sender's {context} and its question both agents' {question}. The sender runs as
 it does in a run (prefill, latent steps, its hidden message: prompt states with
-hidden_states: prompt, then the latent steps' states), frozen and without gradients. The
+hidden_states: prompt or role, then the latent steps' states), frozen and without gradients. The
 sender's encoder and the receiver's decoder turn that message into K soft tokens, placed
 where a run places them (the start of the receiver's user turn); the receiver, frozen,
 reads them and its prompt, and the loss is its own cross-entropy on the answer's tokens
