@@ -123,3 +123,19 @@ def test_row_targets_of_role_rows_are_the_turns_tokens_then_the_thoughts():
     targets = row_targets(models, Edge("reader", "answerer", ref, ref), example, "role")
     turn = models[ref].tokenizer("Note: The new coach is called Tomas.\nRepeat it.", add_special_tokens=False)
     assert targets == [[i] for i in turn["input_ids"]] + [None, None]
+
+
+def test_training_on_role_rows_lowers_the_held_out_loss_and_records_the_rows(tmp_path):
+    from codec_hand import CHAIN, OPTIONS, facts
+    from latentray.channels.codecs.storage import load_part
+    from latentray.runtime.codecs.train import train_codec
+    from latentray.topologies import build_plan
+
+    spec = load_spec_text(CHAIN, channels={"kind": "hidden", "hidden_states": "role", "codec": "resampler"})
+    out = tmp_path / "parts"
+    figures = train_codec(spec, build_plan(spec), str(out), steps=12, data=[str(facts(tmp_path / "f.jsonl"))],
+                          seed=3, batch=2, lr=3e-3, options={**OPTIONS, "tokens": "rows"}, quiet=True,
+                          log=lambda _text: None)
+    assert figures["held_out_after"] < figures["held_out_before"]
+    assert figures["hidden_states"] == "role"
+    assert load_part(out, next(p.stem for p in out.glob("resampler-dec*.json"))).meta["fit"]["hidden_states"] == "role"

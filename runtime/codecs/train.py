@@ -304,7 +304,7 @@ def train_codec(spec, plan, out_dir: str, *, steps: int = 2000, data: list | Non
     opt = torch.optim.Adam(parts.parameters(), lr=lr)
     directory = Path(out_dir)
     key = _options_key(edges, parts.meta[next(iter(parts.meta))]["options"], seed, data, batch, lr, steps)
-    key.update(sentences=sentences, layer=spec.channels.hidden_layer, token_weight=token_weight,
+    key.update(sentences=sentences, layer=spec.channels.hidden_layer, rows=scope, token_weight=token_weight,
                token_steps=token_steps, answer_lr=answer_lr)
     if restart and (directory / CHECKPOINT).exists():
         shutil.rmtree(directory / CHECKPOINT)
@@ -363,7 +363,8 @@ def train_codec(spec, plan, out_dir: str, *, steps: int = 2000, data: list | Non
     reading = _mean([reference_loss(models, e, x, x.context) for e in edges for x in held])
     tenth = max(1, len(losses) // 10)
     figures = {"steps": steps, "seed": seed, "batch": batch, "lr": lr, "data": list(data or []) or "default",
-               "context_sentences": sentences, "hidden_layer": spec.channels.hidden_layer, "token_loss": token_weight,
+               "context_sentences": sentences, "hidden_layer": spec.channels.hidden_layer, "hidden_states": scope,
+               "token_loss": token_weight,
                "token_steps": token_steps, "answer_lr": answer_lr,
                "loss_first": _mean(losses[:tenth]), "loss_last": _mean(losses[-tenth:]), "held_out_before": before,
                "held_out_after": after, "held_out_no_message": alone, "held_out_reading_text": reading,
