@@ -25,6 +25,7 @@ from .errors import ModelRefError
 
 SLOT = "\u2063LATENTRAY_SOFT_SLOT\u2063"  # where soft tokens go (an invisible-separated marker)
 TURN = "\u2063LATENTRAY_ASSISTANT_TURN\u2063"  # stands for the memory's earlier assistant turn
+TEXT_MARK = "\u2063LATENTRAY_TURN_TEXT\u2063"  # stands for a turn's text, to find where it goes
 
 
 class PromptLayout:
@@ -47,13 +48,35 @@ class PromptLayout:
         `content` itself, the turn's text, rather than the template around it (BOS, the
         system header, turn markers and role names, the generation prompt). Found by the
         tokenizer's character offsets, so the ids are render's own."""
-        before, after = self._pieces(content, continuing, soft_slot)
+        if not getattr(self.tokenizer, "is_fast", False):
+            raise ModelRefError("channels.hidden_states: role needs a fast tokenizer (one that reports character "
+                                "offsets); use channels.hidden_states: prompt with this model")
+        pieces = self._pieces(content, continuing, soft_slot)
+        where, start, end = self._turn_span(content, pieces, continuing, soft_slot)
         first_bos = not continuing and not self.chat
-        flags = self._flags(before, content, first_bos), self._flags(after, content, False)
-        if not any(flags[0] + flags[1]) and content.strip():
-            raise ModelRefError("the chat template rewrites the turn's text beyond recognition, so its rows cannot "
-                                "be told from the template's; use channels.hidden_states: prompt")
-        return flags
+        flags = []
+        for i, (text, special) in enumerate(zip(pieces, (first_bos, False))):
+            if not (text or special):
+                flags.append([])
+                continue
+            offsets = self.tokenizer(text, add_special_tokens=special, return_offsets_mapping=True)["offset_mapping"]
+            flags.append([i == where and b > a and a < end and b > start for a, b in offsets])
+        return tuple(flags)
+
+    def _turn_span(self, content: str, pieces: tuple, continuing: bool, soft_slot: bool) -> tuple:
+        """(piece, start, end): where the turn's text lies in the rendered pieces. Found where
+        a render of a marker in its place puts the marker, with the same text before it (a
+        template may trim the turn: then its trimmed form)."""
+        marked = self._pieces(TEXT_MARK, continuing, soft_slot)
+        for i, (m, text) in enumerate(zip(marked, pieces)):
+            at = m.find(TEXT_MARK)
+            if at < 0:
+                continue
+            for needle in (content, content.strip()):
+                if text[:at] == m[:at] and text.startswith(needle, at):
+                    return i, at, at + len(needle)
+        raise ModelRefError("the chat template rewrites the turn's text, so its rows cannot be told from the "
+                            "template's; use channels.hidden_states: prompt")
 
     def _pieces(self, content: str, continuing: bool, soft_slot: bool) -> tuple:
         """The rendered prompt's text before and after the soft-token slot."""
@@ -61,19 +84,6 @@ class PromptLayout:
             self._plain_text(content, continuing, soft_slot)
         before, _, after = text.partition(SLOT) if soft_slot else (text, "", "")
         return before, after
-
-    def _flags(self, text: str, content: str, special: bool) -> list:
-        if not (text or special):
-            return []
-        if not getattr(self.tokenizer, "is_fast", False):
-            raise ModelRefError("channels.hidden_states: role needs a fast tokenizer (one that reports character "
-                                "offsets); use channels.hidden_states: prompt with this model")
-        # The turn's text is the last time it appears (a template may trim it: then its trimmed form).
-        needle = content if content in text else content.strip()
-        start = text.rfind(needle) if needle else -1
-        end = start + len(needle)
-        offsets = self.tokenizer(text, add_special_tokens=special, return_offsets_mapping=True)["offset_mapping"]
-        return [start >= 0 and b > a and a < end and b > start for a, b in offsets]
 
     def head(self) -> list:
         """Token ids of the conversation's head: what every first render holds before its

@@ -73,6 +73,17 @@ def test_turn_flags_mark_exactly_the_turns_text_in_every_layout(smollm2, layout)
     assert "<|im_start|>" in tokenizer.decode(ids[:first]) and "<|im_end|>" in tokenizer.decode(ids[last:])
 
 
+def test_a_turn_whose_text_the_template_also_holds_is_found_where_the_turn_is(smollm2):
+    """'assistant' is also the generation prompt's role name, after the turn: the turn's
+    own token is marked, not the template's."""
+    _, tokenizer = smollm2
+    before, _ = PromptLayout(tokenizer).render("assistant", continuing=False)
+    flags, _ = PromptLayout(tokenizer).turn_flags("assistant", continuing=False)
+    marked = [i for i, f in enumerate(flags) if f]
+    assert tokenizer.decode([before[i] for i in marked]) == "assistant"
+    assert tokenizer.decode(before[marked[-1] + 1:]) == "<|im_end|>\n<|im_start|>assistant\n"
+
+
 def test_a_template_that_trims_the_turn_is_followed_and_one_that_rewrites_it_is_refused():
     _, tokenizer, _ = load_model("tiny:llama-128")
     trims = copy.deepcopy(tokenizer)
@@ -83,7 +94,7 @@ def test_a_template_that_trims_the_turn_is_followed_and_one_that_rewrites_it_is_
     assert trims.decode([t for t, f in zip(ids, flags) if f]) == "Note: 42."
     upper = copy.deepcopy(tokenizer)
     upper.chat_template = "{% for m in messages %}{{ m['content'] | upper }}\n{% endfor %}"
-    with pytest.raises(ModelRefError, match="rewrites the turn's text .* use channels.hidden_states: prompt"):
+    with pytest.raises(ModelRefError, match="rewrites the turn.s text, so its rows .* hidden_states: prompt"):
         PromptLayout(upper).turn_flags("Note: 42.", continuing=False)
 
 
