@@ -346,6 +346,7 @@ class Agent:
         if with_prompt:
             vecs = torch.cat([state.prompt_hidden.to(vecs.dtype), vecs], dim=1)
             mask = torch.cat([state.prompt_mask.long(), mask], dim=1)
+            vecs, mask = _packed(vecs, mask)
         return vecs, mask
 
     @torch.inference_mode()
@@ -413,3 +414,20 @@ class Agent:
         if action == "text":
             return self.decode(state)
         return self.emit(state, emit, scope)
+
+
+def _packed(vecs: torch.Tensor, mask: torch.Tensor) -> tuple:
+    """(vecs, mask) with each problem's real rows, in order, left-padded to the most any
+    problem has: the rows a message leaves out (pads, special tokens, with role the chat
+    template's words) do not travel."""
+    counts = mask.sum(-1)
+    width = int(counts.max()) if counts.numel() else 0
+    if width == mask.shape[1]:
+        return vecs, mask
+    out = vecs.new_zeros((vecs.shape[0], width, vecs.shape[2]))
+    kept = mask.new_zeros((mask.shape[0], width))
+    for b in range(vecs.shape[0]):
+        n = int(counts[b])
+        out[b, width - n:] = vecs[b][mask[b].bool()]
+        kept[b, width - n:] = 1
+    return out, kept

@@ -55,6 +55,9 @@ def test_a_role_message_is_the_prompt_message_at_the_rows_of_the_turns_text(smol
         torch.testing.assert_close(got[:-1], sent[at:at + len(alone)], rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(got[-1], sent[-1], rtol=1e-4, atol=1e-5)
     assert int(role.tensors["mask"][0].sum()) < int(role.tensors["mask"][1].sum())  # a padded batch
+    for msg in (prompt, role):  # only real rows travel: the longest problem's are all real
+        assert bool(msg.tensors["mask"][1].all()) and msg.tensors["hidden"].shape[1] == msg.tensors["mask"].shape[1]
+    assert role.tensors["hidden"].shape[1] < prompt.tensors["hidden"].shape[1] - 10  # the template's rows stay home
 
 
 @pytest.mark.parametrize("layout", [{}, {"soft_slot": True}, {"continuing": True},
@@ -94,7 +97,7 @@ def test_a_template_that_trims_the_turn_is_followed_and_one_that_rewrites_it_is_
     assert trims.decode([t for t, f in zip(ids, flags) if f]) == "Note: 42."
     upper = copy.deepcopy(tokenizer)
     upper.chat_template = "{% for m in messages %}{{ m['content'] | upper }}\n{% endfor %}"
-    with pytest.raises(ModelRefError, match="rewrites the turn.s text, so its rows .* hidden_states: prompt"):
+    with pytest.raises(ModelRefError, match="rewrites the turn.s text, so its rows .*channels.hidden_states: prompt"):
         PromptLayout(upper).turn_flags("Note: 42.", continuing=False)
 
 
