@@ -116,7 +116,8 @@ class AgentActor(RdtMethods):
         if call.action == "aggregate":
             msg = aggregate_messages(messages, call.aggregate, call.agent, self.fingerprint)
         else:
-            # hidden_states (latent | prompt | role) scopes hidden states (of hidden_layer); kv_scope (all | own) the rest
+            # hidden_states (latent | prompt | role) scopes hidden states (of hidden_layer);
+            # kv_scope (all | own) the rest
             scope = call.hidden_scope if get_kind(call.emit).takes_codec else call.kv_scope
             msg = agent.step(questions, messages, action="latent", emit=call.emit, scope=scope,
                              kv_merge=call.kv_merge, limits=limits, layer=call.hidden_layer)

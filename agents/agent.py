@@ -139,10 +139,10 @@ class Agent:
         content = self.config.role.replace("{question}", text).replace("{context}", context)
         return f"Messages from the team:\n{team_text}\n\n{content}" if team_text else content
 
-    def _turn_flags(self, question, team_text: str | None = None, *, continuing: bool = False,
-                    soft_slot: bool = False) -> tuple:
-        """render's (before, after) as flags: whether each token is the turn's own text."""
-        return self.layout.turn_flags(self._turn(question, team_text), continuing=continuing, soft_slot=soft_slot)
+    def _render_turn(self, question, team_text: str | None = None, *, continuing: bool = False,
+                     soft_slot: bool = False) -> tuple:
+        """(render's (before, after), and each as flags: whether a token is the turn's own text)."""
+        return self.layout.render_turn(self._turn(question, team_text), continuing=continuing, soft_slot=soft_slot)
 
     def _content_flags(self, tokens: list) -> list:
         """Per token, whether it is content: not a special token (BOS, turn markers)."""
@@ -152,24 +152,27 @@ class Agent:
     def content_ids(self, question, scope: str = "prompt") -> list:
         """The tokens of this agent's prompt for `question` (no inbox) whose states a hidden
         message with hidden_states `scope` (prompt or role) carries, in order."""
-        before, after = self.render(question)
-        flags = self._content_flags(before + after)
-        if scope == "role":
-            turn = self._turn_flags(question)
-            flags = [a and b for a, b in zip(flags, turn[0] + turn[1])]
-        return [t for t, keep in zip(before + after, flags) if keep]
+        (before, after), turn = self._render_turn(question) if scope == "role" else (self.render(question), None)
+        return [t for t, keep in zip(before + after, self._sent_flags(before, after, 0, turn)) if keep]
+
+    def _sent_flags(self, before: list, after: list, n_soft: int, turn: tuple | None) -> list:
+        """Per slot of a prompt (its ids before and after n_soft soft tokens), whether a hidden
+        message with prompt states carries it: a token other than special ones (BOS, turn
+        markers) or a soft token received; with `turn` (render_turn's flags), only among the
+        turn's own tokens."""
+        flags = self._content_flags(before) + [True] * n_soft + self._content_flags(after)
+        if turn is None:
+            return flags
+        own = turn[0] + [True] * n_soft + turn[1]
+        return [a and c for a, c in zip(flags, own)]
 
     def _content_mask(self, rows: list, soft_mask=None, width: int = 0, turns: list | None = None) -> torch.Tensor:
-        """[B, width] 1 at the slots of each left-padded row that hold content: its tokens
-        other than special ones (BOS, turn markers) and the soft tokens it received; with
-        `turns` (each row's turn flags, _turn_flags), only its turn's own tokens among them."""
+        """[B, width] 1 at the slots of each left-padded row a hidden message with prompt
+        states carries (_sent_flags; `turns`: each row's turn flags, or None)."""
         out = torch.zeros((len(rows), width), dtype=torch.long, device=self.model.device)
         for b, (before, after) in enumerate(rows):
             n_soft = int(soft_mask[b].sum()) if soft_mask is not None else 0
-            flags = self._content_flags(before) + [True] * n_soft + self._content_flags(after)
-            if turns is not None:
-                own = turns[b][0] + [True] * n_soft + turns[b][1]
-                flags = [a and c for a, c in zip(flags, own)]
+            flags = self._sent_flags(before, after, n_soft, None if turns is None else turns[b])
             out[b, width - len(flags):] = torch.tensor(flags, dtype=torch.long)
         return out
 
@@ -221,8 +224,10 @@ class Agent:
             self._as_received(list(inbox)), receiver=name, rope_join=self._join, kv_merge=kv_merge)
         how = [dict(team_text=box.texts[b] if box.texts else None, continuing=box.kv is not None,
                     soft_slot=box.embeds is not None) for b in range(len(questions))]
-        rows = [self.render(q, **h) for q, h in zip(questions, how)]
-        turns = [self._turn_flags(q, **h) for q, h in zip(questions, how)] if sent_rows == "role" else None
+        if sent_rows == "role":  # the ids and which of them are the turn's text, from one tokenization
+            rows, turns = map(list, zip(*(self._render_turn(q, **h) for q, h in zip(questions, how))))
+        else:
+            rows, turns = [self.render(q, **h) for q, h in zip(questions, how)], None
         self._check_prompt_lengths(rows)
         embeds, new_mask = self._embed_rows(rows, box.embeds, box.embeds_mask)
         cache, past_mask, past_pos = self._memory(box, len(questions), embeds.shape[1] + reserve, layout)

@@ -39,29 +39,31 @@ class PromptLayout:
     def render(self, content: str, *, continuing: bool, soft_slot: bool = False) -> tuple:
         """(ids before the soft tokens, ids after them); all ids are in `before` when
         there is no soft slot."""
-        before, after = self._pieces(content, continuing, soft_slot)
-        first_bos = not continuing and not self.chat  # a chat template writes its own BOS
-        return self._ids(before, special=first_bos), self._ids(after, special=False)
+        pieces = self._pieces(content, continuing, soft_slot)
+        return tuple(self._ids(text, special) for text, special in zip(pieces, self._specials(continuing)))
 
-    def turn_flags(self, content: str, *, continuing: bool, soft_slot: bool = False) -> tuple:
-        """Per id of render's (before, after): whether the token holds a character of
-        `content` itself, the turn's text, rather than the template around it (BOS, the
-        system header, turn markers and role names, the generation prompt). Found by the
-        tokenizer's character offsets, so the ids are render's own."""
+    def render_turn(self, content: str, *, continuing: bool, soft_slot: bool = False) -> tuple:
+        """(render's (before, after), and per id of each whether the token holds a character
+        of `content` itself, the turn's text, rather than the template around it: BOS, the
+        system header, turn markers and role names, the generation prompt). One tokenization
+        with the tokenizer's character offsets gives both."""
         if not getattr(self.tokenizer, "is_fast", False):
             raise ModelRefError("channels.hidden_states: role needs a fast tokenizer (one that reports character "
                                 "offsets); use channels.hidden_states: prompt with this model")
         pieces = self._pieces(content, continuing, soft_slot)
         where, start, end = self._turn_span(content, pieces, continuing, soft_slot)
-        first_bos = not continuing and not self.chat
-        flags = []
-        for i, (text, special) in enumerate(zip(pieces, (first_bos, False))):
-            if not (text or special):
-                flags.append([])
-                continue
-            offsets = self.tokenizer(text, add_special_tokens=special, return_offsets_mapping=True)["offset_mapping"]
-            flags.append([i == where and b > a and a < end and b > start for a, b in offsets])
-        return tuple(flags)
+        ids, flags = [], []
+        for i, (text, special) in enumerate(zip(pieces, self._specials(continuing))):
+            enc = self.tokenizer(text, add_special_tokens=special, return_offsets_mapping=True) \
+                if text or special else {"input_ids": [], "offset_mapping": []}
+            ids.append(list(enc["input_ids"]))
+            flags.append([i == where and b > a and a < end and b > start for a, b in enc["offset_mapping"]])
+        return tuple(ids), tuple(flags)
+
+    def _specials(self, continuing: bool) -> tuple:
+        """Whether the tokenizer adds its special tokens (BOS) to each piece: only to a first
+        render's first piece, and only without a chat template (a template writes its own)."""
+        return not continuing and not self.chat, False
 
     def _turn_span(self, content: str, pieces: tuple, continuing: bool, soft_slot: bool) -> tuple:
         """(piece, start, end): where the turn's text lies in the rendered pieces. Found where
@@ -97,7 +99,7 @@ class PromptLayout:
 
     def _ids(self, text: str, special: bool) -> list:
         # An empty first piece still gets its BOS: a base model's soft tokens open the prompt,
-        # so all of its text is after them, and the BOS must stay before them.
+        # so all of its text is after them, and the BOS must stay before them (render_turn alike).
         return list(self.tokenizer(text, add_special_tokens=special)["input_ids"]) if text or special else []
 
     def _system(self) -> list:

@@ -62,12 +62,12 @@ def test_a_role_message_is_the_prompt_message_at_the_rows_of_the_turns_text(smol
 
 @pytest.mark.parametrize("layout", [{}, {"soft_slot": True}, {"continuing": True},
                                     {"continuing": True, "soft_slot": True}])
-def test_turn_flags_mark_exactly_the_turns_text_in_every_layout(smollm2, layout):
+def test_render_turn_marks_exactly_the_turns_text_in_every_layout(smollm2, layout):
     model, tokenizer = smollm2
     agent = _agent(model, tokenizer)
     before, after = agent.render(PROBLEMS[1], **layout)
-    flags = PromptLayout(tokenizer).turn_flags(_turn(PROBLEMS[1]), **{"continuing": False, **layout})
-    assert [len(f) for f in flags] == [len(before), len(after)]
+    rendered, flags = PromptLayout(tokenizer).render_turn(_turn(PROBLEMS[1]), **{"continuing": False, **layout})
+    assert rendered == (before, after) and [len(f) for f in flags] == [len(before), len(after)]
     ids, marked = before + after, flags[0] + flags[1]
     kept = [t for t, f in zip(ids, marked) if f]
     assert tokenizer.decode(kept) == _turn(PROBLEMS[1])
@@ -80,8 +80,8 @@ def test_a_turn_whose_text_the_template_also_holds_is_found_where_the_turn_is(sm
     """'assistant' is also the generation prompt's role name, after the turn: the turn's
     own token is marked, not the template's."""
     _, tokenizer = smollm2
-    before, _ = PromptLayout(tokenizer).render("assistant", continuing=False)
-    flags, _ = PromptLayout(tokenizer).turn_flags("assistant", continuing=False)
+    (before, _), (flags, _) = PromptLayout(tokenizer).render_turn("assistant", continuing=False)
+    assert before == PromptLayout(tokenizer).render("assistant", continuing=False)[0]
     marked = [i for i, f in enumerate(flags) if f]
     assert tokenizer.decode([before[i] for i in marked]) == "assistant"
     assert tokenizer.decode(before[marked[-1] + 1:]) == "<|im_end|>\n<|im_start|>assistant\n"
@@ -92,13 +92,13 @@ def test_a_template_that_trims_the_turn_is_followed_and_one_that_rewrites_it_is_
     trims = copy.deepcopy(tokenizer)
     trims.chat_template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] | trim }}<|im_end|>\n"
                            "{% endfor %}<|im_start|>assistant\n")
-    ids, _ = PromptLayout(trims).render("  Note: 42.  ", continuing=False)
-    flags, _ = PromptLayout(trims).turn_flags("  Note: 42.  ", continuing=False)
+    (ids, _), (flags, _) = PromptLayout(trims).render_turn("  Note: 42.  ", continuing=False)
+    assert ids == PromptLayout(trims).render("  Note: 42.  ", continuing=False)[0]
     assert trims.decode([t for t, f in zip(ids, flags) if f]) == "Note: 42."
     upper = copy.deepcopy(tokenizer)
     upper.chat_template = "{% for m in messages %}{{ m['content'] | upper }}\n{% endfor %}"
     with pytest.raises(ModelRefError, match="rewrites the turn.s text, so its rows .*channels.hidden_states: prompt"):
-        PromptLayout(upper).turn_flags("Note: 42.", continuing=False)
+        PromptLayout(upper).render_turn("Note: 42.", continuing=False)
 
 
 def test_a_state_prefilled_for_prompt_rows_refuses_to_send_role_rows():

@@ -95,7 +95,7 @@ def validate_plan(spec: GraphSpec, plan: Plan, file: str) -> None:
     _check_emits(spec, plan, file)
     _check_outputs(spec, plan, file)
     _check_overrides_used(spec, plan, file)
-    _check_hidden_layer(spec, plan, file)
+    _check_hidden_settings(spec, plan, file)
 
 
 def _check_order(spec: GraphSpec, plan: Plan, file: str) -> None:
@@ -218,7 +218,7 @@ def _check_outputs(spec: GraphSpec, plan: Plan, file: str) -> None:
                             fix=f"set output: latent, or make {name} the answering agent")
 
 
-def _check_hidden_layer(spec: GraphSpec, plan: Plan, file: str) -> None:
+def _check_hidden_settings(spec: GraphSpec, plan: Plan, file: str) -> None:
     """Prompt or role rows, and another layer than the last, go only where a hidden message
     does; another layer only where a codec trained on it reads it. The text
     and single baselines of a latent spec send no hidden message: the layer is not theirs."""
