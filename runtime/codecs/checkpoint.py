@@ -41,7 +41,7 @@ def write_checkpoint(directory: Path, parts, opt, step: int, losses: list, key: 
 
 
 def read_checkpoint(directory: Path, parts, opt, key: dict, log) -> tuple:
-    """(step, losses, held-out [answer, token] losses before training) resumed from DIR's checkpoint, or
+    """(step, losses, held-out [answer, token, drill] losses before training) resumed from DIR's checkpoint, or
     (0, [], None) when there is none."""
     ck = directory / CHECKPOINT
     if not (ck / "state.json").is_file():

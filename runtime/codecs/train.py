@@ -21,7 +21,10 @@ aims at its k-th such token and a presence term (a binary cross-entropy) teaches
 slots are sent: as many as the row has targets, one for a latent-step row; without it,
 slot 0 aims at the first.
 The answer loss alone must find that map through the frozen receiver; this term shows it
-the way, and latent-step rows (no token) are left to the answer loss.
+the way, and latent-step rows (no token) are left to the answer loss. With word_drill N,
+each token step also reads N lists of proper nouns the two tokenizers hold
+(runtime/codecs/word_drill.py): names are rare in passages and are what a codec across
+tokenizers misspells.
 
 Every `checkpoint_every` steps the parts and the optimizer's state are written to
 DIR/.train-checkpoint (safetensors + JSON, renamed into place, the JSON last); a rerun of
@@ -59,6 +62,7 @@ from latentray.runtime.codecs.checkpoint import CHECKPOINT, read_checkpoint, wri
 from latentray.runtime.codecs.fit import model_kwargs, progress_bar
 from latentray.runtime.codecs.row_targets import presence_targets, row_targets, token_loss
 from latentray.runtime.codecs.train_data import DEFAULT_SENTENCES, load_examples
+from latentray.runtime.codecs.word_drill import drill_example, drill_words
 from latentray.runtime.engine.agent_configs import agent_configs_for
 from latentray.runtime.engine.steps import hidden_layer
 
@@ -67,6 +71,7 @@ HELD_OUT = 32  # examples split off before training, never trained on: the held-
 TOKEN_SCALE = 20.0  # cosine -> logit in the token loss
 GRAD_CLIP = 1.0  # the gradients' total norm is clipped to this before each step
 STATISTICS_EXAMPLES = 64  # training examples whose sent states set an encoder's fixed standardisation
+HELD_OUT_DRILLS = 8  # drill lists the held-out drill token loss is measured on (with word_drill)
 
 
 @dataclass(frozen=True)
@@ -249,14 +254,16 @@ def _mean(xs) -> float:
 def train_codec(spec, plan, out_dir: str, *, steps: int = 2000, data: list | None = None, seed: int = 0,
                 sentences: int = DEFAULT_SENTENCES, batch: int = 4, lr: float = 1e-3, options: dict | None = None,
                 checkpoint_every: int = 25, token_weight: float | None = None, token_steps: int = 0,
-                answer_lr: float | None = None, restart: bool = False, quiet: bool = False, log=print) -> dict:
+                answer_lr: float | None = None, word_drill: int = 0, restart: bool = False, quiet: bool = False,
+                log=print) -> dict:
     """Train the resampler parts the spec's hidden edges need; returns the figures.
     token_weight: the token loss's weight (None: 1 with tokens: rows, 0 otherwise);
     token_steps: the first steps train on the token loss alone (the receivers do not run);
     answer_lr: the learning rate of the steps after them (None: lr / 10 after token steps, else
     lr). A new loss joining with the full rate tore up what the token steps had learnt: Adam's
     second moments, fit to the token loss's gradients, let the answer loss's take steps too
-    large: the training loss rose from 5 to 15-20 within 50 steps."""
+    large: the training loss rose from 5 to 15-20 within 50 steps. word_drill: drill lists
+    added to each token step's examples."""
     if answer_lr is None:
         answer_lr = lr / 10 if token_steps else lr
     if steps < 1 or batch < 1 or checkpoint_every < 1 or not lr > 0 or not answer_lr > 0:
@@ -274,6 +281,9 @@ def train_codec(spec, plan, out_dir: str, *, steps: int = 2000, data: list | Non
     if token_steps and not (token_weight and 0 <= token_steps <= steps):
         raise CodecError(f"train-codec: --token-steps {token_steps}: the steps on the token loss alone need the token "
                          f"loss (--tokens rows, --token-loss above 0) and cannot be more than --steps ({steps})")
+    if word_drill < 0 or (word_drill and not token_steps):
+        raise CodecError(f"train-codec: --word-drill {word_drill}: the drill lists train the token loss alone, in "
+                         "the first --token-steps: give --token-steps and a drill of 0 or more lists a step")
     edges = training_edges(spec, plan)
     examples = load_examples(data, sentences)
     if len(examples) <= HELD_OUT:
@@ -288,6 +298,11 @@ def train_codec(spec, plan, out_dir: str, *, steps: int = 2000, data: list | Non
                                               if r == ref})) for ref in refs}
     log(f"train-codec: {len(edges)} edge(s), models {', '.join(refs)} loaded in {time.perf_counter() - t_load:.1f} s; "
         f"{len(train)} training examples, {len(held)} held out")
+    words = drill_words([models[r].tokenizer for r in refs]) if word_drill else []
+    if word_drill and not words:
+        raise CodecError(f"train-codec: --word-drill {word_drill}: the tokenizers of {', '.join(refs)} hold no "
+                         "capitalised word as one token (byte-level ones hold none): there is nothing to drill; "
+                         "leave out --word-drill")
     codec = make_codec(CODEC, **(options or {}))
     layer = hidden_layer(spec)
     scope = spec.channels.hidden_states
@@ -305,26 +320,33 @@ def train_codec(spec, plan, out_dir: str, *, steps: int = 2000, data: list | Non
     directory = Path(out_dir)
     key = _options_key(edges, parts.meta[next(iter(parts.meta))]["options"], seed, data, batch, lr, steps)
     key.update(sentences=sentences, layer=spec.channels.hidden_layer, rows=scope, token_weight=token_weight,
-               token_steps=token_steps, answer_lr=answer_lr)
+               token_steps=token_steps, answer_lr=answer_lr, word_drill=word_drill)
     if restart and (directory / CHECKPOINT).exists():
         shutil.rmtree(directory / CHECKPOINT)
 
+    held_drills = [drill_example(words, random.Random(f"{seed}:held-out drill {i}")) for i in range(HELD_OUT_DRILLS)]
+
+    def token_losses(e: Edge, xs: list, sent: list) -> list:
+        return [float(example_loss(parts, models, e, x, m, names[e], row_targets(models, e, x, scope), 1.0,
+                                   answer_loss=False)) for x, m in zip(xs, sent)]
+
     def held_loss() -> list:
-        """[the answer loss, the token loss (None without one)] on the held-out examples."""
-        losses, tokens = [], []
+        """[the answer loss, the token loss (None without one), the drill token loss (None
+        without a drill)] on the held-out examples and drill lists."""
+        losses, tokens, drills = [], [], []
         with torch.no_grad():
             for e in edges:
-                for x, m in zip(held, _messages_in_chunks(models, e, held, scope, layer)):
-                    losses.append(float(example_loss(parts, models, e, x, m, names[e])))
-                    if token_weight:
-                        tokens.append(float(example_loss(parts, models, e, x, m, names[e],
-                                                         row_targets(models, e, x, scope), 1.0, answer_loss=False)))
-        return [_mean(losses), _mean(tokens) if tokens else None]
+                sent = _messages_in_chunks(models, e, held, scope, layer)
+                losses += [float(example_loss(parts, models, e, x, m, names[e])) for x, m in zip(held, sent)]
+                tokens += token_losses(e, held, sent) if token_weight else []
+                if word_drill:
+                    drills += token_losses(e, held_drills, _messages_in_chunks(models, e, held_drills, scope, layer))
+        return [_mean(losses), _mean(tokens) if tokens else None, _mean(drills) if drills else None]
 
     start, losses, held_before = read_checkpoint(directory, parts, opt, key, log)
     if held_before is None:
         held_before = held_loss()
-    before, token_before = held_before
+    before, token_before, drill_before = held_before
     t0 = time.perf_counter()
     good = start
     with progress_bar(steps, "train-codec", quiet) as bar:
@@ -335,10 +357,13 @@ def train_codec(spec, plan, out_dir: str, *, steps: int = 2000, data: list | Non
             opt.zero_grad()
             total = 0.0
             chunk = [train[(step * batch + j) % len(train)] for j in range(batch)]
+            if step < token_steps:  # a function of the seed and the step: a resumed run draws the same
+                rng = random.Random(f"{seed}:drill {step}")
+                chunk += [drill_example(words, rng) for _ in range(word_drill)]
             for x, sent in zip(chunk, sender_messages(models, edge, chunk, scope, layer)):
                 targets = row_targets(models, edge, x, scope) if token_weight else None
                 loss = example_loss(parts, models, edge, x, sent, names[edge], targets, token_weight,
-                                    answer_loss=step >= token_steps) / batch
+                                    answer_loss=step >= token_steps) / len(chunk)
                 loss.backward()
                 total += float(loss.detach())
             finite = math.isfinite(total) and all(bool(torch.isfinite(p.grad).all())
@@ -357,7 +382,7 @@ def train_codec(spec, plan, out_dir: str, *, steps: int = 2000, data: list | Non
             if (step + 1) % checkpoint_every == 0 or step + 1 == steps:
                 write_checkpoint(directory, parts, opt, step + 1, losses, key, held_before)
                 good = step + 1
-    after, token_after = held_loss()
+    after, token_after, drill_after = held_loss()
     seconds = time.perf_counter() - t0
     alone = _mean([reference_loss(models, e, x, None) for e in edges for x in held])
     reading = _mean([reference_loss(models, e, x, x.context) for e in edges for x in held])
@@ -365,16 +390,19 @@ def train_codec(spec, plan, out_dir: str, *, steps: int = 2000, data: list | Non
     figures = {"steps": steps, "seed": seed, "batch": batch, "lr": lr, "data": list(data or []) or "default",
                "context_sentences": sentences, "hidden_layer": spec.channels.hidden_layer, "hidden_states": scope,
                "token_loss": token_weight,
-               "token_steps": token_steps, "answer_lr": answer_lr,
+               "token_steps": token_steps, "answer_lr": answer_lr, "word_drill": word_drill,
                "loss_first": _mean(losses[:tenth]), "loss_last": _mean(losses[-tenth:]), "held_out_before": before,
                "held_out_after": after, "held_out_no_message": alone, "held_out_reading_text": reading,
-               "held_out_token_before": token_before, "held_out_token_after": token_after, "train_s": seconds}
+               "held_out_token_before": token_before, "held_out_token_after": token_after,
+               **({"drill_words": len(words), "held_out_drill_before": drill_before,
+                   "held_out_drill_after": drill_after} if word_drill else {}), "train_s": seconds}
     out = _save(codec, parts, directory, figures)
     shutil.rmtree(directory / CHECKPOINT, ignore_errors=True)
     log(f"  {steps} steps in {seconds:.1f} s; loss {figures['loss_first']:.3f} (first tenth) -> "
         f"{figures['loss_last']:.3f} (last tenth); held-out loss {before:.3f} untrained -> {after:.3f} "
         f"(no message {alone:.3f}, the passage as text {reading:.3f}); "
         + (f"held-out token loss {token_before:.3f} -> {token_after:.3f}; " if token_weight else "")
+        + (f"on drill lists {drill_before:.3f} -> {drill_after:.3f}; " if word_drill else "")
         + f"{out['size_mb']:.2f} MB of parts")
     return {**figures, **out}
 

@@ -38,6 +38,9 @@ def add_parser(sub) -> None:
     p.add_argument("--token-steps", type=int, default=0, dest="token_steps",
                    help="the first steps of --steps train on the token loss alone, without running the receiver "
                         "(fast; default 0)")
+    p.add_argument("--word-drill", type=int, default=0, dest="word_drill",
+                   help="lists of proper nouns the tokenizers hold added to each token step's examples, so that the "
+                        "codec learns to spell names passages seldom hold (default 0)")
     p.add_argument("--answer-lr", type=float, dest="answer_lr",
                    help="learning rate once the answer loss trains (default: --lr / 10 after --token-steps, else --lr)")
     p.add_argument("--dim", type=int, help="hub space dimension (default 256)")
@@ -60,6 +63,7 @@ def run(args) -> int:
                           sentences=args.context_sentences, batch=args.batch,
                           lr=args.lr, options=options, checkpoint_every=args.checkpoint_every,
                           token_weight=args.token_loss, token_steps=args.token_steps, answer_lr=args.answer_lr,
+                          word_drill=args.word_drill,
                           restart=args.restart, quiet=args.quiet, log=log)
     print(f"trained {len(figures['parts'])} codec part(s) in {out} ({figures['size_mb']:.2f} MB); held-out loss "
           f"{figures['held_out_before']:.3f} -> {figures['held_out_after']:.3f}")
