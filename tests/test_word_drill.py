@@ -48,7 +48,8 @@ def test_a_drill_list_is_distinct_words_drawn_by_its_generator():
 def test_training_with_drill_lists_lowers_their_held_out_token_loss(tmp_path):
     """SmolLM2 reading, a byte-level answerer: the drill words are SmolLM2's; the token loss
     on held-out drill lists falls; the figures record the drill. Refused: a drill outside
-    the token steps, and tokenizers with no whole words to drill."""
+    the token steps, on a message without the rows a sender read, and where the tokenizers
+    hold no whole word to drill."""
     from latentray.agents.models import load_model
     from latentray.runtime.codecs.train import train_codec
     from latentray.runtime.codecs.word_drill import drill_words
@@ -67,6 +68,10 @@ def test_training_with_drill_lists_lowers_their_held_out_token_loss(tmp_path):
     with pytest.raises(CodecError, match="--word-drill 2: the drill lists train the token loss alone"):
         train_codec(spec, build_plan(spec), str(tmp_path / "o"), steps=4, word_drill=2, data=data, options=options,
                     quiet=True, log=lambda _text: None)
+    latent = load_spec_text(CHAIN, channels={"kind": "hidden", "codec": "resampler"})
+    with pytest.raises(CodecError, match="hidden_states: latent sends none; set hidden_states: prompt or role"):
+        train_codec(latent, build_plan(latent), str(tmp_path / "o"), steps=4, token_steps=4, word_drill=2, data=data,
+                    options=options, quiet=True, log=lambda _text: None)
     tiny = load_spec_text(CHAIN, channels={"kind": "hidden", "hidden_states": "prompt", "codec": "resampler"})
     with pytest.raises(CodecError, match="hold no capitalised word as one token .*leave out --word-drill"):
         train_codec(tiny, build_plan(tiny), str(tmp_path / "o"), steps=4, token_steps=4, word_drill=2, data=data,

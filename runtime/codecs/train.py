@@ -284,6 +284,10 @@ def train_codec(spec, plan, out_dir: str, *, steps: int = 2000, data: list | Non
     if word_drill < 0 or (word_drill and not token_steps):
         raise CodecError(f"train-codec: --word-drill {word_drill}: the drill lists train the token loss alone, in "
                          "the first --token-steps: give --token-steps and a drill of 0 or more lists a step")
+    if word_drill and spec.channels.hidden_states not in ("prompt", "role"):
+        raise CodecError(f"train-codec: --word-drill {word_drill} trains the soft tokens of the rows a sender read, "
+                         f"and channels.hidden_states: {spec.channels.hidden_states} sends none; set hidden_states: "
+                         "prompt or role, or leave out --word-drill")
     edges = training_edges(spec, plan)
     examples = load_examples(data, sentences)
     if len(examples) <= HELD_OUT:
