@@ -328,7 +328,8 @@ def train_codec(spec, plan, out_dir: str, *, steps: int = 2000, data: list | Non
     if restart and (directory / CHECKPOINT).exists():
         shutil.rmtree(directory / CHECKPOINT)
 
-    held_drills = [drill_example(words, random.Random(f"{seed}:held-out drill {i}")) for i in range(HELD_OUT_DRILLS)]
+    held_drills = [drill_example(words, random.Random(f"{seed}:held-out drill {i}"))
+                   for i in range(HELD_OUT_DRILLS if word_drill else 0)]
 
     def token_losses(e: Edge, xs: list, sent: list) -> list:
         return [float(example_loss(parts, models, e, x, m, names[e], row_targets(models, e, x, scope), 1.0,
